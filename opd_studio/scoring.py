@@ -128,7 +128,7 @@ def logits_from_hidden(model, hidden: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class _Pass:
+class ForwardPass:
     """A forward pass we may reuse: its ids, per-layer keys/values and final hidden states."""
 
     ids: list[int]
@@ -137,11 +137,11 @@ class _Pass:
 
 
 @torch.no_grad()
-def _forward(model, ids: list[int], reuse: _Pass | None = None) -> _Pass:
+def forward_reusing(model, ids: list[int], reuse: ForwardPass | None = None) -> ForwardPass:
     """Forward `ids`, reusing `reuse`'s cache for the longest common prefix (all but at least one token)."""
     from transformers import DynamicCache
 
-    shared = _common_prefix(reuse.ids, ids) if reuse else 0
+    shared = common_prefix(reuse.ids, ids) if reuse else 0
     shared = min(shared, len(ids) - 1)
     if shared > 0:
         cache = DynamicCache(ddp_cache_data=[(k[..., :shared, :], v[..., :shared, :]) for k, v in reuse.kv],
@@ -154,10 +154,10 @@ def _forward(model, ids: list[int], reuse: _Pass | None = None) -> _Pass:
     if shared > 0:
         hidden = torch.cat([reuse.hidden[:shared], hidden])
     kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-    return _Pass(list(ids), kv, hidden)
+    return ForwardPass(list(ids), kv, hidden)
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def common_prefix(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     for i in range(n):
         if a[i] != b[i]:
@@ -199,12 +199,14 @@ class HintScorer:
     >>> table = scorer.score(record.hints, span="turn")
     """
 
-    def __init__(self, model, tokenizer, trajectory: Trajectory, top_k: int = 5, chunk_size: int = 256):
+    def __init__(self, model, tokenizer, trajectory: Trajectory, top_k: int = 5, chunk_size: int = 256,
+                 reuse_cache: bool = True):
         self.model, self.tokenizer, self.trajectory = model, tokenizer, trajectory
         self.top_k, self.chunk_size = top_k, chunk_size
+        self.reuse_cache = reuse_cache  # False: every hinted pass runs from token 0 (the benchmark's baseline)
         self.student_positions = [i for i in range(1, len(trajectory)) if trajectory.student_mask[i]]
-        self._original: _Pass | None = None
-        self._last_hinted: _Pass | None = None
+        self._original: ForwardPass | None = None
+        self._last_hinted: ForwardPass | None = None
         self._before: dict[int, tuple] | None = None  # position → (logp, rank, entropy, top list)
         self._token_text: dict[int, str] = {}
 
@@ -218,48 +220,49 @@ class HintScorer:
         error_tokens = self.trajectory.error_token_span(error) if error else None
         targets = target_mask(self.trajectory, placed, span, error_tokens)
         before = self._before_stats()
-        hinted_ids, position = splice(self.trajectory.input_ids, placed)
-        after = self._after_stats(hinted_ids, position, placed)
+        after = self._after_stats(placed)
         table = self._table(placed, targets, before, after)
         table.attrs.update(
             hints=[{"anchor": p.anchor, "insert_at": p.insert_at, "n_tokens": len(p.ids),
                     "text": self.tokenizer.decode(p.ids), "snapped": p.snapped, "placement": p.hint.placement}
                    for p in placed],
-            error_span=error_tokens, hinted_length=len(hinted_ids), span=span)
+            error_span=error_tokens, hinted_length=len(self.trajectory) + sum(len(p.ids) for p in placed), span=span)
         return table
 
     # -- passes ---------------------------------------------------------------------------------------------------
 
-    def _original_pass(self) -> _Pass:
+    def original_pass(self) -> ForwardPass:
         if self._original is None:
-            self._original = _forward(self.model, self.trajectory.input_ids)
+            self._original = forward_reusing(self.model, self.trajectory.input_ids)
         return self._original
 
     def _before_stats(self) -> dict[int, tuple]:
         if self._before is None:
-            original = self._original_pass()
+            original = self.original_pass()
             positions = self.student_positions
             self._before = self._positions_stats(original.hidden, [i - 1 for i in positions], positions)
         return self._before
 
-    def _after_stats(self, hinted_ids: list[int], position: list[int], placed: list[PlacedHint]):
-        if not placed:
-            return {}, {}
-        first_insert = placed[0].insert_at
-        changed = [i for i in self.student_positions if i >= first_insert]
-        if not changed:
-            return {}, {}
-        original = self._original_pass()
+    def hinted_pass(self, placed: list[PlacedHint]) -> tuple[ForwardPass, list[int]]:
+        """The hinted sequence's pass (reusing the longest cached prefix) and the original → hinted position map."""
+        hinted_ids, position = splice(self.trajectory.input_ids, placed)
+        original = self.original_pass()
         # Reuse whichever earlier pass shares the longer prefix with the new hinted sequence.
         reuse = original
-        if self._last_hinted and (_common_prefix(self._last_hinted.ids, hinted_ids)
-                                  > _common_prefix(original.ids, hinted_ids)):
+        if self._last_hinted and (common_prefix(self._last_hinted.ids, hinted_ids)
+                                  > common_prefix(original.ids, hinted_ids)):
             reuse = self._last_hinted
-        hinted = _forward(self.model, hinted_ids, reuse)
-        self._last_hinted = hinted
+        self._last_hinted = forward_reusing(self.model, hinted_ids, reuse if self.reuse_cache else None)
+        return self._last_hinted, position
+
+    def _after_stats(self, placed: list[PlacedHint]):
+        changed = [i for i in self.student_positions if placed and i >= placed[0].insert_at]
+        if not changed:
+            return {}, {}
+        hinted, position = self.hinted_pass(placed)
         after_rows = [position[i] - 1 for i in changed]
         after = self._positions_stats(hinted.hidden, after_rows, changed)
-        kl = self._kl(original.hidden, [i - 1 for i in changed], hinted.hidden, after_rows, changed)
+        kl = self._kl(self.original_pass().hidden, [i - 1 for i in changed], hinted.hidden, after_rows, changed)
         return after, kl
 
     @torch.no_grad()

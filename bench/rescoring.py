@@ -1,0 +1,68 @@
+"""Full vs incremental rescoring after a hint edit (SPEC §5: cost ∝ suffix length).
+
+For responses of 256, 1024 and 2048 tokens with the hint at 75 % of the response, each measurement is one edit of
+the hint's text followed by rescoring. *full* runs the hinted sequence from token 0; *incremental* reuses the
+original pass's key/value cache up to the hint and runs only the hint and the suffix. Both compute logits only at
+student positions after the hint, and both already hold the original pass (it is computed once per rollout).
+Medians of interleaved repeats, in one process, so the ratio is measured side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import median_seconds, rollout_of_length  # noqa: E402
+from opd_studio.model import load_model  # noqa: E402
+from opd_studio.records import Hint  # noqa: E402
+from opd_studio.scoring import HintScorer  # noqa: E402
+from opd_studio.trajectory import build_trajectory  # noqa: E402
+
+LENGTHS = (256, 1024, 2048)
+REPEATS = 5
+
+
+def main() -> None:
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    model, tokenizer = load_model("default")
+    rows = []
+    for length in LENGTHS:
+        record = rollout_of_length(tokenizer, length)
+        trajectory = build_trajectory(tokenizer, record)
+        first, last = trajectory.student_token_spans[1]
+        at = first + int(0.75 * (last - first))
+        scorers = {"full": HintScorer(model, tokenizer, trajectory, reuse_cache=False),
+                   "incremental": HintScorer(model, tokenizer, trajectory)}
+        edits = iter(range(10_000))
+
+        def edit(scorer):
+            hints = [Hint(text=f" (Hint {next(edits)}: check the carry.) ", token=at)]
+            return lambda: scorer.score(hints)
+
+        for scorer in scorers.values():  # warm-up: the original pass, computed once per rollout
+            edit(scorer)()
+        times = {name: [] for name in scorers}
+        for _ in range(REPEATS):  # interleaved, so machine noise hits both alike
+            for name, scorer in scorers.items():
+                times[name].append(median_seconds(edit(scorer), 1))
+        full, incremental = (sorted(times[n])[REPEATS // 2] for n in ("full", "incremental"))
+        rows.append({"response_tokens": length, "trajectory_tokens": len(trajectory), "hint_at": at,
+                     "full_s": full, "incremental_s": incremental, "speedup": full / incremental})
+    device = f"{model.device.type}, {torch.get_num_threads()} threads, {str(model.dtype).removeprefix('torch.')}"
+    print(f"Rescoring after a hint edit (hint at 75 % of the response; median of {REPEATS}; {device})")
+    print("| response tokens | full rescoring | incremental | speed-up |")
+    print("|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['response_tokens']} | {r['full_s'] * 1000:.0f} ms | {r['incremental_s'] * 1000:.0f} ms "
+              f"| {r['speedup']:.1f}× |")
+    out = Path(__file__).parent / "results" / "rescoring.json"
+    out.write_text(json.dumps({"device": device, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

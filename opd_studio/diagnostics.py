@@ -1,0 +1,158 @@
+"""Where does a hint work, which text works best, and where does it leak?
+
+    position sweep     for an error span [s, e) and hint h, every insertion point k in a window before s:
+                       drop(k) = Σ_{i∈[s,e)} log q_k(y_i) − log p(y_i)   (negative: the error became less likely)
+                       collateral(k) = mean_{k≤i<s} |log q_k(y_i) − log p(y_i)|   (tokens the hint should not move)
+    text comparison    several hint texts at one point, to the end of the turn: drop on the error span, mean
+                       |Δ log p| on the turn's other tokens, selectivity = −drop / (collateral + 0.01)
+    flags              per target position of a hinted trajectory: `leak` — the teacher's top token is a token
+                       only the hint contains (the student cannot know it at inference); `continues_hint` — the
+                       teacher's top token is what followed the same token inside the hint (the teacher copies the
+                       hint text instead of continuing the trajectory)
+
+Candidates run as one batch over the original pass's cached prefix. Sequences of different lengths are padded on
+the right, which needs no attention mask: with causal attention no real token ever attends to a later pad.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from .records import Hint
+from .scoring import HintScorer, logits_from_hidden, place_hints
+
+PAD_ID = 0  # any id: right padding is never attended to by real tokens
+
+
+@torch.no_grad()
+def _batched_hidden(scorer: HintScorer, shared: int, suffixes: list[list[int]]) -> torch.Tensor:
+    """(B, L, H) hidden states of `ids[:shared] + suffix_b` for each b, positions `shared…` only."""
+    from transformers import DynamicCache
+
+    model = scorer.model
+    original = scorer.original_pass()
+    width = max(len(s) for s in suffixes)
+    batch = torch.tensor([s + [PAD_ID] * (width - len(s)) for s in suffixes], device=model.device)
+    n = len(suffixes)
+    cache = DynamicCache(ddp_cache_data=[(k[..., :shared, :].expand(n, -1, -1, -1),
+                                          v[..., :shared, :].expand(n, -1, -1, -1)) for k, v in original.kv],
+                         config=model.config)
+    return model.get_decoder()(input_ids=batch, past_key_values=cache, use_cache=True).last_hidden_state
+
+
+def _logp_of(model, hidden_rows: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
+    logprobs = torch.log_softmax(logits_from_hidden(model, hidden_rows), dim=-1)
+    return logprobs.gather(1, torch.tensor(token_ids, device=hidden_rows.device)[:, None])[:, 0]
+
+
+def _before(scorer: HintScorer, positions: range) -> torch.Tensor:
+    hidden = scorer.original_pass().hidden
+    ids = scorer.trajectory.input_ids
+    return _logp_of(scorer.model, hidden[[i - 1 for i in positions]], [ids[i] for i in positions])
+
+
+def position_sweep(scorer: HintScorer, hint_text: str, error: tuple[int, int], window: int = 12) -> pd.DataFrame:
+    """One row per insertion point k (student tokens in `window` before the error start, and the start itself)."""
+    trajectory, tokenizer = scorer.trajectory, scorer.tokenizer
+    start, end = error
+    if not trajectory.student_mask[start]:
+        raise ValueError(f"the error span must start at a generated token; token {start} is context")
+    message = trajectory.message_index[start]
+    first_generated = trajectory.student_token_spans[message][0]
+    points = [k for k in range(max(first_generated, start - window), start + 1) if trajectory.student_mask[k]]
+    hint_ids = tokenizer(hint_text, add_special_tokens=False)["input_ids"]
+    if not hint_ids:
+        raise ValueError("the hint text is empty")
+    ids = trajectory.input_ids
+    shared = points[0]
+    suffixes = [ids[shared:k] + hint_ids + ids[k:end] for k in points]
+    hidden = _batched_hidden(scorer, shared, suffixes)
+    before = _before(scorer, range(points[0], end))  # log p(y_i), i = points[0] … end-1
+    rows = []
+    for b, k in enumerate(points):
+        # original token i ≥ k sits at suffix index (i - shared) + len(h); its prediction is one row earlier
+        affected = range(k, end)
+        rows_idx = [(i - shared) + len(hint_ids) - 1 for i in affected]
+        after = _logp_of(scorer.model, hidden[b, rows_idx], [ids[i] for i in affected])
+        delta = after - before[k - points[0]:]
+        error_delta = delta[start - k:]
+        collateral = delta[: start - k].abs().mean().item() if start > k else 0.0
+        rows.append({"insert_at": k, "before_token": trajectory.token_texts[k],
+                     "drop": error_delta.sum().item(),
+                     "p_error_before": before[start - points[0]:].sum().exp().item(),
+                     "p_error_after": error_delta.sum().exp().item() * before[start - points[0]:].sum().exp().item(),
+                     "collateral": collateral})
+    table = pd.DataFrame(rows)
+    # Recommend the strongest drop among points whose collateral stays small; ties go to the point nearest the error.
+    quiet = table[table.collateral <= max(0.05, table.collateral.min())]
+    best = quiet.sort_values(["drop", "insert_at"], ascending=[True, False]).index[0]
+    table["recommended"] = table.index == best
+    return table
+
+
+def compare_hint_texts(scorer: HintScorer, texts: list[str], anchor: int, error: tuple[int, int] | None = None,
+                       placement: str = "inline", template: str | None = None) -> pd.DataFrame:
+    """Rank candidate hint texts at one anchor by their drop on the error span and their selectivity."""
+    if not texts:
+        raise ValueError("give at least one hint text to compare")
+    trajectory, tokenizer = scorer.trajectory, scorer.tokenizer
+    start, end = error or (anchor, anchor + 1)
+    turn_end = trajectory.turn_end(anchor)
+    placed = [place_hints(tokenizer, trajectory, [Hint(text=t, token=anchor, placement=placement, template=template)])[0]
+              for t in texts]
+    shared = min(p.insert_at for p in placed)
+    ids = trajectory.input_ids
+    suffixes = [ids[shared:p.insert_at] + p.ids + ids[p.insert_at:turn_end] for p in placed]
+    hidden = _batched_hidden(scorer, shared, suffixes)
+    scored = [i for i in range(anchor, turn_end) if trajectory.student_mask[i]]
+    before = _before(scorer, range(anchor, turn_end))
+    rows = []
+    for b, p in enumerate(placed):
+        rows_idx = [(i - shared) + len(p.ids) - 1 for i in range(anchor, turn_end)]
+        delta = _logp_of(scorer.model, hidden[b, rows_idx], ids[anchor:turn_end]) - before
+        in_error = torch.tensor([start <= i < end for i in range(anchor, turn_end)])
+        student = torch.tensor([i in scored for i in range(anchor, turn_end)])
+        drop = delta[in_error & student].sum().item()
+        others = delta[~in_error & student]
+        collateral = others.abs().mean().item() if len(others) else 0.0
+        rows.append({"text": p.hint.text, "n_tokens": len(p.ids), "drop": drop, "collateral": collateral,
+                     "selectivity": -drop / (collateral + 0.01)})
+    table = pd.DataFrame(rows).sort_values(["drop", "selectivity"], ascending=[True, False], ignore_index=True)
+    table.insert(0, "rank", range(1, len(table) + 1))
+    return table
+
+
+@torch.no_grad()
+def hint_flags(scorer: HintScorer, hints: list[Hint], table: pd.DataFrame) -> pd.DataFrame:
+    """Leak and contamination flags at the target positions of `table` (the result of `scorer.score(hints)`)."""
+    trajectory, model = scorer.trajectory, scorer.model
+    placed = scorer.place(hints)
+    hinted, position = scorer.hinted_pass(placed)
+    ids = trajectory.input_ids
+    targets = table.index[table.target & table.logp_after.notna()].tolist()
+    if not targets:
+        return pd.DataFrame(columns=["i", "text", "teacher_top", "leak", "continues_hint", "p_hint_only"])
+    logprobs = torch.log_softmax(logits_from_hidden(model, hinted.hidden[[position[i] - 1 for i in targets]]), -1)
+    top = logprobs.argmax(-1).tolist()
+    rows = []
+    for n, i in enumerate(targets):
+        # the hints in context at position i, and the tokens only they contain
+        active = [p for p in placed if p.insert_at <= i]
+        hint_only = set().union(*(set(p.ids) for p in active)) - set(ids[: min(p.insert_at for p in active)])
+        copied = {h.ids[j + 1] for h in active for j in range(len(h.ids) - 1) if h.ids[j] == hinted.ids[position[i] - 1]}
+        rows.append({
+            "i": i, "text": trajectory.token_texts[i], "teacher_top": scorer.tokenizer.decode([top[n]]),
+            "leak": top[n] in hint_only and top[n] != ids[i],
+            "continues_hint": top[n] in copied and top[n] != ids[i],
+            "p_hint_only": logprobs[n, sorted(hint_only)].exp().sum().item() if hint_only else 0.0,
+        })
+    return pd.DataFrame(rows)
+
+
+def summarize_flags(flags: pd.DataFrame) -> dict:
+    """Per-record summary: how many target positions leak or copy the hint."""
+    n = len(flags)
+    return {"targets": n, "leaks": int(flags.leak.sum()) if n else 0,
+            "continues_hint": int(flags.continues_hint.sum()) if n else 0,
+            "max_p_hint_only": float(flags.p_hint_only.max()) if n else 0.0}
