@@ -1,7 +1,9 @@
 """`python -m opd_studio …`: the engine on JSONL files, for the rollouts of a real training run.
 
     python -m opd_studio generate --input prompts.jsonl --output rollouts.jsonl [--temperature 0.7 --samples 4]
-    python -m opd_studio score    --input rollouts.jsonl --output scores.jsonl   (or .parquet)
+    python -m opd_studio propose  --hint-model arithmetic --input rollouts.jsonl --output proposed.jsonl
+    python -m opd_studio score    --input proposed.jsonl --output scores.jsonl   (or .parquet)
+    python -m opd_studio serve    --port 8000     (an OpenAI-compatible endpoint for the model, on loopback)
 
 Every command reads everything and validates before it writes, and writes through a temporary file, so a failure
 leaves no half-written output. Errors are one line on stderr and exit code 2 (bad input) or 1 (anything else).
@@ -38,6 +40,21 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--samples", type=int, default=1, help="rollouts per record (seeds seed, seed+1, …)")
 
+    propose = commands.add_parser("propose", help="run a hint model and attach its proposals as hints")
+    _add_model_args(propose)
+    propose.add_argument("--hint-model", required=True, choices=["arithmetic", "tools", "reference", "critic"])
+    propose.add_argument("--input", required=True, help="JSONL records with rollouts")
+    propose.add_argument("--output", required=True, help="JSONL records with proposed hints added")
+    propose.add_argument("--style", choices=["nudge", "reveal"], default=None, help="arithmetic hint style")
+    propose.add_argument("--critic-url", default=None,
+                         help="OpenAI-compatible base URL for the critic (default: $OPD_CRITIC_BASE_URL, else --model)")
+    propose.add_argument("--critic-model", default=None, help="model name to send to the critic endpoint")
+
+    serve = commands.add_parser("serve", help="serve the model as an OpenAI-compatible chat endpoint")
+    _add_model_args(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+
     score = commands.add_parser("score", help="per-token probabilities before and after each record's hints")
     _add_model_args(score)
     score.add_argument("--input", required=True, help="JSONL records with hints")
@@ -57,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
             _generate(args)
         elif args.command == "score":
             _score(args)
+        elif args.command == "propose":
+            _propose(args)
+        elif args.command == "serve":
+            _serve(args)
     except (RecordError, TrajectoryError, ModelLoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -133,3 +154,46 @@ def _score(args) -> None:
         write_atomic(output, lambda tmp: Path(tmp).write_text(
             "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8"))
     print(f"scored {len(records)} records, {len(scores)} tokens → {output}", file=sys.stderr)
+
+
+def _propose(args) -> None:
+    import os
+
+    from .hints.propose import propose_record
+
+    records = read_records(args.input)
+    model, tokenizer = _load(args)  # the tokenizer places proposals in tokens; the model may be the critic
+    if args.hint_model == "critic":
+        from .hints.critic import LLMCritic, LocalChat, OpenAIChat
+
+        url = args.critic_url or os.environ.get("OPD_CRITIC_BASE_URL")
+        if url:
+            hint_model = LLMCritic(OpenAIChat(url, args.critic_model or os.environ.get("OPD_CRITIC_MODEL", "default"),
+                                              os.environ.get("OPD_CRITIC_API_KEY")))
+        else:
+            hint_model = LLMCritic(LocalChat(model, tokenizer))
+    else:
+        from .hints import HINT_MODELS
+
+        options = {"style": args.style} if args.style and args.hint_model == "arithmetic" else {}
+        hint_model = HINT_MODELS[args.hint_model](**options)
+    updated, found = [], 0
+    for record in records:
+        record, result = propose_record(hint_model, record, tokenizer)
+        updated.append(record)
+        found += len(result.proposals)
+        print(f"{record.id}: {result.reason or f'{len(result.proposals)} proposal(s)'}", file=sys.stderr)
+    write_records(args.output, updated)
+    print(f"{found} proposal(s) on {len(records)} records → {args.output}", file=sys.stderr)
+
+
+def _serve(args) -> None:
+    from .serve import make_server
+
+    model, tokenizer = _load(args)
+    server = make_server(model, tokenizer, args.host, args.port)
+    print(f"serving {model.config.name_or_path} on http://{args.host}:{server.server_port}/v1", file=sys.stderr)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.server_close()

@@ -1,7 +1,7 @@
 """What every hint model returns: proposals (where the error is, where the hint goes, what it says, why).
 
 A hint model is anything with `name` and `propose(record) -> ProposalResult`. Verifiers work on message text and
-return character positions; `trajectory.locate_proposals` adds the token positions once the record is tokenized.
+return character positions; `hints.propose.locate` adds the token positions once the record is tokenized.
 A hint model that finds nothing says why in `ProposalResult.reason`.
 """
 
@@ -24,7 +24,7 @@ class HintProposal:
     rationale: str = ""
     confidence: float = 1.0
     source: str = "manual"
-    # Filled in by trajectory.locate_proposals: token indices into the tokenized trajectory.
+    # Filled in by hints.propose.locate: token indices into the tokenized trajectory.
     token_start: int | None = None
     token_end: int | None = None
     hint_token: int | None = None
