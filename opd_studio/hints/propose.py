@@ -15,10 +15,19 @@ from .base import HintProposal, ProposalResult
 
 
 def locate(proposals: list[HintProposal], trajectory: Trajectory) -> list[HintProposal]:
+    """Fill in token positions. A hint written before the spaces that precede the error ("= (Hint: …) 32") lands,
+    with tokenizers that make those spaces tokens of their own (SmolLM2 before digits), on a space token: the loss
+    span would then start at a token that is not the mistake, and the teacher would be asked to drop the space.
+    Such a hint moves to the error's first token and keeps the trajectory's space in front of it."""
     for proposal in proposals:
         error = proposal.to_error()
         proposal.token_start, proposal.token_end = trajectory.error_token_span(error)
         proposal.hint_token, _ = trajectory.char_to_token(proposal.message, proposal.hint_char)
+        between = range(proposal.hint_token, proposal.token_start)
+        if proposal.placement == "inline" and between and all(trajectory.token_texts[t].isspace() for t in between):
+            proposal.hint_token = proposal.token_start
+            proposal.hint_char = trajectory.token_to_char(proposal.token_start)[1]
+            proposal.text = proposal.text.strip() + " "
     return proposals
 
 

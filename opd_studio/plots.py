@@ -1,0 +1,88 @@
+"""Plotly figures from the engine's DataFrames. Pure functions: a table in, a figure out, no state."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+BEFORE, AFTER, ERROR, HINT = "#6b7280", "#dc2626", "rgba(250, 204, 21, 0.25)", "#7c3aed"
+
+
+def _layout(figure: go.Figure, title: str, y_title: str, height: int = 300) -> go.Figure:
+    figure.update_layout(title=title, height=height, margin=dict(l=50, r=20, t=40, b=40), template="plotly_white",
+                         yaxis_title=y_title, legend=dict(orientation="h", y=1.12, x=1, xanchor="right"),
+                         hovermode="x unified")
+    return figure
+
+
+def _scored(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table.student & table.logp_before.notna()]
+
+
+def _mark_hints_and_error(figure: go.Figure, table: pd.DataFrame) -> None:
+    span = table.attrs.get("error_span")
+    if span:
+        figure.add_vrect(x0=span[0] - 0.5, x1=span[1] - 0.5, fillcolor=ERROR, line_width=0, annotation_text="error",
+                         annotation_position="top left")
+    for hint in table.attrs.get("hints", []):
+        figure.add_vline(x=hint["insert_at"] - 0.5, line_dash="dash", line_color=HINT)
+
+
+def logprob_figure(table: pd.DataFrame) -> go.Figure:
+    """log p(token) before vs after the hint, per student position; error span shaded, hints dashed."""
+    rows = _scored(table)
+    labels = [repr(t)[1:-1] for t in rows.text]
+    figure = go.Figure([
+        go.Scatter(x=rows.i, y=rows.logp_before, name="before (student)", mode="lines+markers",
+                   line=dict(color=BEFORE), text=labels, hovertemplate="%{text}: %{y:.2f}"),
+        go.Scatter(x=rows.i, y=rows.logp_after, name="after (hinted teacher)", mode="lines+markers",
+                   line=dict(color=AFTER), text=labels, hovertemplate="%{text}: %{y:.2f}"),
+    ])
+    _mark_hints_and_error(figure, table)
+    return _layout(figure, "log p(token): before vs after the hint", "log p")
+
+
+def kl_figure(table: pd.DataFrame) -> go.Figure:
+    rows = _scored(table)
+    colors = [AFTER if t else BEFORE for t in rows.target]
+    figure = go.Figure(go.Bar(x=rows.i, y=rows.kl, marker_color=colors, text=[repr(t)[1:-1] for t in rows.text],
+                              hovertemplate="%{text}: KL %{y:.3f}", name="KL"))
+    _mark_hints_and_error(figure, table)
+    return _layout(figure, "KL(teacher ‖ student) per position (red: in the loss span)", "nats", height=240)
+
+
+def sweep_figure(sweep: pd.DataFrame) -> go.Figure:
+    """Drop in log p(error) for each insertion point, with the collateral change on the tokens in between."""
+    labels = [f"{k}: {repr(t)[1:-1]}" for k, t in zip(sweep.insert_at, sweep.before_token)]
+    figure = go.Figure([
+        go.Bar(x=labels, y=sweep["drop"], name="Δ log p(error span)",
+               marker_color=[HINT if r else AFTER for r in sweep.recommended]),
+        go.Scatter(x=labels, y=-sweep.collateral, name="− mean |Δ log p| of tokens between", mode="lines+markers",
+                   line=dict(color=BEFORE)),
+    ])
+    figure.update_layout(hovermode="closest")
+    return _layout(figure, "Where to put the hint (purple: recommended)", "nats", height=260)
+
+
+def comparison_figure(comparison: pd.DataFrame) -> go.Figure:
+    labels = [t.strip()[:40] for t in comparison.text]
+    figure = go.Figure([
+        go.Bar(y=labels, x=comparison["drop"], orientation="h", name="Δ log p(error span)", marker_color=AFTER),
+        go.Bar(y=labels, x=-comparison.collateral, orientation="h", name="− mean |Δ| elsewhere", marker_color=BEFORE),
+    ])
+    figure.update_layout(barmode="overlay", hovermode="closest", yaxis=dict(autorange="reversed"))
+    return _layout(figure, "Hint texts compared", "", height=80 + 40 * len(comparison))
+
+
+def training_figure(metrics: pd.DataFrame) -> go.Figure:
+    """p(error tokens) per curated record vs step (solid: student, dashed: the teacher's value), plus drift."""
+    figure = go.Figure()
+    if metrics.empty:
+        return _layout(figure, "Training: p(error tokens) per record", "p")
+    for record_id, rows in metrics.groupby("record_id", sort=False):
+        line = figure.add_trace(go.Scatter(x=rows.step, y=rows.p_error_student, name=str(record_id),
+                                           mode="lines+markers"))
+        color = line.data[-1].line.color
+        figure.add_trace(go.Scatter(x=rows.step, y=rows.p_error_teacher, mode="lines", showlegend=False,
+                                    line=dict(dash="dash", color=color), name=f"{record_id} (teacher)"))
+    return _layout(figure, "p(error tokens) under the student (dashed: hinted teacher)", "p")

@@ -1,0 +1,266 @@
+"""One user's working state in the studio and the actions on it, as plain functions (no Gradio here).
+
+A `Session` holds the open record, its scorer (with the cached key/value passes that make edits cheap), the hints
+being edited, and an undo stack. Nothing in it is shared: unsaved edits live here until `review` writes them to the
+store. Every action raises `ValueError` (or a subclass) with a message for the user when its input is wrong, and
+leaves the session as it was.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..hints.base import HintProposal
+from ..hints.propose import locate
+from ..records import ErrorSpan, Hint, Record, parse_records
+from ..rollout import SamplingConfig, generate
+from ..scoring import LOSS_SPANS, HintScorer
+from ..store import Store
+from ..trajectory import build_trajectory
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+DEFAULT_HINT = " (Hint: check this step again.)"
+MAX_TRAJECTORY_TOKENS = 4096
+
+
+@dataclass
+class Session:
+    record: Record | None = None
+    scorer: HintScorer | None = None
+    hints: list[Hint] = field(default_factory=list)  # the working hints, not yet saved
+    proposals: list[HintProposal] = field(default_factory=list)
+    proposal_reason: str = ""
+    span: str = "turn"
+    table: pd.DataFrame | None = None
+    notice: str = ""
+    undo_stack: list[tuple[list[Hint], ErrorSpan | None, str]] = field(default_factory=list)
+    opened_at: float = 0.0
+
+    @property
+    def error(self) -> ErrorSpan | None:
+        return self.record.error if self.record else None
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Demo tasks
+
+
+def demo_tasks() -> list[Record]:
+    path = ASSETS / "demo_tasks.jsonl"
+    return parse_records(path.read_text(encoding="utf-8").splitlines(), source=path.name) if path.is_file() else []
+
+
+def hint_model_for(name: str, record: Record, chat=None):
+    """The hint model called `name`; "auto" picks the verifier of the record's demo family."""
+    from ..hints import HINT_MODELS
+
+    if name == "auto":
+        family = record.meta.get("family")
+        name = {"arithmetic": "arithmetic", "tools": "tools", "qa": "reference"}.get(family)
+        if name is None:
+            name = "tools" if record.tools else "reference" if record.reference else "arithmetic"
+    if name == "manual":
+        return None
+    if name == "critic":
+        from ..hints.critic import LLMCritic
+
+        return LLMCritic(chat)
+    if name not in HINT_MODELS:
+        raise ValueError(f"unknown hint model {name!r}; choose one of auto, {', '.join(HINT_MODELS)}, critic, manual")
+    return HINT_MODELS[name]()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Opening records
+
+
+def open_record(session: Session, model, tokenizer, record: Record, hint_model=None) -> Session:
+    """Tokenize and score `record`; run `hint_model` when the record has no hints yet."""
+    trajectory = build_trajectory(tokenizer, record)
+    if len(trajectory) > MAX_TRAJECTORY_TOKENS:
+        raise ValueError(f"record {record.id!r} has {len(trajectory)} tokens; the studio opens up to "
+                         f"{MAX_TRAJECTORY_TOKENS}. Use the CLI (python -m opd_studio score) for longer ones.")
+    record = copy.deepcopy(record)
+    proposals, reason = [], ""
+    if hint_model is not None and not record.hints:
+        result = hint_model.propose(record)
+        proposals, reason = locate(result.proposals, trajectory), result.reason
+        record.hints = [p.to_hint() for p in proposals[:1]]
+        if proposals and record.error is None:
+            record.error = proposals[0].to_error()
+    new = Session(record=record, scorer=HintScorer(model, tokenizer, trajectory), span=session.span,
+                  hints=[h for h in record.hints if h.status != "rejected"], proposals=proposals,
+                  proposal_reason=reason or (f"{len(proposals)} proposal(s)" if proposals else ""),
+                  opened_at=time.time())
+    return rescore(new)
+
+
+def generate_and_open(session: Session, model, tokenizer, source: Record, sampling: SamplingConfig,
+                      hint_model=None) -> Session:
+    """Roll out the assistant's answer to `source`'s conversation, then open it."""
+    record, _ = generate(model, tokenizer, source.messages, sampling, tools=source.tools,
+                         record_id=f"{source.id}-s{sampling.seed}-t{sampling.temperature:g}", meta=source.meta)
+    record.reference = source.reference
+    return open_record(session, model, tokenizer, record, hint_model)
+
+
+def parse_upload(path: str | None, max_bytes: int = 20_000_000) -> list[Record]:
+    if not path:
+        raise ValueError("choose a JSONL file to upload")
+    size = Path(path).stat().st_size
+    if size > max_bytes:
+        raise ValueError(f"the file is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("the file is not UTF-8 text; upload JSONL (one JSON record per line)") from None
+    records = parse_records(text.splitlines(), source=Path(path).name)
+    if not records:
+        raise ValueError("the file holds no records")
+    return records
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Editing
+
+
+def rescore(session: Session) -> Session:
+    table = session.scorer.score(session.hints, span=session.span, error=session.error)
+    snapped = [h for h in table.attrs["hints"] if h["snapped"]]
+    session.table = table
+    session.notice = ("the hint's character offset fell inside a token and was moved to the token's start"
+                      if snapped else "")
+    return session
+
+
+def _checkpoint(session: Session) -> None:
+    session.undo_stack.append((copy.deepcopy(session.hints), copy.deepcopy(session.record.error), session.span))
+    del session.undo_stack[:-50]
+
+
+def _require_open(session: Session) -> None:
+    if session.record is None:
+        raise ValueError("open a rollout first: pick a demo task or write a prompt, then Generate")
+
+
+def _apply(session: Session, change) -> Session:
+    """Run `change(session)` and rescore; on a bad edit, put everything back and re-raise."""
+    _require_open(session)
+    saved = (copy.deepcopy(session.hints), copy.deepcopy(session.record.error), session.span)
+    _checkpoint(session)
+    try:
+        change(session)
+        return rescore(session)
+    except Exception:
+        session.hints, session.record.error, session.span = saved
+        session.undo_stack.pop()
+        raise
+
+
+def move_hint(session: Session, token: int, hint_index: int = 0) -> Session:
+    """Put hint `hint_index` before trajectory token `token` (creating a manual hint if there is none)."""
+    def change(s: Session) -> None:
+        trajectory = s.scorer.trajectory
+        message, char = trajectory.token_to_char(int(token))
+        if not s.hints:
+            s.hints.append(Hint(text=DEFAULT_HINT, token=int(token), message=message, char=char, source="manual"))
+        else:
+            hint = s.hints[hint_index]
+            hint.token, hint.message, hint.char, hint.status = int(token), message, char, "edited"
+        s.scorer.trajectory.anchor_token(s.hints[hint_index])  # raises for context tokens
+
+    return _apply(session, change)
+
+
+def edit_hint(session: Session, text: str, placement: str = "inline", template: str | None = None,
+              hint_index: int = 0) -> Session:
+    def change(s: Session) -> None:
+        if not s.hints:
+            raise ValueError("there is no hint to edit yet: click a token to place one")
+        if not text or not text.strip():
+            raise ValueError("the hint text is empty; write a hint or reject the record")
+        old = s.hints[hint_index]
+        s.hints[hint_index] = Hint(text=text, message=old.message, char=old.char, token=old.token,
+                                   placement=placement, template=template if placement == "template" else None,
+                                   source=old.source, status="edited", rationale=old.rationale)
+
+    return _apply(session, change)
+
+
+def set_span(session: Session, span: str) -> Session:
+    if span not in LOSS_SPANS:
+        raise ValueError(f"loss span {span!r} is not one of {', '.join(LOSS_SPANS)}")
+
+    def change(s: Session) -> None:
+        s.span = span
+
+    return _apply(session, change)
+
+
+def use_proposal(session: Session, index: int) -> Session:
+    def change(s: Session) -> None:
+        if not 0 <= index < len(s.proposals):
+            raise ValueError(f"there is no proposal {index + 1}")
+        proposal = s.proposals[index]
+        s.hints = [proposal.to_hint()]
+        s.record.error = proposal.to_error()
+
+    return _apply(session, change)
+
+
+def undo(session: Session) -> Session:
+    _require_open(session)
+    if not session.undo_stack:
+        raise ValueError("nothing to undo")
+    session.hints, session.record.error, session.span = session.undo_stack.pop()
+    return rescore(session)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Reviewing
+
+
+def reviewed_record(session: Session, status: str) -> Record:
+    """The record as it will be stored: working hints with their review status, positions as message + char."""
+    record = copy.deepcopy(session.record)
+    record.hints = copy.deepcopy(session.hints)
+    if status in ("accepted", "rejected"):
+        for hint in record.hints:
+            hint.status = status
+    return record
+
+
+def review(session: Session, store: Store, status: str, reviewer: str | None = None) -> Record:
+    """Save the open record with `status` (accepted / rejected / pending); returns what was stored."""
+    _require_open(session)
+    if status == "accepted" and not session.hints:
+        raise ValueError("accepting needs a hint: click a token to place one, or reject the record")
+    record = reviewed_record(session, status)
+    model = session.scorer.model.config.name_or_path
+    store.save(record, status, model=model, tokenizer=getattr(session.scorer.tokenizer, "name_or_path", model),
+               reviewer=reviewer or "anonymous", span=session.span,
+               review_seconds=max(0.0, time.time() - session.opened_at))
+    session.record = record
+    session.opened_at = time.time()
+    return record
+
+
+def proposals_markdown(session: Session) -> str:
+    if session.record is None:
+        return ""
+    lines = [f"**Hint model:** {session.proposal_reason or 'none run (manual)'}"]
+    for n, p in enumerate(session.proposals, start=1):
+        lines.append(f"{n}. `{p.source}` · confidence {p.confidence:.2f} · tokens {p.token_start}–{p.token_end} · "
+                     f"{_md_escape(p.rationale)}  \n   hint: `{_md_escape(p.text.strip())}`")
+    return "\n".join(lines)
+
+
+def _md_escape(text: str) -> str:
+    # Markdown in Gradio is sanitized HTML, but keep model text from forming links, tags or code fences.
+    return json.dumps(text)[1:-1].replace("`", "'").replace("<", "&lt;").replace(">", "&gt;")

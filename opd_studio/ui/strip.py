@@ -1,0 +1,168 @@
+"""The token strip: a scored trajectory as HTML, one chip per token, coloured by the chosen view.
+
+Token text is untrusted (it is model output or an uploaded file): every piece of it goes through `html.escape`,
+and so do the hint texts. Chips carry their index in `data-i` (the studio's JS turns a click into "move the hint
+here"); hint tokens are drawn as ghost chips with no index, so the numbering stays that of the original trajectory.
+Whitespace is made visible (· for spaces, ↵ for newlines), message boundaries are marked with the role.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+import pandas as pd
+
+VIEWS = ("before", "after", "delta", "kl")
+LOW_P = 0.1  # "low-probability" token for keyboard jumps
+HIGH_KL = 1.0  # "high-KL" token, nats
+
+
+def _visible(text: str) -> str:
+    return html.escape(text).replace(" ", "·").replace("\n", "↵").replace("\t", "→")
+
+
+def _mix(color: tuple[int, int, int], amount: float) -> str:
+    amount = max(0.0, min(1.0, amount))
+    r, g, b = (round(255 + (c - 255) * amount) for c in color)
+    return f"rgb({r},{g},{b})"
+
+
+RED, BLUE, PURPLE = (220, 38, 38), (37, 99, 235), (124, 58, 237)
+
+
+def token_color(row, view: str) -> str:
+    if pd.isna(row.logp_before):
+        return "transparent"
+    if view == "before":
+        return _mix(RED, 1 - math.exp(row.logp_before))  # red where the student found the token unlikely
+    if view == "after":
+        return _mix(RED, 1 - math.exp(row.logp_after))
+    if view == "delta":  # diverging: red where the hint lowered p, blue where it raised it
+        delta = row.logp_after - row.logp_before
+        return _mix(RED if delta < 0 else BLUE, min(1.0, abs(delta) / 5))
+    return _mix(PURPLE, min(1.0, row.kl / 5))
+
+
+def _top_rows(before: list, after: list) -> str:
+    cells = []
+    for n in range(max(len(before), len(after))):
+        b = before[n] if n < len(before) else ("", 0.0)
+        a = after[n] if n < len(after) else ("", 0.0)
+        cells.append(f"<tr><td>{_visible(b[0])}</td><td>{b[1]:.3f}</td><td>{_visible(a[0])}</td><td>{a[1]:.3f}</td></tr>")
+    return "".join(cells)
+
+
+def _tooltip(row) -> str:
+    p_before, p_after = math.exp(row.logp_before), math.exp(row.logp_after)
+    return (
+        f"<span class='opd-tip' role='tooltip'><b>#{row.i} {_visible(row.text)}</b>"
+        f"<span>p {p_before:.3f} → {p_after:.3f} · rank {row.rank_before} → {row.rank_after}</span>"
+        f"<span>entropy {row.entropy_before:.2f} → {row.entropy_after:.2f} · KL {row.kl:.3f}</span>"
+        f"<table><tr><th colspan=2>before</th><th colspan=2>after</th></tr>"
+        f"{_top_rows(row.top_before, row.top_after)}</table></span>")
+
+
+def render_strip(table: pd.DataFrame, view: str = "delta", trajectory=None, show_template: bool = False) -> str:
+    """HTML for the whole trajectory: generated tokens, the content of user and tool messages (greyed), role labels.
+    Chat-template tokens and the system prompt are left out unless `show_template`."""
+    if view not in VIEWS:
+        raise ValueError(f"view {view!r} is not one of {', '.join(VIEWS)}")
+    hints_at: dict[int, list[dict]] = {}
+    for hint in table.attrs.get("hints", []):
+        hints_at.setdefault(hint["insert_at"], []).append(hint)
+    error = table.attrs.get("error_span") or (-1, -1)
+    parts = [f"<div class='opd-strip' data-view='{view}' tabindex='-1'>"]
+    previous_message = None
+    visible_context = _visible_context(trajectory, show_template)
+    for row in table.itertuples():
+        message = trajectory.message_index[row.i] if trajectory else None
+        if message != previous_message and trajectory:
+            role = html.escape(trajectory.roles[message])
+            parts.append(f"<span class='opd-role opd-role-{role}'>{role}</span>")
+            previous_message = message
+        for hint in hints_at.get(row.i, []):
+            parts.append(f"<span class='opd-ghost' title='hint ({html.escape(hint['placement'])}), "
+                         f"{hint['n_tokens']} tokens'>{_visible(hint['text'])}</span>")
+        if not row.student and row.i not in visible_context and not row.hint:
+            continue
+        classes = ["opd-tok", "opd-student" if row.student else "opd-context"]
+        if error[0] <= row.i < error[1]:
+            classes.append("opd-error")
+        if row.target:
+            classes.append("opd-target")
+        scored = not pd.isna(row.logp_before)
+        data = f" data-i='{row.i}'"
+        if scored:
+            data += (f" data-p='{math.exp(row.logp_before):.4f}' data-kl='{row.kl:.4f}'"
+                     f" data-low='{int(math.exp(row.logp_before) < LOW_P)}' data-highkl='{int(row.kl > HIGH_KL)}'")
+        tip = _tooltip(row) if scored else ""
+        newline = "<br>" if row.text.endswith("\n") else ""
+        parts.append(f"<span class='{' '.join(classes)}'{data} tabindex='0' "
+                     f"style='background:{token_color(row, view)}'>{_visible(row.text)}{tip}</span>{newline}")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _visible_context(trajectory, show_template: bool) -> set[int]:
+    """Context tokens worth showing: those inside the content of user and tool messages."""
+    if trajectory is None:
+        return set()
+    if show_template:
+        return set(range(len(trajectory)))
+    shown = set()
+    for i, (a, b) in enumerate(trajectory.offsets):
+        message = trajectory.message_index[i]
+        start, end = trajectory.content_spans[message]
+        if trajectory.roles[message] in ("user", "tool") and start <= a and b <= end:
+            shown.add(i)
+    return shown
+
+
+STRIP_CSS = """
+.opd-strip { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 14px; line-height: 2.1;
+             padding: 8px; border: 1px solid #e5e7eb; border-radius: 8px; background: #fff; color: #111; }
+.opd-tok { position: relative; padding: 2px 1px; margin: 0 1px; border-radius: 3px; cursor: pointer;
+           border: 1px solid transparent; white-space: pre; }
+.opd-tok:hover, .opd-tok:focus { outline: 2px solid #111; z-index: 5; }
+.opd-context { color: #9ca3af; }
+.opd-target { border-bottom: 2px solid #111; }
+.opd-error { border: 2px solid #f59e0b; }
+.opd-ghost { padding: 2px 4px; margin: 0 2px; border: 1px dashed #7c3aed; border-radius: 4px; color: #7c3aed;
+             background: #f5f3ff; font-style: italic; white-space: pre; }
+.opd-role { font-size: 11px; text-transform: uppercase; color: #fff; background: #6b7280; border-radius: 3px;
+            padding: 1px 5px; margin: 0 6px 0 2px; }
+.opd-role-assistant { background: #2563eb; } .opd-role-tool { background: #059669; }
+.opd-role-user { background: #4b5563; } .opd-role-system { background: #9ca3af; }
+.opd-tip { display: none; position: absolute; left: 0; top: 1.9em; z-index: 20; min-width: 260px;
+           background: #111827; color: #f9fafb; padding: 6px 8px; border-radius: 6px; font-size: 12px;
+           line-height: 1.4; white-space: normal; box-shadow: 0 4px 12px rgba(0,0,0,.3); }
+.opd-tip span { display: block; }
+.opd-tip table { margin-top: 4px; border-collapse: collapse; width: 100%; }
+.opd-tip td, .opd-tip th { padding: 0 4px; white-space: pre; text-align: left; }
+.opd-tok:hover > .opd-tip, .opd-tok:focus > .opd-tip { display: block; }
+"""
+
+# Event delegation on the component's root survives every re-render of its value.
+STRIP_JS = """
+const tokens = () => Array.from(element.querySelectorAll('.opd-tok'));
+element.addEventListener('click', (event) => {
+  const chip = event.target.closest('.opd-tok');
+  if (chip && chip.dataset.i !== undefined) trigger('click', {token: Number(chip.dataset.i)});
+});
+element.addEventListener('keydown', (event) => {
+  const chip = event.target.closest('.opd-tok');
+  if (!chip) return;
+  const all = tokens(); const at = all.indexOf(chip);
+  const jump = (flag) => { for (let k = at + 1; k < all.length; k++) if (all[k].dataset[flag] === '1') return all[k]; };
+  let next = null;
+  if (event.key === 'ArrowRight') next = all[at + 1];
+  else if (event.key === 'ArrowLeft') next = all[at - 1];
+  else if (event.key === 'n') next = jump('low');
+  else if (event.key === 'm') next = jump('highkl');
+  else if (event.key === 'Enter' || event.key === ' ') { trigger('click', {token: Number(chip.dataset.i)}); }
+  else return;
+  event.preventDefault(); event.stopPropagation();
+  if (next) next.focus();
+});
+"""
