@@ -167,13 +167,13 @@ def move_hint(session: Session, token: int, hint_index: int = 0) -> Session:
     """Put hint `hint_index` before trajectory token `token` (creating a manual hint if there is none)."""
     def change(s: Session) -> None:
         trajectory = s.scorer.trajectory
+        trajectory.anchor_token(Hint(text=DEFAULT_HINT, token=int(token)))  # refuses context tokens, with a reason
         message, char = trajectory.token_to_char(int(token))
         if not s.hints:
             s.hints.append(Hint(text=DEFAULT_HINT, token=int(token), message=message, char=char, source="manual"))
         else:
             hint = s.hints[hint_index]
             hint.token, hint.message, hint.char, hint.status = int(token), message, char, "edited"
-        s.scorer.trajectory.anchor_token(s.hints[hint_index])  # raises for context tokens
 
     return _apply(session, change)
 

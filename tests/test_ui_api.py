@@ -1,0 +1,65 @@
+"""The studio's API endpoints through gradio_client, as a script would drive them (state kept per client)."""
+
+import json
+import re
+
+import pytest
+
+from tests.ui_server import StudioServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    from gradio_client import Client
+
+    server = StudioServer(tmp_path_factory.mktemp("api-data")).start()
+    yield Client(server.url, verbose=False)
+    server.stop()
+
+
+def outputs(result):
+    strip, status, _logprob, _kl, hint_text, placement, _template, proposals, counts = result
+    return dict(strip=strip, status=status, hint=hint_text, placement=placement, proposals=proposals, counts=counts)
+
+
+def test_generate_move_edit_accept_export(client):
+    shown = outputs(client.predict("Prompt", None, "What is 17 + 25?", 0, 1, 32, 0, "arithmetic", "delta",
+                                   api_name="/generate"))
+    assert "17·+·25·=" in shown["strip"] and "verifier:arithmetic" in shown["proposals"]
+    assert "<span class='opd-ghost'" in shown["strip"] and "Hint:" in shown["hint"]
+
+    moved = outputs(client.predict(46, "delta", api_name="/move_hint"))
+    assert re.search(r"<span class='opd-ghost'[^>]*>[^<]*</span><span class='[^']*' data-i='46'", moved["strip"])
+
+    edited = outputs(client.predict("(Note: continue.) ", "inline", "", "delta", api_name="/edit_hint"))
+    assert edited["hint"] == "(Note: continue.) " and edited["status"] != moved["status"]
+
+    undone = outputs(client.predict("delta", api_name="/undo"))
+    assert undone["hint"] == moved["hint"]
+
+    accepted = outputs(client.predict("api-tester", "delta", api_name="/accept"))
+    assert "1 curated" in accepted["counts"]
+
+    table, counts = client.predict("accepted", "", False, api_name="/curated")
+    assert [row[0] for row in table["data"]] == ["prompt-" + shown["status"].split("prompt-")[1].split("**")[0]]
+    assert table["data"][0][5] == "api-tester"
+
+    exported = client.predict("JSONL", api_name="/export")
+    record = json.loads(open(exported).read().splitlines()[0])
+    assert record["hints"][0]["status"] == "accepted" and record["hints"][0]["token"] == 46
+
+
+def test_errors_come_back_as_messages(client):
+    from gradio_client.exceptions import AppError
+
+    client.predict("Prompt", None, "Say hi.", 0, 1, 16, 0, "manual", "delta", api_name="/generate")
+    with pytest.raises(AppError, match="a hint must stand before a token the model generated"):
+        client.predict(0, "delta", api_name="/move_hint")
+    with pytest.raises(AppError, match="out of range"):
+        client.predict(10_000, "delta", api_name="/move_hint")
+    with pytest.raises(AppError, match="no hint to edit yet"):
+        client.predict("text", "inline", "", "delta", api_name="/edit_hint")
+    with pytest.raises(AppError, match="accepting needs a hint"):
+        client.predict("someone", "delta", api_name="/accept")
