@@ -68,4 +68,4 @@ def test_strip_escapes_untrusted_text(tiny_model, tokenizer):
     session = actions.open_record(actions.Session(), tiny_model, tokenizer, record)
     html = render_strip(session.table, "delta", session.scorer.trajectory)
     assert "<script" not in html and "<img" not in html and "<b onmouseover" not in html
-    assert "    assert "&lt;script&gt;" in html and "&lt;b·onmouseover=alert(3)&gt;" in htmllt;" in html and "    assert "&lt;script&gt;" in html and "&lt;b·onmouseover=alert(3)&gt;" in htmllt;b·onmouseover=alert(3)    assert "&lt;script&gt;" in html and "&lt;b·onmouseover=alert(3)&gt;" in htmlgt;hint    assert "&lt;script&gt;" in html and "&lt;b·onmouseover=alert(3)&gt;" in htmllt;/b    assert "&lt;script&gt;" in html and "&lt;b·onmouseover=alert(3)&gt;" in htmlgt;" in html  # shown, as text
+    assert "&lt;" in html and "&lt;b·onmouseover=alert(3)&gt;hint&lt;/b&gt;" in html  # shown, as text
