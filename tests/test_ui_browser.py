@@ -92,10 +92,11 @@ def test_generate_edit_accept_persist_export_import(page, server, tmp_path):
     assert "(Note:·continue.)" in page.locator("#opd-strip .opd-ghost").inner_text()
     shot(page, "03-edited")
 
-    # 4. hover shows the details of a token
+    # 4. hovering a token shows its details: p, rank, entropy before → after, top-5 under each
     page.locator("#opd-strip .opd-tok[data-i='48']").hover()
-    tip = page.locator("#opd-strip .opd-tok[data-i='48'] .opd-tip")
-    assert tip.is_visible() and "rank" in tip.inner_text() and "before" in tip.inner_text()
+    wait_text(page, "#opd-strip .opd-detail", "#48")
+    detail = page.locator("#opd-strip .opd-detail").inner_text()
+    assert "rank 1 →" in detail and "entropy" in detail and "before" in detail and "after" in detail
     shot(page, "04-tooltip")
 
     # 5. accept: the curated count rises

@@ -100,7 +100,8 @@ def render_strip(table: pd.DataFrame, view: str = "delta", trajectory=None, show
         newline = "<br>" if row.text.endswith("\n") else ""
         parts.append(f"<span class='{' '.join(classes)}'{data} tabindex='0' "
                      f"style='background:{token_color(row, view)}'>{_visible(row.text)}{tip}</span>{newline}")
-    parts.append("</div>")
+    parts.append("<div class='opd-detail' aria-live='polite'>Hover or focus a token to see its probabilities."
+                 "</div></div>")
     return "".join(parts)
 
 
@@ -134,17 +135,25 @@ STRIP_CSS = """
             padding: 1px 5px; margin: 0 6px 0 2px; }
 .opd-role-assistant { background: #2563eb; } .opd-role-tool { background: #059669; }
 .opd-role-user { background: #4b5563; } .opd-role-system { background: #9ca3af; }
-.opd-tip { display: none; position: absolute; left: 0; top: 1.9em; z-index: 20; min-width: 260px;
-           background: #111827; color: #f9fafb; padding: 6px 8px; border-radius: 6px; font-size: 12px;
-           line-height: 1.4; white-space: normal; box-shadow: 0 4px 12px rgba(0,0,0,.3); }
-.opd-tip span { display: block; }
-.opd-tip table { margin-top: 4px; border-collapse: collapse; width: 100%; }
-.opd-tip td, .opd-tip th { padding: 0 4px; white-space: pre; text-align: left; }
-.opd-tok:hover > .opd-tip, .opd-tok:focus > .opd-tip { display: block; }
+.opd-tip { display: none; }
+.opd-detail { margin-top: 8px; padding: 6px 8px; border-top: 1px solid #e5e7eb; font-size: 12px; line-height: 1.5;
+              color: #374151; min-height: 3.2em; }
+.opd-detail span { display: block; }
+.opd-detail table { margin-top: 4px; border-collapse: collapse; }
+.opd-detail td, .opd-detail th { padding: 0 10px 0 0; white-space: pre; text-align: left; }
 """
 
-# Event delegation on the component's root survives every re-render of its value.
+# Event delegation on the component's root survives every re-render of its value. The details panel shows a copy of
+# the hovered token's hidden `.opd-tip` (markup we escaped on the server), so nothing floats over other blocks.
 STRIP_JS = """
+const show = (event) => {
+  const chip = event.target.closest && event.target.closest('.opd-tok');
+  const panel = element.querySelector('.opd-detail');
+  const tip = chip && chip.querySelector('.opd-tip');
+  if (panel && tip) panel.innerHTML = tip.innerHTML;
+};
+element.addEventListener('mouseover', show);
+element.addEventListener('focusin', show);
 const tokens = () => Array.from(element.querySelectorAll('.opd-tok'));
 element.addEventListener('click', (event) => {
   const chip = event.target.closest('.opd-tok');
