@@ -1,6 +1,11 @@
-"""Plotly figures from the engine's DataFrames. Pure functions: a table in, a figure out, no state."""
+"""Plotly figures from the engine's DataFrames. Pure functions: a table in, a figure out, no state.
+
+Plotly renders a subset of HTML in labels, so token text (untrusted model output) is escaped before it becomes one.
+"""
 
 from __future__ import annotations
+
+import html
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -13,6 +18,11 @@ def _layout(figure: go.Figure, title: str, y_title: str, height: int = 300) -> g
                          yaxis_title=y_title, legend=dict(orientation="h", y=1.12, x=1, xanchor="right"),
                          hovermode="x unified")
     return figure
+
+
+def label(text: str) -> str:
+    """A token as a plot label: whitespace made visible, HTML escaped."""
+    return html.escape(repr(text)[1:-1])
 
 
 def _scored(table: pd.DataFrame) -> pd.DataFrame:
@@ -31,7 +41,7 @@ def _mark_hints_and_error(figure: go.Figure, table: pd.DataFrame) -> None:
 def logprob_figure(table: pd.DataFrame) -> go.Figure:
     """log p(token) before vs after the hint, per student position; error span shaded, hints dashed."""
     rows = _scored(table)
-    labels = [repr(t)[1:-1] for t in rows.text]
+    labels = [label(t) for t in rows.text]
     figure = go.Figure([
         go.Scatter(x=rows.i, y=rows.logp_before, name="before (student)", mode="lines+markers",
                    line=dict(color=BEFORE), text=labels, hovertemplate="%{text}: %{y:.2f}"),
@@ -45,7 +55,7 @@ def logprob_figure(table: pd.DataFrame) -> go.Figure:
 def kl_figure(table: pd.DataFrame) -> go.Figure:
     rows = _scored(table)
     colors = [AFTER if t else BEFORE for t in rows.target]
-    figure = go.Figure(go.Bar(x=rows.i, y=rows.kl, marker_color=colors, text=[repr(t)[1:-1] for t in rows.text],
+    figure = go.Figure(go.Bar(x=rows.i, y=rows.kl, marker_color=colors, text=[label(t) for t in rows.text],
                               hovertemplate="%{text}: KL %{y:.3f}", name="KL"))
     _mark_hints_and_error(figure, table)
     return _layout(figure, "KL(teacher ‖ student) per position (red: in the loss span)", "nats", height=240)
@@ -53,7 +63,7 @@ def kl_figure(table: pd.DataFrame) -> go.Figure:
 
 def sweep_figure(sweep: pd.DataFrame) -> go.Figure:
     """Drop in log p(error) for each insertion point, with the collateral change on the tokens in between."""
-    labels = [f"{k}: {repr(t)[1:-1]}" for k, t in zip(sweep.insert_at, sweep.before_token)]
+    labels = [f"{k}: {label(t)}" for k, t in zip(sweep.insert_at, sweep.before_token)]
     figure = go.Figure([
         go.Bar(x=labels, y=sweep["drop"], name="Δ log p(error span)",
                marker_color=[HINT if r else AFTER for r in sweep.recommended]),
@@ -65,7 +75,7 @@ def sweep_figure(sweep: pd.DataFrame) -> go.Figure:
 
 
 def comparison_figure(comparison: pd.DataFrame) -> go.Figure:
-    labels = [t.strip()[:40] for t in comparison.text]
+    labels = [html.escape(t.strip()[:40]) for t in comparison.text]
     figure = go.Figure([
         go.Bar(y=labels, x=comparison["drop"], orientation="h", name="Δ log p(error span)", marker_color=AFTER),
         go.Bar(y=labels, x=-comparison.collateral, orientation="h", name="− mean |Δ| elsewhere", marker_color=BEFORE),
@@ -80,7 +90,7 @@ def training_figure(metrics: pd.DataFrame) -> go.Figure:
     if metrics.empty:
         return _layout(figure, "Training: p(error tokens) per record", "p")
     for record_id, rows in metrics.groupby("record_id", sort=False):
-        line = figure.add_trace(go.Scatter(x=rows.step, y=rows.p_error_student, name=str(record_id),
+        line = figure.add_trace(go.Scatter(x=rows.step, y=rows.p_error_student, name=html.escape(str(record_id)),
                                            mode="lines+markers"))
         color = line.data[-1].line.color
         figure.add_trace(go.Scatter(x=rows.step, y=rows.p_error_teacher, mode="lines", showlegend=False,

@@ -146,6 +146,10 @@ def test_xss_rollout_renders_as_text(page, tmp_path):
     assert "<script>" in strip.replace("·", " ") and "onerror" in strip and "{{7*7}}" in strip
     assert "<b>hi</b>" in strip
     assert page.evaluate("window.__xss") is None
+    # the probability plot draws, with the tag as text in its labels
+    page.wait_for_selector("#opd-logprob-plot .main-svg", timeout=30_000)
+    # the strip wraps: nothing overflows the page
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     # no element came out of the text: only our own tags (the tooltip's <b> sits inside .opd-tip)
     assert page.locator("#opd-strip img, #opd-strip script, #opd-strip .opd-tok > b").count() == 0
     shot(page, "06-xss-inert")

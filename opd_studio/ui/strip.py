@@ -123,13 +123,13 @@ def _visible_context(trajectory, show_template: bool) -> set[int]:
 STRIP_CSS = """
 .opd-strip { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 14px; line-height: 2.1;
              padding: 8px; border: 1px solid #e5e7eb; border-radius: 8px; background: #fff; color: #111; }
-.opd-tok { position: relative; padding: 2px 1px; margin: 0 1px; border-radius: 3px; cursor: pointer;
-           border: 1px solid transparent; white-space: pre; }
+.opd-tok { display: inline-block; line-height: 1.4; padding: 2px 1px; margin: 1px; border-radius: 3px;
+           cursor: pointer; border: 1px solid transparent; white-space: pre; }
 .opd-tok:hover, .opd-tok:focus { outline: 2px solid #111; z-index: 5; }
 .opd-context { color: #9ca3af; }
 .opd-target { border-bottom: 2px solid #111; }
 .opd-error { border: 2px solid #f59e0b; }
-.opd-ghost { padding: 2px 4px; margin: 0 2px; border: 1px dashed #7c3aed; border-radius: 4px; color: #7c3aed;
+.opd-ghost { display: inline-block; line-height: 1.4; padding: 2px 4px; margin: 1px 2px; border: 1px dashed #7c3aed; border-radius: 4px; color: #7c3aed;
              background: #f5f3ff; font-style: italic; white-space: pre; }
 .opd-role { font-size: 11px; text-transform: uppercase; color: #fff; background: #6b7280; border-radius: 3px;
             padding: 1px 5px; margin: 0 6px 0 2px; }
