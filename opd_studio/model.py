@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -103,9 +104,19 @@ def load_model(spec: str = DEFAULT_MODEL, device: str = "auto", dtype: str | tor
     return model, tokenizer
 
 
-@lru_cache(maxsize=2)
+_LOAD_LOCK = threading.Lock()
+
+
 def load_model_cached(spec: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto"):
-    """One shared copy per process (the app and the CLI load the same model many times)."""
+    """One shared copy per process (the app and the CLI load the same model many times). Loads are serialized:
+    transformers builds models on the meta device through process-wide state, so two threads loading at once
+    (the app's warm-up and a first request) would corrupt each other."""
+    with _LOAD_LOCK:
+        return _load_model_once(spec, device, dtype)
+
+
+@lru_cache(maxsize=2)
+def _load_model_once(spec: str, device: str, dtype: str):
     return load_model(spec, device, dtype)
 
 
