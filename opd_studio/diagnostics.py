@@ -38,7 +38,8 @@ def _batched_hidden(scorer: HintScorer, shared: int, suffixes: list[list[int]]) 
     cache = DynamicCache(ddp_cache_data=[(k[..., :shared, :].expand(n, -1, -1, -1),
                                           v[..., :shared, :].expand(n, -1, -1, -1)) for k, v in original.kv],
                          config=model.config)
-    return model.get_decoder()(input_ids=batch, past_key_values=cache, use_cache=True).last_hidden_state
+    with scorer.weights():
+        return model.get_decoder()(input_ids=batch, past_key_values=cache, use_cache=True).last_hidden_state
 
 
 def _logp_of(model, hidden_rows: torch.Tensor, token_ids: list[int]) -> torch.Tensor:

@@ -11,6 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 BEFORE, AFTER, ERROR, HINT = "#6b7280", "#dc2626", "rgba(250, 204, 21, 0.25)", "#7c3aed"
+PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#65a30d"]
 
 
 def _layout(figure: go.Figure, title: str, y_title: str, height: int = 300) -> go.Figure:
@@ -84,15 +85,14 @@ def comparison_figure(comparison: pd.DataFrame) -> go.Figure:
     return _layout(figure, "Hint texts compared", "", height=80 + 40 * len(comparison))
 
 
-def training_figure(metrics: pd.DataFrame) -> go.Figure:
-    """p(error tokens) per curated record vs step (solid: student, dashed: the teacher's value), plus drift."""
+def training_figure(per_record: pd.DataFrame) -> go.Figure:
+    """p(error tokens) per curated record vs step (solid: the student, dashed: the hinted teacher's value)."""
     figure = go.Figure()
-    if metrics.empty:
-        return _layout(figure, "Training: p(error tokens) per record", "p")
-    for record_id, rows in metrics.groupby("record_id", sort=False):
-        line = figure.add_trace(go.Scatter(x=rows.step, y=rows.p_error_student, name=html.escape(str(record_id)),
-                                           mode="lines+markers"))
-        color = line.data[-1].line.color
-        figure.add_trace(go.Scatter(x=rows.step, y=rows.p_error_teacher, mode="lines", showlegend=False,
-                                    line=dict(dash="dash", color=color), name=f"{record_id} (teacher)"))
-    return _layout(figure, "p(error tokens) under the student (dashed: hinted teacher)", "p")
+    for n, (record_id, rows) in enumerate(per_record.groupby("record", sort=False)):
+        color = PALETTE[n % len(PALETTE)]
+        figure.add_trace(go.Scatter(x=rows.step, y=rows.p_error, name=html.escape(str(record_id)),
+                                    mode="lines+markers", line=dict(color=color)))
+        figure.add_trace(go.Scatter(x=rows.step, y=rows.p_teacher, mode="lines", showlegend=False,
+                                    line=dict(dash="dash", color=color), name=f"{html.escape(str(record_id))} teacher"))
+    figure.update_layout(xaxis_title="step", yaxis_range=[0, 1.02])
+    return _layout(figure, "p(error tokens) under the student (dashed: the hinted teacher)", "p", height=320)

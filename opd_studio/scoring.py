@@ -16,6 +16,7 @@ This module knows token ids, hints and models; nothing about Gradio.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -200,10 +201,11 @@ class HintScorer:
     """
 
     def __init__(self, model, tokenizer, trajectory: Trajectory, top_k: int = 5, chunk_size: int = 256,
-                 reuse_cache: bool = True):
+                 reuse_cache: bool = True, base_weights: bool = False):
         self.model, self.tokenizer, self.trajectory = model, tokenizer, trajectory
         self.top_k, self.chunk_size = top_k, chunk_size
         self.reuse_cache = reuse_cache  # False: every hinted pass runs from token 0 (the benchmark's baseline)
+        self.base_weights = base_weights  # with a LoRA adapter: score with it disabled (the weights before training)
         self.student_positions = [i for i in range(1, len(trajectory)) if trajectory.student_mask[i]]
         self._original: ForwardPass | None = None
         self._last_hinted: ForwardPass | None = None
@@ -231,9 +233,16 @@ class HintScorer:
 
     # -- passes ---------------------------------------------------------------------------------------------------
 
+    def weights(self):
+        """Context in which the decoder runs: the adapter disabled for `base_weights`, else as the model is."""
+        if self.base_weights and hasattr(self.model, "disable_adapter"):
+            return self.model.disable_adapter()
+        return contextlib.nullcontext()
+
     def original_pass(self) -> ForwardPass:
         if self._original is None:
-            self._original = forward_reusing(self.model, self.trajectory.input_ids)
+            with self.weights():
+                self._original = forward_reusing(self.model, self.trajectory.input_ids)
         return self._original
 
     def _before_stats(self) -> dict[int, tuple]:
@@ -252,7 +261,8 @@ class HintScorer:
         if self._last_hinted and (common_prefix(self._last_hinted.ids, hinted_ids)
                                   > common_prefix(original.ids, hinted_ids)):
             reuse = self._last_hinted
-        self._last_hinted = forward_reusing(self.model, hinted_ids, reuse if self.reuse_cache else None)
+        with self.weights():
+            self._last_hinted = forward_reusing(self.model, hinted_ids, reuse if self.reuse_cache else None)
         return self._last_hinted, position
 
     def _after_stats(self, placed: list[PlacedHint]):

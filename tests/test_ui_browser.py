@@ -193,3 +193,35 @@ def test_click_to_redraw_latency_on_a_200_token_rollout(page, tmp_path):
     (ARTIFACTS / "click_latency.json").write_text(json.dumps({"median_s": median, "all_s": latencies}))
     shot(page, "08-long-rollout")
     assert median < 5  # a correctness bound on a shared machine; `make bench` reports the real median
+
+
+def test_train_three_steps_and_watch_the_curves(page):
+    page.locator("label:has-text('Prompt') input[type=radio]").first.check()
+    page.locator("#opd-prompt textarea").fill("What is 48 + 37?")
+    page.click("#opd-generate")
+    wait_text(page, "#opd-strip", "48·+·37·=")
+    page.wait_for_selector("#opd-strip .opd-ghost", timeout=60_000)
+    page.click("#opd-accept")
+    wait_text(page, "#opd-counts", "curated")
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#opd-train").wait_for()
+    steps = page.get_by_label("Steps").first
+    steps.fill("3")
+    steps.press("Enter")
+    page.click("#opd-train")
+    seen = set()
+    deadline = time.time() + 300
+    while time.time() < deadline:  # the status streams "step k / 3" while the curves grow
+        text = page.locator("#opd-train-status").inner_text()
+        seen.add(text.split("·")[0].strip())
+        if "stopped by" in text:
+            break
+        time.sleep(0.2)
+    assert "stopped by steps" in text and "run" in text, text
+    assert len(seen) >= 2  # at least one intermediate update before the final one
+    # one solid curve per curated record (student) plus its dashed teacher target, four points each (steps 0-3)
+    page.wait_for_selector("#opd-train-plot .scatterlayer .trace", timeout=30_000)
+    points = page.locator("#opd-train-plot .scatterlayer .trace").first.locator(".point").count()
+    assert points == 4
+    page.wait_for_selector("#opd-runs >> text=steps", timeout=30_000)
+    shot(page, "09-trained")

@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import tempfile
+import threading
 import time
 
 import gradio as gr
@@ -23,6 +24,7 @@ from ..rollout import SamplingConfig
 from ..store import Store
 from ..trajectory import TrajectoryError
 from . import session as actions
+from . import training
 from .strip import STRIP_CSS, STRIP_JS, VIEWS, render_strip
 
 log = logging.getLogger("opd_studio.ui")
@@ -39,8 +41,30 @@ except ImportError:  # pragma: no cover - depends on the environment
         return fn if fn is not None else (lambda f: f)
 
 
+@functools.lru_cache(maxsize=1)
+def _weights() -> training.Weights:
+    return training.Weights(*load_model_cached(MODEL_SPEC))
+
+
 def _model():
-    return load_model_cached(MODEL_SPEC)
+    """The model as it is now (trained, if a run has finished) and its tokenizer."""
+    weights = _weights()
+    return weights.model, weights.tokenizer
+
+
+def _opened(session: actions.Session) -> actions.Session:
+    """A session just opened with `_model()`: its passes belong to the current weights."""
+    session.weights_version = _weights().version
+    return session
+
+
+def _sync(session: actions.Session) -> actions.Session:
+    """Rebuild the session's scorer when the weights changed since it cached its passes."""
+    weights = _weights()
+    if session.weights_version != weights.version:
+        session = actions.use_weights(session, weights.model, weights.tokenizer, session.base_weights,
+                                      weights.version)
+    return session
 
 
 @functools.lru_cache(maxsize=1)
@@ -78,7 +102,8 @@ def status_markdown(session: actions.Session) -> str:
     if session.record is None:
         return "Pick a demo task or write a prompt, then **Generate**. Or upload your own rollouts (JSONL)."
     record, table = session.record, session.table
-    parts = [f"**{record.id}** · {len(table)} tokens · loss span: {session.span}"]
+    weights = "base weights" if session.base_weights else f"{_weights().label} weights"
+    parts = [f"**{record.id}** · {len(table)} tokens · loss span: {session.span} · {weights}"]
     anchors = [h["anchor"] for h in table.attrs.get("hints", [])]
     if anchors:
         row = table.loc[anchors[0]]
@@ -126,7 +151,7 @@ def on_generate(session, source_kind, demo_id, prompt, temperature, top_p, max_t
                               seed=int(seed))
     hint_model = actions.hint_model_for(hint_model_name, source,
                                         chat=_local_chat() if hint_model_name == "critic" else None)
-    session = actions.generate_and_open(session, model, tokenizer, source, sampling, hint_model)
+    session = _opened(actions.generate_and_open(session, model, tokenizer, source, sampling, hint_model))
     _store().save(session.record, model=model.config.name_or_path)
     return render(session, view)
 
@@ -147,13 +172,14 @@ def on_upload(session, file, hint_model_name, view):
     model, tokenizer = _model()
     first = records[0]
     hint_model = actions.hint_model_for(hint_model_name, first) if hint_model_name not in ("critic",) else None
-    session = actions.open_record(session, model, tokenizer, first, hint_model)
+    session = _opened(actions.open_record(session, model, tokenizer, first, hint_model))
     gr.Info(f"Imported {len(records)} record(s) into the review queue.")
     return (*render(session, view), None)  # clear the file box, ready for the next upload
 
 
 @guarded
 def on_token_click(session, view, evt: gr.EventData):
+    session = _sync(session)
     token = getattr(evt, "token", None)
     if token is None:
         raise ValueError("click a token of the strip")
@@ -162,6 +188,7 @@ def on_token_click(session, view, evt: gr.EventData):
 
 @guarded
 def on_move(session, token, view):
+    session = _sync(session)
     if token is None:
         raise ValueError("give a token index")
     return render(actions.move_hint(session, int(token)), view)
@@ -169,11 +196,13 @@ def on_move(session, token, view):
 
 @guarded
 def on_edit(session, text, placement, template, view):
+    session = _sync(session)
     return render(actions.edit_hint(session, text, placement, template or None), view)
 
 
 @guarded
 def on_span(session, span, view):
+    session = _sync(session)
     if session.record is None:
         return render(session, view)
     return render(actions.set_span(session, span), view)
@@ -186,6 +215,7 @@ def on_view(session, view):
 
 @guarded
 def on_undo(session, view):
+    session = _sync(session)
     return render(actions.undo(session), view)
 
 
@@ -202,7 +232,7 @@ def on_review(status, session, reviewer, view):
     following = _neighbour(stored.id, +1, "pending")
     if following is not None:
         model, tokenizer = _model()
-        session = actions.open_record(session, model, tokenizer, following)
+        session = _opened(actions.open_record(session, model, tokenizer, following))
     return render(session, view)
 
 
@@ -229,7 +259,7 @@ def on_step(step, session, queue_status, view):
     if following is None:
         raise ValueError(f"no other {queue_status} record in the queue")
     model, tokenizer = _model()
-    return render(actions.open_record(session, model, tokenizer, following), view)
+    return render(_opened(actions.open_record(session, model, tokenizer, following)), view)
 
 
 @guarded
@@ -266,6 +296,68 @@ def on_flags(session):
             f"hint) · **{summary['continues_hint']} copy the hint** · max teacher mass on hint-only tokens "
             f"{summary['max_p_hint_only']:.3f}")
     return text, flags.round(3)
+
+
+# -- training -------------------------------------------------------------------------------------------------------
+
+
+def guarded_stream(fn):
+    """`guarded` for generator handlers: errors raised while streaming become messages too."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            yield from fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except (*USER_ERRORS, training.DriftError) as exc:
+            raise gr.Error(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001
+            log.exception("unexpected error in %s", fn.__name__)
+            raise gr.Error(f"Unexpected error ({type(exc).__name__}): {exc}") from None
+    return wrapper
+
+
+@guarded_stream
+@gpu
+def on_train(session, steps, lr, loss, span, drift_weight, drift_threshold, lora_r, use_heldout):
+    config = training.TrainConfig(steps=int(steps), lr=float(lr), loss=loss, span=span,
+                                  drift_weight=float(drift_weight),
+                                  drift_threshold=float(drift_threshold) if drift_threshold else None,
+                                  lora_r=int(lora_r), lora_alpha=2 * int(lora_r))
+    session.cancel = threading.Event()
+    for status, steps_frame, per_record in training.run_training(_weights(), _store(), config, session.cancel,
+                                                                 bool(use_heldout)):
+        yield (session, status, plots.training_figure(per_record), training.loss_figure(steps_frame),
+               training.runs_table(_store()))
+
+
+def on_cancel(session):
+    cancel = getattr(session, "cancel", None)
+    if cancel is not None:
+        cancel.set()
+    return "cancelling after the current step…"
+
+
+@guarded
+def on_reset():
+    weights = _weights()
+    with weights.lock:
+        weights.reset()
+    return "weights reset to base", training.runs_table(_store())
+
+
+@guarded
+@gpu
+def on_fix_rate(samples):
+    summary, rows = training.measure_fix_rate(_weights(), _store(), int(samples))
+    return summary.round(3), rows
+
+
+@guarded
+def on_score_with(session, which, view):
+    weights = _weights()
+    session = actions.use_weights(session, weights.model, weights.tokenizer, which == "base", weights.version)
+    return render(session, view)
 
 
 # -- curated set ---------------------------------------------------------------------------------------------------
@@ -365,6 +457,8 @@ def build_app() -> gr.Blocks:
                         with gr.Row():
                             view = gr.Radio(list(VIEWS), value="delta", label="Colour by", elem_id="opd-view")
                             span = gr.Radio(["error", "turn", "response"], value="turn", label="Loss span")
+                            score_with = gr.Radio(["current", "base"], value="current", label="Weights",
+                                                  elem_id="opd-weights")
                         strip = gr.HTML("<div class='opd-strip'>No rollout open.</div>", js_on_load=STRIP_JS,
                                         elem_id="opd-strip")
                         gr.Markdown("Click a token to move the hint before it · ←/→ move · `n` next low-p · "
@@ -407,6 +501,35 @@ def build_app() -> gr.Blocks:
                                 flags_button = gr.Button("Check the hint")
                                 flags_summary = gr.Markdown()
                                 flags_table = gr.Dataframe(interactive=False)
+            with gr.Tab("Train"):
+                gr.Markdown("Train on the curated set (accepted records). Each run starts from the base weights; "
+                            "the drift guard anchors every untouched token to the base model and stops the run "
+                            "when drift passes the threshold.", elem_classes=["opd-help"])
+                with gr.Row():
+                    train_steps = gr.Slider(1, 100, value=10, step=1, label="Steps")
+                    train_lr = gr.Number(value=1e-4, label="Learning rate")
+                    train_loss = gr.Dropdown(["jsd", "forward_kl", "reverse_kl", "sampled"], value="jsd",
+                                             label="Loss")
+                    train_span = gr.Radio(["error", "turn", "response"], value="turn", label="Loss span")
+                with gr.Row():
+                    train_drift_weight = gr.Number(value=1.0, label="Drift weight (anchor to base)")
+                    train_drift_threshold = gr.Number(value=0.05, label="Stop when drift exceeds (nats/token)")
+                    train_rank = gr.Slider(1, 64, value=16, step=1, label="LoRA rank")
+                    train_heldout = gr.Checkbox(value=True, label="Measure drift on held-out demo rollouts")
+                with gr.Row():
+                    train_button = gr.Button("Train", variant="primary", elem_id="opd-train")
+                    cancel_button = gr.Button("Cancel", variant="stop", elem_id="opd-cancel")
+                    reset_button = gr.Button("Reset to base", elem_id="opd-reset")
+                train_status = gr.Markdown(elem_id="opd-train-status")
+                train_plot = gr.Plot(elem_id="opd-train-plot")
+                loss_plot = gr.Plot(elem_id="opd-loss-plot")
+                runs = gr.Dataframe(interactive=False, label="Runs", elem_id="opd-runs")
+                with gr.Row():
+                    fix_samples = gr.Slider(0, 5, value=2, step=1, label="Sampled answers per prompt (plus greedy)")
+                    fix_button = gr.Button("Regenerate and measure the fix rate", elem_id="opd-fix")
+                fix_summary = gr.Dataframe(interactive=False, label="Fix rate: curated vs held-out",
+                                           elem_id="opd-fix-summary")
+                fix_rows = gr.Dataframe(interactive=False, label="Every regenerated answer")
             with gr.Tab("Curated set"):
                 with gr.Row():
                     curated_status = gr.Dropdown(["all", "pending", "accepted", "rejected"], value="accepted",
@@ -448,6 +571,14 @@ def build_app() -> gr.Blocks:
         sweep_button.click(on_sweep, [session, window], [sweep_plot, sweep_table], api_name="sweep")
         compare_button.click(on_compare, [session, candidates], [compare_plot, compare_table], api_name="compare")
         flags_button.click(on_flags, [session], [flags_summary, flags_table], api_name="flags")
+        score_with.input(on_score_with, [session, score_with, view], shown, api_name="score_with", **quick)
+        train_inputs = [session, train_steps, train_lr, train_loss, train_span, train_drift_weight,
+                        train_drift_threshold, train_rank, train_heldout]
+        train_button.click(on_train, train_inputs, [session, train_status, train_plot, loss_plot, runs],
+                           api_name="train")
+        cancel_button.click(on_cancel, [session], [train_status], queue=False, api_name=False)
+        reset_button.click(on_reset, [], [train_status, runs], api_name="reset")
+        fix_button.click(on_fix_rate, [fix_samples], [fix_summary, fix_rows], api_name="fix_rate")
         curated_view = [curated_status, curated_source, show_deleted]
         refresh.click(on_curated, curated_view, [curated, counts], api_name="curated")
         curated_status.change(on_curated, curated_view, [curated, counts], api_name=False)
@@ -455,6 +586,7 @@ def build_app() -> gr.Blocks:
         export_button.click(on_export, [export_kind], [export_file], api_name="export")
         import_file.upload(on_import, [import_file, *curated_view], [curated, counts], api_name="import_curated")
         app.load(on_curated, curated_view, [curated, counts], api_name=False)
+        app.load(lambda: training.runs_table(_store()), [], [runs], api_name=False)
     return app
 
 

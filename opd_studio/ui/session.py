@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,9 @@ class Session:
     notice: str = ""
     undo_stack: list[tuple[list[Hint], ErrorSpan | None, str]] = field(default_factory=list)
     opened_at: float = 0.0
+    base_weights: bool = False  # score with the weights before training (the adapter disabled)
+    weights_version: int = 0  # which weights the scorer's cached passes belong to
+    cancel: threading.Event | None = None  # set by the Cancel button to stop a training run between steps
 
     @property
     def error(self) -> ErrorSpan | None:
@@ -94,11 +98,21 @@ def open_record(session: Session, model, tokenizer, record: Record, hint_model=N
         record.hints = [p.to_hint() for p in proposals[:1]]
         if proposals and record.error is None:
             record.error = proposals[0].to_error()
-    new = Session(record=record, scorer=HintScorer(model, tokenizer, trajectory), span=session.span,
+    new = Session(record=record, scorer=HintScorer(model, tokenizer, trajectory, base_weights=session.base_weights),
+                  span=session.span, base_weights=session.base_weights, weights_version=session.weights_version,
                   hints=[h for h in record.hints if h.status != "rejected"], proposals=proposals,
                   proposal_reason=reason or (f"{len(proposals)} proposal(s)" if proposals else ""),
                   opened_at=time.time())
     return rescore(new)
+
+
+def use_weights(session: Session, model, tokenizer, base: bool, version: int) -> Session:
+    """Score the open record with `model` (its base weights when `base`); cached passes start over."""
+    session.base_weights, session.weights_version = base, version
+    if session.record is None:
+        return session
+    session.scorer = HintScorer(model, tokenizer, session.scorer.trajectory, base_weights=base)
+    return rescore(session)
 
 
 def generate_and_open(session: Session, model, tokenizer, source: Record, sampling: SamplingConfig,
