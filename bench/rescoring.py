@@ -40,7 +40,7 @@ def main() -> None:
                    "incremental": HintScorer(model, tokenizer, trajectory)}
         edits = iter(range(10_000))
 
-        def edit(scorer):
+        def edit(scorer, edits=edits, at=at):
             hints = [Hint(text=f" (Hint {next(edits)}: check the carry.) ", token=at)]
             return lambda: scorer.score(hints)
 

@@ -100,8 +100,8 @@ def compare_hint_texts(scorer: HintScorer, texts: list[str], anchor: int, error:
     trajectory, tokenizer = scorer.trajectory, scorer.tokenizer
     start, end = error or (anchor, anchor + 1)
     turn_end = trajectory.turn_end(anchor)
-    placed = [place_hints(tokenizer, trajectory, [Hint(text=t, token=anchor, placement=placement, template=template)])[0]
-              for t in texts]
+    candidates = [Hint(text=t, token=anchor, placement=placement, template=template) for t in texts]
+    placed = [place_hints(tokenizer, trajectory, [hint])[0] for hint in candidates]
     shared = min(p.insert_at for p in placed)
     ids = trajectory.input_ids
     suffixes = [ids[shared:p.insert_at] + p.ids + ids[p.insert_at:turn_end] for p in placed]
@@ -141,7 +141,8 @@ def hint_flags(scorer: HintScorer, hints: list[Hint], table: pd.DataFrame) -> pd
         # the hints in context at position i, and the tokens only they contain
         active = [p for p in placed if p.insert_at <= i]
         hint_only = set().union(*(set(p.ids) for p in active)) - set(ids[: min(p.insert_at for p in active)])
-        copied = {h.ids[j + 1] for h in active for j in range(len(h.ids) - 1) if h.ids[j] == hinted.ids[position[i] - 1]}
+        previous = hinted.ids[position[i] - 1]  # the token the teacher has just read
+        copied = {h.ids[j + 1] for h in active for j in range(len(h.ids) - 1) if h.ids[j] == previous}
         rows.append({
             "i": i, "text": trajectory.token_texts[i], "teacher_top": scorer.tokenizer.decode([top[n]]),
             "leak": top[n] in hint_only and top[n] != ids[i],

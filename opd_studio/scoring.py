@@ -71,7 +71,9 @@ def _feedback_ids(tokenizer, trajectory: Trajectory, message: int, hint: Hint) -
     template = hint.template if hint.template and "{hint}" in hint.template else FEEDBACK_TEMPLATE
     feedback = {"role": hint.feedback_role, "content": template.replace("{hint}", hint.text.strip())}
     before = trajectory.messages[:message]
-    render = lambda msgs: tokenizer.apply_chat_template(msgs, tools=trajectory.tools, tokenize=False) if msgs else ""
+    def render(messages: list[dict]) -> str:
+        return tokenizer.apply_chat_template(messages, tools=trajectory.tools, tokenize=False) if messages else ""
+
     prefix, with_feedback = render(before), render(before + [feedback])
     if not with_feedback.startswith(prefix):
         raise TrajectoryError("the chat template cannot insert a feedback turn here; use an inline hint")

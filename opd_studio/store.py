@@ -53,6 +53,13 @@ def data_dir() -> Path:
     return Path(os.environ.get("OPD_STUDIO_DATA", default))
 
 
+def _write_hints(db: sqlite3.Connection, record: Record) -> None:
+    """The hints table mirrors the record's hints, so filters by source or status need no JSON parsing."""
+    db.execute("DELETE FROM hints WHERE record_id = ?", (record.id,))
+    db.executemany("INSERT INTO hints VALUES (?, ?, ?, ?, ?, ?)",
+                   [(record.id, n, h.source, h.status, h.placement, h.text) for n, h in enumerate(record.hints)])
+
+
 class Store:
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path) if path else data_dir() / "opd_studio.sqlite"
@@ -95,9 +102,7 @@ class Store:
                        review_seconds = review_seconds + :seconds, updated_at = :now, deleted = 0""",
                 {"id": record.id, "record": record.to_json(), "status": status, "model": model,
                  "tokenizer": tokenizer, "reviewer": reviewer, "span": span, "seconds": review_seconds, "now": now})
-            db.execute("DELETE FROM hints WHERE record_id = ?", (record.id,))
-            db.executemany("INSERT INTO hints VALUES (?, ?, ?, ?, ?, ?)",
-                           [(record.id, n, h.source, h.status, h.placement, h.text) for n, h in enumerate(record.hints)])
+            _write_hints(db, record)
 
     def get(self, record_id: str) -> Record | None:
         with self._connect() as db:
@@ -205,10 +210,7 @@ class Store:
                               ON CONFLICT(id) DO UPDATE SET record = excluded.record, status = excluded.status,
                                   updated_at = excluded.updated_at, deleted = 0""",
                            (record.id, record.to_json(), status, now, now))
-                db.execute("DELETE FROM hints WHERE record_id = ?", (record.id,))
-                db.executemany("INSERT INTO hints VALUES (?, ?, ?, ?, ?, ?)",
-                               [(record.id, n, h.source, h.status, h.placement, h.text)
-                                for n, h in enumerate(record.hints)])
+                _write_hints(db, record)
         return len(records)
 
     # -- training runs --------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ def test_failed_write_leaves_the_old_file_intact(tmp_path):
         def to_json(self):
             raise RuntimeError("disk full")
 
-    with pytest.raises(Exception):
+    with pytest.raises(TypeError):
         write_records(path, [Record.from_dict(ADD), Boom()])
     assert path.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]

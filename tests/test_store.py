@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from opd_studio.records import Hint, Record, RecordError
+from opd_studio.records import Record, RecordError
 from opd_studio.store import Store
 from tests.conftest import ADD, MULTI_TURN
 

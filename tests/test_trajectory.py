@@ -60,7 +60,8 @@ def test_response_token_ids_are_used_verbatim(tokenizer):
     assert exact.input_ids == plain.input_ids
     assert exact.text == plain.text
     # A different (non-canonical) split of the same text is kept as given: "1","7" → one id per character.
-    unusual = [tokenizer.convert_tokens_to_ids(c) for c in "17"] + tokenizer(" + 25 = 32.", add_special_tokens=False)["input_ids"]
+    rest = tokenizer(" + 25 = 32.", add_special_tokens=False)["input_ids"]
+    unusual = [tokenizer.convert_tokens_to_ids(c) for c in "17"] + rest
     record = Record.from_dict({**ADD, "response_token_ids": unusual})
     trajectory = build_trajectory(tokenizer, record)
     first, last = trajectory.student_token_spans[1]

@@ -405,7 +405,8 @@ KEYS_JS = """
   document.addEventListener('keydown', (event) => {
     const t = event.target;
     if (event.ctrlKey || event.metaKey || event.altKey) return;
-    if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT' || t.isContentEditable)) return;
+    const typing = t && (['INPUT', 'TEXTAREA', 'SELECT'].includes(t.tagName) || t.isContentEditable);
+    if (typing) return;
     const actions = {a: 'opd-accept', x: 'opd-reject', u: 'opd-undo', j: 'opd-next', k: 'opd-prev'};
     if (actions[event.key]) { click(actions[event.key]); event.preventDefault(); }
     else if (event.key === 'e') {
@@ -556,8 +557,9 @@ def build_app() -> gr.Blocks:
         upload.upload(on_upload, [session, upload, hint_model, view], [*shown, upload], api_name="upload")
         strip.click(on_token_click, [session, view], shown, api_name=False, **quick)
         move_button.click(on_move, [session, move_token, view], shown, api_name="move_hint", **quick)
-        apply_button.click(on_edit, [session, hint_text, placement, template, view], shown, api_name="edit_hint", **quick)
-        hint_text.submit(on_edit, [session, hint_text, placement, template, view], shown, api_name=False, **quick)
+        edit_inputs = [session, hint_text, placement, template, view]
+        apply_button.click(on_edit, edit_inputs, shown, api_name="edit_hint", **quick)
+        hint_text.submit(on_edit, edit_inputs, shown, api_name=False, **quick)
         span.input(on_span, [session, span, view], shown, api_name="set_span", **quick)
         view.input(on_view, [session, view], shown, api_name=False, **quick)
         undo_button.click(on_undo, [session, view], shown, api_name="undo", **quick)

@@ -129,7 +129,8 @@ STRIP_CSS = """
 .opd-context { color: #9ca3af; }
 .opd-target { border-bottom: 2px solid #111; }
 .opd-error { border: 2px solid #f59e0b; }
-.opd-ghost { display: inline-block; line-height: 1.4; padding: 2px 4px; margin: 1px 2px; border: 1px dashed #7c3aed; border-radius: 4px; color: #7c3aed;
+.opd-ghost { display: inline-block; line-height: 1.4; padding: 2px 4px; margin: 1px 2px; border: 1px dashed #7c3aed;
+             border-radius: 4px; color: #7c3aed;
              background: #f5f3ff; font-style: italic; white-space: pre; }
 .opd-role { font-size: 11px; text-transform: uppercase; color: #fff; background: #6b7280; border-radius: 3px;
             padding: 1px 5px; margin: 0 6px 0 2px; }
