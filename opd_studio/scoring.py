@@ -247,11 +247,14 @@ class HintScorer:
                 self._original = forward_reusing(self.model, self.trajectory.input_ids)
         return self._original
 
+    @torch.no_grad()
     def _before_stats(self) -> dict[int, tuple]:
         if self._before is None:
-            original = self.original_pass()
-            positions = self.student_positions
-            self._before = self._positions_stats(original.hidden, [i - 1 for i in positions], positions)
+            hidden = self.original_pass().hidden
+            self._before = {}
+            for a in range(0, len(self.student_positions), self.chunk_size):
+                positions = self.student_positions[a: a + self.chunk_size]
+                self._before.update(self._rows(self._logprobs(hidden, [i - 1 for i in positions]), positions))
         return self._before
 
     def hinted_pass(self, placed: list[PlacedHint]) -> tuple[ForwardPass, list[int]]:
@@ -267,42 +270,36 @@ class HintScorer:
             self._last_hinted = forward_reusing(self.model, hinted_ids, reuse if self.reuse_cache else None)
         return self._last_hinted, position
 
+    @torch.no_grad()
     def _after_stats(self, placed: list[PlacedHint]):
+        """Stats under the teacher and KL(teacher ‖ student) at the student positions after the first hint; each
+        chunk computes the teacher's and the student's log-probabilities once and uses them for both."""
         changed = [i for i in self.student_positions if placed and i >= placed[0].insert_at]
         if not changed:
             return {}, {}
         hinted, position = self.hinted_pass(placed)
-        after_rows = [position[i] - 1 for i in changed]
-        after = self._positions_stats(hinted.hidden, after_rows, changed)
-        kl = self._kl(self.original_pass().hidden, [i - 1 for i in changed], hinted.hidden, after_rows, changed)
+        original = self.original_pass()
+        after, kl = {}, {}
+        for a in range(0, len(changed), self.chunk_size):
+            positions = changed[a: a + self.chunk_size]
+            log_q = self._logprobs(hinted.hidden, [position[i] - 1 for i in positions])  # (n, V) teacher
+            log_p = self._logprobs(original.hidden, [i - 1 for i in positions])  # (n, V) student
+            after.update(self._rows(log_q, positions))
+            kl.update(zip(positions, (log_q.exp() * (log_q - log_p)).sum(1).clamp_min(0.0).tolist()))
         return after, kl
 
-    @torch.no_grad()
-    def _positions_stats(self, hidden: torch.Tensor, rows: list[int], positions: list[int]) -> dict[int, tuple]:
-        out = {}
-        ids = torch.tensor(self.trajectory.input_ids, device=hidden.device)
-        for a in range(0, len(rows), self.chunk_size):
-            chunk_rows = torch.tensor(rows[a: a + self.chunk_size], device=hidden.device)
-            chunk_pos = positions[a: a + self.chunk_size]
-            logprobs = torch.log_softmax(logits_from_hidden(self.model, hidden[chunk_rows]), dim=-1)  # (n, V)
-            stats = _stats(logprobs, ids[torch.tensor(chunk_pos, device=hidden.device)], self.top_k)
-            for n, i in enumerate(chunk_pos):
-                top = [[self._text_of(int(t)), float(p)] for t, p in zip(stats.top_ids[n], stats.top_p[n])]
-                out[i] = (float(stats.logp[n]), int(stats.rank[n]), float(stats.entropy[n]), top)
-        return out
+    def _logprobs(self, hidden: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        index = torch.tensor(rows, device=hidden.device)
+        return torch.log_softmax(logits_from_hidden(self.model, hidden[index]), dim=-1)
 
-    @torch.no_grad()
-    def _kl(self, student_hidden, student_rows, teacher_hidden, teacher_rows, positions) -> dict[int, float]:
-        """Full-vocabulary KL(teacher ‖ student) = Σ_v q(v) (log q(v) − log p(v)) at each position."""
+    def _rows(self, logprobs: torch.Tensor, positions: list[int]) -> dict[int, tuple]:
+        """position → (log p(token), rank, entropy, top-k [text, p]) from its (V,) log-probabilities."""
+        ids = torch.tensor([self.trajectory.input_ids[i] for i in positions], device=logprobs.device)
+        stats = _stats(logprobs, ids, self.top_k)
         out = {}
-        for a in range(0, len(positions), self.chunk_size):
-            s = torch.tensor(student_rows[a: a + self.chunk_size], device=student_hidden.device)
-            t = torch.tensor(teacher_rows[a: a + self.chunk_size], device=teacher_hidden.device)
-            log_p = torch.log_softmax(logits_from_hidden(self.model, student_hidden[s]), dim=-1)
-            log_q = torch.log_softmax(logits_from_hidden(self.model, teacher_hidden[t]), dim=-1)
-            kl = (log_q.exp() * (log_q - log_p)).sum(1).clamp_min(0.0)
-            for i, value in zip(positions[a: a + self.chunk_size], kl.tolist()):
-                out[i] = value
+        for n, i in enumerate(positions):
+            top = [[self._text_of(int(t)), float(p)] for t, p in zip(stats.top_ids[n], stats.top_p[n])]
+            out[i] = (float(stats.logp[n]), int(stats.rank[n]), float(stats.entropy[n]), top)
         return out
 
     def _text_of(self, token_id: int) -> str:
