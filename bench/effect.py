@@ -1,0 +1,262 @@
+"""Does training remove the curated errors, generalise, and leave the rest alone? (SPEC §5 "Effect", issue 5.)
+
+Data, from the bundled demo tasks (assets/demo_tasks.jsonl) and the default model:
+- *curated*: greedy rollouts of the arithmetic tasks of the curation split that a verifier flags (arithmetic
+  verifier, else the reference answer), with the proposed hint accepted and its error span (the records of
+  assets/demo_rollouts.jsonl when that file exists, else rolled out here and cached in bench/results/);
+- *held-out*: greedy rollouts of the arithmetic tasks of the held-out split — same family, never trained on; the
+  flagged ones get both verdicts, the others only "corrected";
+- *unrelated*: the QA tasks (capitals, dates…) — the collateral-damage check.
+
+For each training setting: train on the curated set, then measure
+- p(error tokens) before → after, mean over curated records (the curve the studio shows),
+- fix rate (`opd_studio.fix_rate`): greedy and 2 sampled answers per prompt; *suppressed* (the flagged text is gone)
+  and *corrected* (the verifiers pass), curated vs held-out, next to the base model's rates,
+- collateral: the share of unrelated prompts whose greedy answer is unchanged, and drift = mean KL(trained ‖ base)
+  on the untouched student tokens of the curated set and on the held-out / unrelated greedy rollouts.
+Writes bench/results/effect.json, an HTML plot (and a PNG when kaleido is installed), and prints a table.
+
+    python bench/effect.py                 # the default setting
+    python bench/effect.py --sweep         # every setting in SWEEP (slow on CPU: minutes per setting)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+warnings.filterwarnings("ignore")
+
+from opd_studio.fix_rate import (FixRateConfig, corrected, fix_rate, regenerate, summarize,  # noqa: E402
+                                 verifiers_for)
+from opd_studio.hints import HINT_MODELS  # noqa: E402
+from opd_studio.model import load_model  # noqa: E402
+from opd_studio.records import Record, read_records, write_records  # noqa: E402
+from opd_studio.rollout import SamplingConfig, generate  # noqa: E402
+from opd_studio.train import TrainConfig, train  # noqa: E402
+
+TASKS = ROOT / "assets" / "demo_tasks.jsonl"
+DEMO_ROLLOUTS = ROOT / "assets" / "demo_rollouts.jsonl"
+RESULTS = ROOT / "bench" / "results"
+MAX_NEW_TOKENS = 64
+
+# name → changes to TrainConfig(); the first is the library's default.
+SWEEP = {
+    "default": {},
+    "no drift guard": {"drift_weight": 0.0, "drift_threshold": None},
+    "no guard, fwd KL, error span, lr 3e-4, 20 steps": {"drift_weight": 0.0, "drift_threshold": None,
+                                                         "loss": "forward_kl", "span": "error", "lr": 3e-4,
+                                                         "steps": 20},
+    "error span": {"span": "error"},
+    "lr 3e-4": {"lr": 3e-4},
+    "20 steps": {"steps": 20},
+    "reverse KL top-20": {"loss": "reverse_kl", "top_k": 20},
+    "drift weight 0.3": {"drift_weight": 0.3},
+    "attention-only LoRA": {"target_modules": "q_proj,k_proj,v_proj,o_proj"},
+}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Data
+
+
+def tasks(family: str, split: str) -> list[Record]:
+    return [t for t in read_records(TASKS) if t.meta.get("family") == family and t.meta.get("split") == split]
+
+
+def greedy(model, tokenizer, task: Record) -> Record:
+    record, _ = generate(model, tokenizer, task.messages, SamplingConfig(max_new_tokens=MAX_NEW_TOKENS),
+                         tools=task.tools, record_id=task.id, meta=dict(task.meta))
+    record.reference = task.reference
+    return record
+
+
+def flag(record: Record) -> Record:
+    """The record with the first verifier proposal as an accepted hint and its error span (unchanged if right)."""
+    for name in ("arithmetic", "reference"):
+        result = HINT_MODELS[name]().propose(record)
+        if result.proposals:
+            proposal = result.proposals[0]
+            return dataclasses.replace(record, hints=[proposal.to_hint(status="accepted")],
+                                       error=proposal.to_error())
+    return record
+
+
+def greedy_rollouts(model, tokenizer, family: str, split: str) -> list[Record]:
+    """Greedy rollouts of a family's tasks, flagged: from assets/demo_rollouts.jsonl when it has them, else rolled
+    out here (slow on CPU) and cached under bench/results/."""
+    if DEMO_ROLLOUTS.is_file():
+        rollouts = [r for r in read_records(DEMO_ROLLOUTS) if r.meta.get("family") == family
+                    and r.meta.get("split") == split and r.meta.get("run") == "greedy"]
+        if rollouts:
+            for r in rollouts:
+                r.hints = [dataclasses.replace(h, status="accepted") for h in r.hints[:1]]
+            return rollouts
+    cache = RESULTS / f"effect_rollouts_{family}_{split}.jsonl"
+    if cache.is_file():
+        return read_records(cache)
+    rollouts = [flag(greedy(model, tokenizer, t)) for t in tasks(family, split)]
+    RESULTS.mkdir(exist_ok=True)
+    write_records(cache, rollouts)
+    return rollouts
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# One setting
+
+
+def unrelated_answers(model, tokenizer, unrelated_tasks) -> list[str]:
+    config = FixRateConfig(samples=0, max_new_tokens=MAX_NEW_TOKENS)
+    return [a[0][2] for a in regenerate(model, tokenizer, [(t.messages, t.tools) for t in unrelated_tasks], config)]
+
+
+def evaluate(model, tokenizer, curated, heldout, unrelated_tasks, base_unrelated) -> dict:
+    rows = fix_rate(model, tokenizer, curated, heldout, FixRateConfig(samples=2, max_new_tokens=MAX_NEW_TOKENS))
+    now = unrelated_answers(model, tokenizer, unrelated_tasks)
+    unchanged = [a == b for a, b in zip(now, base_unrelated)]
+    right = [corrected(Record(t.id, [*t.messages, {"role": "assistant", "content": a}], reference=t.reference),
+                       verifiers_for(t)) for t, a in zip(unrelated_tasks, now)]
+    return {"fix_rate": summarize(rows).to_dict("records"), "unrelated_unchanged": sum(unchanged) / len(unchanged),
+            "unrelated_right": sum(bool(r) for r in right) / len(right),
+            "answers": rows[["record", "split", "mode", "answer", "suppressed", "corrected"]].to_dict("records"),
+            "unrelated": [{"task": t.id, "answer": a} for t, a in zip(unrelated_tasks, now)]}
+
+
+def run_setting(name, changes, model, tokenizer, curated, heldout, unrelated_tasks, base_unrelated,
+                drift_records) -> dict:
+    config = TrainConfig(**changes)
+    started = time.perf_counter()
+    result = train(copy.deepcopy(model), tokenizer, curated, config, heldout=drift_records)
+    seconds = time.perf_counter() - started
+    frame = result.records_frame()
+    first, last = frame[frame.step == 0], frame[frame.step == result.steps]
+    out = {"name": name, "changes": changes, "steps": result.steps, "stopped": result.stopped,
+           "train_seconds": seconds, "p_error_before": float(first.p_error.mean()),
+           "p_error_after": float(last.p_error.mean()), "p_teacher": float(first.p_teacher.mean()),
+           "drift": result.final["drift"], "drift_heldout": result.final["drift_heldout"],
+           "curve": frame.to_dict("records"), "steps_curve": result.steps_frame().to_dict("records")}
+    out.update(evaluate(result.model, tokenizer, curated, heldout, unrelated_tasks, base_unrelated))
+    return out
+
+
+def rate(summary: list[dict], split: str, mode: str, column: str) -> float:
+    for line in summary:
+        if line["split"] == split and line["mode"] == mode:
+            return line[column] if line[column] is not None else math.nan
+    return math.nan
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Report
+
+
+def table(settings: list[dict], base: dict) -> str:
+    lines = ["| setting | steps | p(err) before → after (teacher) | curated greedy suppressed / corrected | "
+             "curated sampled supp. / corr. | held-out suppressed / corrected (greedy) | held-out corrected (sampled) | "
+             "unrelated right / unchanged | drift curated / held-out |", "|---|---:|---|---|---|---|---|---|---|"]
+    b = base["fix_rate"]
+    lines.append(f"| base model | 0 | | {rate(b, 'curated', 'greedy', 'suppressed'):.0%} / "
+                 f"{rate(b, 'curated', 'greedy', 'corrected'):.0%} | {rate(b, 'curated', 'sampled', 'suppressed'):.0%}"
+                 f" / {rate(b, 'curated', 'sampled', 'corrected'):.0%} | {rate(b, 'heldout', 'greedy', 'suppressed'):.0%}"
+                 f" / {rate(b, 'heldout', 'greedy', 'corrected'):.0%} | {rate(b, 'heldout', 'sampled', 'corrected'):.0%}"
+                 f" | {base['unrelated_right']:.0%} / 100% | 0 / 0 |")
+    for s in settings:
+        f = s["fix_rate"]
+        lines.append(
+            f"| {s['name']} | {s['steps']}{' (' + s['stopped'] + ')' if s['stopped'] != 'steps' else ''} | "
+            f"{s['p_error_before']:.3f} → {s['p_error_after']:.3f} ({s['p_teacher']:.3f}) | "
+            f"{rate(f, 'curated', 'greedy', 'suppressed'):.0%} / {rate(f, 'curated', 'greedy', 'corrected'):.0%} | "
+            f"{rate(f, 'curated', 'sampled', 'suppressed'):.0%} / {rate(f, 'curated', 'sampled', 'corrected'):.0%} | "
+            f"{rate(f, 'heldout', 'greedy', 'suppressed'):.0%} / {rate(f, 'heldout', 'greedy', 'corrected'):.0%} | "
+            f"{rate(f, 'heldout', 'sampled', 'corrected'):.0%} | {s['unrelated_right']:.0%} / "
+            f"{s['unrelated_unchanged']:.0%} | {s['drift']:.4f} / {s['drift_heldout']:.4f} |")
+    return "\n".join(lines)
+
+
+def plot(settings: list[dict], path: Path) -> list[str]:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("mean p(error tokens), student vs teacher (dashed)",
+                                                           "drift: mean KL(trained ‖ base), untouched tokens"))
+    for n, s in enumerate(settings):
+        color = f"hsl({(n * 67) % 360},60%,45%)"
+        curve = {}
+        for row in s["curve"]:
+            curve.setdefault(row["step"], []).append((row["p_error"], row["p_teacher"]))
+        steps = sorted(curve)
+        figure.add_trace(go.Scatter(x=steps, y=[sum(p for p, _ in curve[k]) / len(curve[k]) for k in steps],
+                                    name=s["name"], line={"color": color}, legendgroup=s["name"]), 1, 1)
+        figure.add_trace(go.Scatter(x=steps, y=[sum(t for _, t in curve[k]) / len(curve[k]) for k in steps],
+                                    line={"color": color, "dash": "dash"}, showlegend=False,
+                                    legendgroup=s["name"]), 1, 1)
+        figure.add_trace(go.Scatter(x=[r["step"] for r in s["steps_curve"]], y=[r["drift"] for r in s["steps_curve"]],
+                                    line={"color": color}, showlegend=False, legendgroup=s["name"]), 1, 2)
+    figure.update_xaxes(title_text="step")
+    figure.update_yaxes(type="log", row=1, col=1)
+    figure.update_layout(height=450, width=1100, template="plotly_white")
+    written = [str(path.with_suffix(".html"))]
+    figure.write_html(written[0], include_plotlyjs="cdn")
+    try:
+        import kaleido  # noqa: F401
+
+        figure.write_image(str(path.with_suffix(".png")))
+        written.append(str(path.with_suffix(".png")))
+    except Exception:  # kaleido (and a browser for it) is optional; the HTML has everything
+        pass
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sweep", action="store_true", help="run every setting in SWEEP")
+    parser.add_argument("--only", nargs="*", help="names of SWEEP settings to run")
+    args = parser.parse_args()
+    names = args.only or (list(SWEEP) if args.sweep else ["default"])
+
+    torch.manual_seed(0)
+    model, tokenizer = load_model("default")
+    curated = [r for r in greedy_rollouts(model, tokenizer, "arithmetic", "curation") if r.hints and r.error]
+    heldout = greedy_rollouts(model, tokenizer, "arithmetic", "heldout")
+    unrelated_tasks = tasks("qa", "curation") + tasks("qa", "heldout")
+    # Drift is measured on rollouts never trained on: the held-out arithmetic and the QA answers, as they are.
+    drift_records = [dataclasses.replace(r, hints=[], error=None)
+                     for r in heldout + greedy_rollouts(model, tokenizer, "qa", "curation")
+                     + greedy_rollouts(model, tokenizer, "qa", "heldout")]
+    base_unrelated = unrelated_answers(model, tokenizer, unrelated_tasks)
+    print(f"{len(curated)} curated records: " + "; ".join(
+        f"{r.id}: {r.messages[-1]['content'][:60]!r}" for r in curated), flush=True)
+
+    base = evaluate(model, tokenizer, curated, heldout, unrelated_tasks, base_unrelated)
+    settings = []
+    for name in names:
+        setting = run_setting(name, SWEEP[name], model, tokenizer, curated, heldout, unrelated_tasks,
+                              base_unrelated, drift_records)
+        settings.append(setting)
+        print(table([setting], base).splitlines()[-1], flush=True)
+
+    device = f"{model.device.type}, {torch.get_num_threads()} threads"
+    report = table(settings, base)
+    print(f"\nEffect on the demo arithmetic tasks ({model.config.name_or_path}, {device}; {len(curated)} curated, "
+          f"{len(heldout)} held-out, {len(unrelated_tasks)} unrelated prompts)\n{report}")
+    RESULTS.mkdir(exist_ok=True)
+    stem = "effect_sweep" if len(names) > 1 else "effect"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(
+        {"device": device, "curated": [r.id for r in curated], "base": base, "settings": settings,
+         "table": report}, indent=1, default=str))
+    print("plot:", ", ".join(plot(settings, RESULTS / stem)))
+
+
+if __name__ == "__main__":
+    main()

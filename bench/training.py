@@ -1,0 +1,269 @@
+"""A training step, ours vs TRL's SDFTTrainer: the same prompts, model, loss and hint placement (SPEC §5, issue 5).
+
+Setup, as in the issue: the default model on CPU in fp32, LoRA r16 (alpha 32) on all linear layers, 4 prompts, at
+most 48 completion tokens, JSD β = 0.5 on the student's top-100 tokens plus a tail bin, the privileged text given to
+the teacher as feedback before the answer, the frozen base as teacher (`teacher_model_kind="base"`), lr 1e-4.
+
+- TRL (trl==1.16.0, `trl.experimental.sdft.SDFTTrainer`) samples 4 completions (T = 1) every step, then runs the
+  teacher (adapter disabled) on prompt + feedback + completion and the student on prompt + completion, and trains.
+- Ours trains on 4 rollouts sampled once from the same prompts with the same settings (the rollout is the data:
+  we never regenerate). The feedback is a hint with `placement="feedback"` anchored at the first answer token and
+  the loss span is the turn, so the targets are exactly TRL's completion tokens (and there is no untouched student
+  token for the drift guard to anchor: the loss is the same). A second line adds gradient checkpointing.
+
+Per step we time the *whole step* and its *training part* (teacher + student forward, loss, backward, optimizer;
+for TRL the whole step minus generation). Ours also pays a one-time cost before the first step, the frozen
+teacher's cached targets and the base anchors: printed, and amortized over the run. Runs alternate in one process
+(ours, TRL, ours, TRL), medians over the steps after the first. Peak memory is each trainer's peak RSS in a fresh
+child process (a process's peak cannot be reset; VmHWM), for both trainers in fp32 and with TRL's defaults (bf16
+autocast + gradient checkpointing).
+
+    python bench/training.py [--steps 4] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import multiprocessing
+import os
+import resource
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+warnings.filterwarnings("ignore")
+
+from opd_studio.model import load_model  # noqa: E402
+from opd_studio.records import Hint, Record  # noqa: E402
+from opd_studio.rollout import SamplingConfig, generate  # noqa: E402
+from opd_studio.train import TrainConfig, train  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "training.json"
+PROMPTS = [("What is 17 + 25?", "42"), ("What is 48 + 37?", "85"), ("What is 67 + 58?", "125"),
+           ("What is 36 + 89?", "125")]
+MAX_COMPLETION = 48
+LR = 1e-4
+LORA = dict(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")
+
+
+def privileged(answer: str) -> str:
+    return f"The correct answer is {answer}. Show the sum and state it."
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The data: 4 rollouts for ours, the same 4 prompts for TRL
+
+
+def our_records(model, tokenizer) -> list[Record]:
+    records = []
+    for n, (question, answer) in enumerate(PROMPTS):
+        record, _ = generate(model, tokenizer, [{"role": "user", "content": question}],
+                             SamplingConfig(max_new_tokens=MAX_COMPLETION, temperature=1.0, seed=n), record_id=f"p{n}")
+        # The feedback turn goes before the answer; its anchor is the answer's first token, so the loss span
+        # "turn" covers every completion token, as TRL's does.
+        record.hints = [Hint(text=privileged(answer), message=1, char=0, placement="feedback", status="accepted")]
+        records.append(record)
+    return records
+
+
+def trl_dataset():
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": [{"role": "user", "content": q}], "privileged_context": privileged(a)}
+                              for q, a in PROMPTS])
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Runs
+
+
+def run_ours(model, tokenizer, records, steps: int, copy_model: bool = True, **changes) -> dict:
+    config = TrainConfig(loss="jsd", beta=0.5, top_k=100, span="turn", lr=LR, steps=steps, batch_size=4,
+                         drift_weight=0.0, drift_threshold=None, lora_r=LORA["r"], lora_alpha=LORA["lora_alpha"],
+                         seed=0, **changes)
+    result = train(copy.deepcopy(model) if copy_model else model, tokenizer, records, config)
+    # Row k (1 ≤ k < steps) spans update k and the forward/backward of step k + 1: one whole step.
+    rows = result.history[1:-1]
+    return {"whole": [r["seconds"] for r in rows], "train": [r["train_seconds"] for r in rows],
+            "cache": result.cache_seconds, "tokens": sum(len(ex.targets) for ex in result.examples)}
+
+
+def run_trl(model, tokenizer, steps: int, defaults: bool = False, copy_model: bool = True) -> dict:
+    from peft import LoraConfig
+    from transformers import TrainerCallback
+    from trl.experimental.sdft import SDFTConfig, SDFTTrainer
+
+    times = {"whole": [], "generation": [], "teacher": [], "student": []}
+    pending = {"generation": 0.0, "teacher": 0.0, "student": 0.0}
+
+    class Timed(SDFTTrainer):
+        def _prepare_inputs(self, batch):
+            started = time.perf_counter()
+            out = super()._prepare_inputs(batch)
+            pending["generation"] += time.perf_counter() - started
+            return out
+
+        def _forward_logits(self, model, *args, **kwargs):
+            started = time.perf_counter()
+            out = super()._forward_logits(model, *args, **kwargs)
+            pending["student" if torch.is_grad_enabled() else "teacher"] += time.perf_counter() - started
+            return out
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+            for key in pending:
+                pending[key] = 0.0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            times["whole"].append(time.perf_counter() - self.started)
+            for key, value in pending.items():
+                times[key].append(value)
+
+    args = SDFTConfig(
+        output_dir=str(ROOT / "bench" / "results" / ".trl.tmp"), per_device_train_batch_size=len(PROMPTS),
+        num_generations=1, max_completion_length=MAX_COMPLETION, temperature=1.0, distillation_mode="topk_logits",
+        distillation_topk=100, distillation_add_tail=True, distillation_alpha=0.5, teacher_model_kind="base",
+        teacher_prompt_template="{prompt}\n\nConsider this feedback: {privileged_context}",
+        learning_rate=LR, lr_scheduler_type="constant", max_steps=steps, logging_steps=1, report_to="none",
+        save_strategy="no", use_cpu=not torch.cuda.is_available(), shuffle_dataset=False, seed=0,
+        disable_tqdm=True, **({} if defaults else {"bf16": False, "gradient_checkpointing": False}))
+    trainer = Timed(model=copy.deepcopy(model) if copy_model else model, args=args, train_dataset=trl_dataset(), processing_class=tokenizer,
+                    peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA), callbacks=[Clock()])
+    trainer.train()
+    skip = slice(1, None)  # the first step warms up
+    return {"whole": times["whole"][skip], "train": [w - g for w, g in zip(times["whole"], times["generation"])][skip],
+            "generation": times["generation"][skip], "teacher": times["teacher"][skip],
+            "student": times["student"][skip]}
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Peak memory, one fresh process per trainer
+
+
+MEMORY_RUNS = {  # name → what runs in the child
+    "ours": {}, "ours, grad. checkpointing": {"gradient_checkpointing": True},
+    "ours, bf16 + grad. checkpointing": {"gradient_checkpointing": True, "mixed_precision": "bf16"},
+    "TRL fp32": "fp32", "TRL defaults (bf16 + grad. checkpointing)": "defaults"}
+
+
+def _peak_child(kind: str, steps: int, records_raw: list[dict], queue) -> None:
+    model, tokenizer = load_model("default")
+    run = MEMORY_RUNS[kind]
+    if isinstance(run, dict):
+        run_ours(model, tokenizer, [Record.from_dict(r) for r in records_raw], steps, copy_model=False, **run)
+    else:
+        run_trl(model, tokenizer, steps, defaults=run == "defaults", copy_model=False)
+    queue.put(peak_rss_mib())
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory. VmHWM belongs to the process's own address space; getrusage's maxrss
+    would not do: Linux carries it over from the parent through fork + exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_rss(kind: str, steps: int, records: list[Record]) -> float:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_peak_child, args=(kind, steps, [r.to_dict() for r in records], queue))
+    child.start()
+    value = queue.get()
+    child.join()
+    return value
+
+
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-memory children")
+    args = parser.parse_args()
+    if args.memory_only:
+        model, tokenizer = load_model("default")
+        records = our_records(model, tokenizer)
+        del model
+        memory = {kind: peak_rss(kind, 2, records) for kind in MEMORY_RUNS}
+        print("\n".join(memory_lines(memory)))
+        if RESULTS.is_file():
+            saved = json.loads(RESULTS.read_text())
+            saved["peak_rss_mib"] = memory
+            RESULTS.write_text(json.dumps(saved, indent=1))
+        return
+
+    model, tokenizer = load_model("default")
+    records = our_records(model, tokenizer)
+    ours, checkpointed, trl = {"whole": [], "train": [], "cache": []}, {"whole": [], "train": []}, {}
+    for _ in range(args.rounds):  # interleaved, so load on the machine hits both alike
+        o = run_ours(model, tokenizer, records, args.steps)
+        for key in ("whole", "train"):
+            ours[key] += o[key]
+        ours["cache"].append(o["cache"])
+        t = run_trl(model, tokenizer, args.steps)
+        for key, values in t.items():
+            trl.setdefault(key, []).extend(values)
+        g = run_ours(model, tokenizer, records, args.steps, gradient_checkpointing=True)
+        for key in ("whole", "train"):
+            checkpointed[key] += g[key]
+
+    m = {name: {key: median(values) for key, values in runs.items()}
+         for name, runs in (("ours", ours), ("ours+gc", checkpointed), ("trl", trl))}
+    amortized = m["ours"]["whole"] + m["ours"]["cache"] / args.steps
+    memory = {}
+    if not args.no_memory:
+        for kind in MEMORY_RUNS:
+            memory[kind] = peak_rss(kind, 2, records)
+
+    device = f"{model.device.type}, {torch.get_num_threads()} threads, fp32"
+    lines = [f"Training step, ours / TRL SDFTTrainer 1.16.0 ({device}; {len(PROMPTS)} prompts, ≤{MAX_COMPLETION} "
+             f"completion tokens, LoRA r16; medians of {args.rounds} × {args.steps - 2} steps)",
+             "| | ours | TRL | ours / TRL | goal |", "|---|---:|---:|---:|---:|",
+             f"| whole step | {m['ours']['whole']:.2f} s | {m['trl']['whole']:.2f} s | "
+             f"{m['ours']['whole'] / m['trl']['whole']:.2f}× | ≤ 0.25× |",
+             f"| whole step, our one-time cache amortized over {args.steps} steps | {amortized:.2f} s | "
+             f"{m['trl']['whole']:.2f} s | {amortized / m['trl']['whole']:.2f}× | |",
+             f"| training part | {m['ours']['train']:.2f} s | {m['trl']['train']:.2f} s | "
+             f"{m['ours']['train'] / m['trl']['train']:.2f}× | ≤ 0.7× |",
+             f"| training part, ours with gradient checkpointing | {m['ours+gc']['train']:.2f} s | "
+             f"{m['trl']['train']:.2f} s | {m['ours+gc']['train'] / m['trl']['train']:.2f}× | |",
+             f"| TRL generation / teacher fwd / student fwd | | {m['trl']['generation']:.2f} / "
+             f"{m['trl']['teacher']:.2f} / {m['trl']['student']:.2f} s | | |",
+             f"| our one-time cache (frozen teacher targets + base anchors) | {m['ours']['cache']:.2f} s | | | |"]
+    lines += memory_lines(memory)
+    print("\n".join(lines))
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({"device": device, "steps": args.steps, "rounds": args.rounds, "medians": m,
+                                   "amortized_whole": amortized, "peak_rss_mib": memory, "raw": {
+                                       "ours": ours, "ours+gc": checkpointed, "trl": trl}}, indent=1))
+
+
+def memory_lines(memory: dict[str, float]) -> list[str]:
+    if not memory:
+        return []
+    defaults = memory["TRL defaults (bf16 + grad. checkpointing)"]
+    return [f"| peak RSS, {kind} | {value:.0f} MiB | {defaults:.0f} MiB (TRL defaults) | {value / defaults:.2f}× | "
+            f"{'≤ 1.0×' if kind.startswith('ours') else ''} |" for kind, value in memory.items()]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,541 @@
+"""Training: a few steps of hinted self-distillation on a curated set, with a drift guard. Built on 🤗 Accelerate.
+
+The loss is `objective.py`'s: L = 1/B Σ_r [ mean_{t∈T_r} D(q_t, p_t) + λ · mean_{t∈A_r} KL(b_t ‖ p_t) ], the
+hinted teacher q distilled into the unhinted student p on the target positions T_r, and every other student
+position A_r anchored to the base b (λ = `drift_weight`). The anchor is not optional in practice: without it a few
+steps on a handful of tokens collapse a small model (every answer becomes the same sentence) while the loss falls.
+
+Teachers: `frozen` (default) is θ0 — with LoRA the same model with its adapter disabled, no second copy — and its
+targets are computed once before the first step and cached: logits at target positions only, from hidden states,
+never full-sequence logits. `live` (the current θ under stop-gradient) and `ema` (an exponential average of θ,
+swapped into the trainable weights for the teacher pass) move, so their targets are recomputed every step. The
+base's anchors are cached once in every case (full fine-tuning needs no copy of the base either).
+
+Drift, the number to watch: mean KL(p_t ‖ b_t) over all A_r, and over the student tokens of held-out records when
+they are given. When it passes `drift_threshold` the run stops and (by default) rolls back to the last step under
+it; `adapters.save_run` refuses to save a run whose final drift is over the threshold.
+
+Metrics: row k describes the weights after k optimizer steps (row 0 is the base), measured by the forward pass of
+step k + 1 (the last row by one extra forward, without gradient): step, loss, per-record p(error tokens) under the
+student and under the teacher, drift, seconds. `train(…, on_step=…)` receives each row as it is made (on the main
+process); `should_stop()` cancels between steps.
+
+Distribution: everything goes through an `Accelerator` (DDP, gradient accumulation, bf16 autocast on CUDA). Every
+process caches the targets of every record; the data loader shards each step's records between processes, and DDP
+averages the gradients, so the processes hold identical weights. On GPUs: `accelerate launch --multi_gpu
+--num_processes N -m opd_studio.train --data curated.jsonl --out runs/x` (or any accelerate config, DeepSpeed and
+FSDP included). On CPUs the same `--multi_gpu` command works: without CUDA the processes join a gloo group
+(`accelerate launch --cpu` starts one process unless MPI is set up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from .losses import LOSSES, LossConfig
+from .objective import (BatchOutput, Example, HiddenAt, batch_loss, build_example, cache_targets, heldout_drift,
+                        heldout_example, moving_teacher)
+from .records import Record
+from .scoring import LOSS_SPANS, logits_from_hidden
+
+TEACHERS = ("frozen", "live", "ema")
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+class DriftError(RuntimeError):
+    """A run whose drift on untouched tokens is over the threshold: it is not saved unless forced."""
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass
+class TrainConfig:
+    # What is trained toward: the loss D and where it applies (see losses.py and scoring.target_mask).
+    loss: str = "jsd"
+    beta: float = 0.5
+    top_k: int | None = None  # student top-k support + tail bin; None = full vocabulary
+    span: str = "turn"  # error | turn | response
+    chunk_size: int = 128  # positions per loss chunk (bounds the (chunk, V) memory)
+    # The drift guard: KL(base ‖ student) on every other student token, its weight, and when a run is stopped.
+    drift_weight: float = 1.0
+    drift_threshold: float | None = 0.05  # nats per token; None = never stop
+    rollback: bool = True  # on a drift stop, go back to the last step under the threshold
+    anchor_top_k: int = 64  # base top-K (+ tail) kept per anchored position
+    # The teacher.
+    teacher: str = "frozen"  # frozen | live | ema
+    ema_decay: float = 0.95
+    # Optimisation.
+    lr: float = 1e-4
+    steps: int = 10
+    schedule: str = "constant"  # constant | linear | cosine, after `warmup_steps` of linear warm-up
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    batch_size: int = 8  # records per micro-batch and process
+    grad_accum: int = 1
+    seed: int = 0
+    # What is trained: a LoRA adapter (default) or every weight.
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    target_modules: str | list[str] = "all-linear"
+    full_finetune: bool = False
+    # Held-out drift is measured every `heldout_every` steps (it costs one forward of the held-out records).
+    heldout_every: int = 1
+    mixed_precision: str = "auto"  # auto (bf16 on CUDA, none on CPU) | no | bf16
+    gradient_checkpointing: bool = False  # recompute decoder layers in backward: less memory, ~1/3 more compute
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.loss in LOSSES, f"loss {self.loss!r} is not one of {', '.join(LOSSES)}"),
+            (self.span in LOSS_SPANS, f"span {self.span!r} is not one of {', '.join(LOSS_SPANS)}"),
+            (self.teacher in TEACHERS, f"teacher {self.teacher!r} is not one of {', '.join(TEACHERS)}"),
+            (self.schedule in SCHEDULES, f"schedule {self.schedule!r} is not one of {', '.join(SCHEDULES)}"),
+            (self.mixed_precision in ("auto", "no", "bf16"), "mixed_precision must be auto, no or bf16"),
+            (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be >= 1"),
+            (self.drift_weight >= 0, f"drift_weight must be >= 0, got {self.drift_weight}"),
+            (0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
+            (self.anchor_top_k >= 1, "anchor_top_k must be >= 1"),
+            (self.lora_r >= 1, "lora_r must be >= 1"),
+            (self.heldout_every >= 1, "heldout_every must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        self.loss_config  # validates beta / top_k / chunk_size
+
+    @property
+    def loss_config(self) -> LossConfig:
+        return LossConfig(kind=self.loss, beta=self.beta, top_k=self.top_k, chunk_size=self.chunk_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Weights: LoRA, EMA, snapshots
+
+
+def prepare_model(model, config: TrainConfig):
+    """The model to train: a new LoRA adapter on `model` (in place, as peft does), `model` itself when it already
+    carries an adapter (training continues it), or every weight of `model` for full fine-tuning."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if isinstance(model, PeftModel):
+        if config.full_finetune:
+            raise ValueError("full fine-tuning needs the base model; this one carries a LoRA adapter "
+                             "(merge it first, or train the adapter)")
+        for name, param in model.named_parameters():
+            param.requires_grad_("lora_" in name)
+        return model
+    if config.full_finetune:
+        model.requires_grad_(True)
+        return model
+    targets = config.target_modules
+    if isinstance(targets, str) and targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def trainable(model) -> list[tuple[str, torch.nn.Parameter]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def is_lora(model) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def base_weights(model):
+    """Context: the base weights, for a LoRA model (adapter disabled). Full fine-tuning has no other weights."""
+    return model.disable_adapter() if is_lora(model) else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def swapped(params: list[torch.nn.Parameter], values: list[torch.Tensor]):
+    """Temporarily give `params` other values (the EMA teacher), without a second copy of the model."""
+    saved = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, v in zip(params, values):
+            p.copy_(v)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, v in zip(params, saved):
+                p.copy_(v)
+
+
+def weights_checksum(model) -> str:
+    """sha256 of the trainable weights (name and bytes, in name order): equal on every process after a DDP step."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, param in sorted(trainable(model), key=lambda item: item[0]):
+        digest.update(name.encode())
+        digest.update(param.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclass
+class TrainResult:
+    model: Any  # the trained model (a peft model for LoRA: `with model.disable_adapter():` gives the base back)
+    config: TrainConfig
+    history: list[dict[str, Any]]  # metric rows, row k = weights after k steps
+    steps: int  # optimizer steps the returned weights have had
+    stopped: str  # "steps" | "drift" | "cancelled"
+    record_ids: list[str]
+    heldout_ids: list[str]
+    cache_seconds: float  # building the frozen teacher's targets and the base anchors, once
+    seconds: float
+    process_checksums: list[str] = field(default_factory=list)
+    process_index: int = 0
+    examples: list[Example] = field(default_factory=list, repr=False)  # aligned records, with their caches
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.history[-1]
+
+    @property
+    def drift_exceeded(self) -> bool:
+        threshold = self.config.drift_threshold
+        return threshold is not None and worst_drift(self.final) > threshold
+
+    def steps_frame(self):
+        """One row per step: step, loss, distill, anchor, drift, drift_heldout, lr, seconds."""
+        import pandas as pd
+
+        return pd.DataFrame([{k: v for k, v in row.items() if k != "records"} for row in self.history])
+
+    def records_frame(self):
+        """One row per (step, record): p(error tokens) under the student and under the teacher, drift."""
+        import pandas as pd
+
+        return pd.DataFrame([{"step": row["step"], "record": rid, "p_error": math.exp(r["logp_error"]),
+                              "p_teacher": math.exp(r["logp_teacher"]), "drift": r["drift"]}
+                             for row in self.history for rid, r in row["records"].items()])
+
+    def summary(self) -> dict[str, Any]:
+        """What `adapters.save_run` writes next to the weights."""
+        return {"config": self.config.to_dict(), "steps": self.steps, "stopped": self.stopped,
+                "record_ids": self.record_ids, "heldout_ids": self.heldout_ids, "history": self.history,
+                "cache_seconds": self.cache_seconds, "seconds": self.seconds,
+                "process_checksums": self.process_checksums, "drift_exceeded": self.drift_exceeded,
+                "model": getattr(self.model.config, "name_or_path", None)}
+
+
+def worst_drift(row: dict[str, Any]) -> float:
+    values = [row.get("drift"), row.get("drift_heldout")]
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return max(values) if values else 0.0
+
+
+def _schedule(config: TrainConfig):
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / (config.warmup_steps + 1)
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        if config.schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        if config.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return factor
+
+
+def train(model, tokenizer, records: list[Record], config: TrainConfig | None = None, *,
+          heldout: list[Record] | None = None, on_step: Callable[[dict], None] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Train on `records` (curated, with hints) for `config.steps` optimizer steps; return the trained model and
+    the metric rows. `heldout` records (no hints needed) are only measured: drift on their student tokens."""
+    from accelerate import Accelerator
+    from accelerate.utils import gather_object, set_seed
+
+    config = config or TrainConfig()
+    if not records:
+        raise ValueError("nothing to train on: the curated set is empty")
+    run_started = time.perf_counter()
+    device_hint = getattr(model, "device", torch.device("cpu"))
+    mixed = config.mixed_precision
+    if mixed == "auto":
+        mixed = "bf16" if device_hint.type == "cuda" else "no"
+    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision=mixed,
+                              cpu=device_hint.type == "cpu")
+    device = accelerator.device
+    set_seed(config.seed)  # before the adapter exists: LoRA's A matrices are random
+    model.eval()  # no dropout anywhere: teacher, student and base see the same function (TRL does the same)
+    model = prepare_model(model, config)
+    model.to(device)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    params = [p for _, p in trainable(model)]
+    if not params:
+        raise ValueError("the model has no trainable weights")
+    cache_dtype = torch.bfloat16 if mixed == "bf16" else torch.float32
+
+    # -- align and cache -----------------------------------------------------------------------------------------
+    cache_started = time.perf_counter()
+    examples = [build_example(tokenizer, r, config.span) for r in records]
+    held = [heldout_example(tokenizer, r) for r in heldout or []]
+    with accelerator.autocast(), base_weights(model):
+        cache_targets(model, examples, config.anchor_top_k, cache_dtype, teacher=config.teacher == "frozen")
+        cache_targets(model, held, config.anchor_top_k, cache_dtype, teacher=False)
+    cache_seconds = time.perf_counter() - cache_started
+    if not any(ex.targets for ex in examples):
+        raise ValueError("no record has a usable hint: accept at least one hint before training")
+
+    # -- accelerate ----------------------------------------------------------------------------------------------
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = torch.utils.data.DataLoader(list(range(len(examples))), batch_size=config.batch_size, shuffle=True,
+                                         generator=generator, collate_fn=list)
+    if config.gradient_checkpointing:
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    student, optimizer, loader = accelerator.prepare(HiddenAt(model, config.gradient_checkpointing), optimizer,
+                                                     loader)
+    head = lambda h: logits_from_hidden(model, h)  # noqa: E731
+    ema = [p.detach().clone() for p in params] if config.teacher == "ema" else None
+    snapshot = None
+
+    # Every record starts at its base value, so the curve has a point for records not in the first batch.
+    latest = {ex.record_id: {"logp_error": ex.base_error_logp, "logp_teacher": ex.teacher_error_logp,
+                             "drift": 0.0} for ex in examples}
+    history: list[dict[str, Any]] = []
+    step, stopped = 0, "steps"
+    sums = _StepSums()
+    clock = [time.perf_counter()]  # when the last row was made: a row's "seconds" is the whole step since then
+
+    def finish_row() -> dict[str, Any]:
+        """Gather this step's metrics from every process into row `step`."""
+        totals = torch.tensor([sums.loss, sums.distill, sums.anchor, sums.batches, sums.drift, sums.drift_count],
+                              dtype=torch.float64, device=device)
+        totals = accelerator.reduce(totals, reduction="sum").tolist()
+        for rid, values in gather_object(list(sums.records.items())):
+            latest[rid] = values
+        row = {"step": step, "loss": totals[0] / max(totals[3], 1), "distill": totals[1] / max(totals[3], 1),
+               "anchor": totals[2] / max(totals[3], 1), "drift": totals[4] / max(totals[5], 1),
+               "drift_heldout": math.nan, "lr": scheduler.get_last_lr()[0], "grad_norm": sums.grad_norm,
+               "seconds": time.perf_counter() - clock[0], "train_seconds": sums.train_seconds,
+               "records": {rid: dict(v) for rid, v in latest.items()}}
+        if held and (step % config.heldout_every == 0 or step == config.steps):
+            with accelerator.autocast():
+                part = held[accelerator.process_index:: accelerator.num_processes]
+                drift_sum, count = (heldout_drift(model, part, pad_id, device, config.batch_size, config.chunk_size)
+                                    if part else (0.0, 0))
+            totals = accelerator.reduce(torch.tensor([drift_sum, count], dtype=torch.float64, device=device), "sum")
+            row["drift_heldout"] = float(totals[0] / max(float(totals[1]), 1.0))
+        clock[0] = time.perf_counter()
+        history.append(row)
+        if on_step is not None and accelerator.is_main_process:
+            on_step(row)
+        return row
+
+    def micro_step(indices: list[int], grad: bool) -> None:
+        batch = [examples[i] for i in indices]
+        started = time.perf_counter()
+        teacher_logits = teacher_error = None
+        with accelerator.autocast():
+            if config.teacher != "frozen":
+                with swapped(params, ema) if ema is not None else contextlib.nullcontext():
+                    teacher_logits, teacher_error = moving_teacher(model, batch, pad_id, device)
+            forward = student if grad else accelerator.unwrap_model(student)
+            with contextlib.nullcontext() if grad else torch.no_grad():
+                out = batch_loss(forward, head, batch, config.loss_config, config.drift_weight, pad_id, device,
+                                 teacher_logits, teacher_error)
+        if grad:
+            accelerator.backward(out.loss)
+        sums.add(out, time.perf_counter() - started)
+
+    # -- steps ---------------------------------------------------------------------------------------------------
+    done = False
+    while not done:
+        for indices in loader:
+            with accelerator.accumulate(student):
+                micro_step(indices, grad=True)
+                if not accelerator.sync_gradients:
+                    continue
+                if config.max_grad_norm:
+                    sums.grad_norm = float(accelerator.clip_grad_norm_(params, config.max_grad_norm))
+                finish_row()
+                if should_stop is not None and _agree(accelerator, should_stop()):
+                    stopped, done = "cancelled", True
+                elif (config.drift_threshold is not None and step > 0
+                      and worst_drift(history[-1]) > config.drift_threshold):
+                    stopped, done = "drift", True
+                    if config.rollback and snapshot is not None:
+                        with torch.no_grad():
+                            for p, v in zip(params, snapshot):
+                                p.copy_(v)
+                        step -= 1
+                        history.pop()
+                        history[-1]["rolled_back_from"] = step + 1
+                else:
+                    if config.rollback and config.drift_threshold is not None:
+                        snapshot = [p.detach().clone() for p in params]
+                    update_started = time.perf_counter()
+                    optimizer.step()
+                    scheduler.step()
+                    if ema is not None:
+                        with torch.no_grad():
+                            for e, p in zip(ema, params):
+                                e.lerp_(p.detach(), 1.0 - config.ema_decay)
+                    sums.train_seconds_next = time.perf_counter() - update_started
+                    step += 1
+                    done = step >= config.steps
+                optimizer.zero_grad(set_to_none=True)
+                sums.reset()
+            if done:
+                break
+
+    if stopped == "steps":  # the row of the final weights: one more forward, no gradient
+        for a in range(accelerator.process_index * config.batch_size, len(examples),
+                       config.batch_size * accelerator.num_processes):
+            micro_step(list(range(a, min(a + config.batch_size, len(examples)))), grad=False)
+        finish_row()
+
+    model = accelerator.unwrap_model(student).model
+    if config.gradient_checkpointing:
+        model.activation_checkpointing_disable()
+        with contextlib.suppress(AttributeError):  # the embedding hook the enable call added for reentrant mode
+            model.disable_input_require_grads()
+    checksums = gather_object([weights_checksum(model)])
+    accelerator.wait_for_everyone()
+    return TrainResult(model, config, history, step, stopped, [ex.record_id for ex in examples],
+                       [ex.record_id for ex in held], cache_seconds, time.perf_counter() - run_started, checksums,
+                       accelerator.process_index, examples)
+
+
+class _StepSums:
+    """What the micro-batches of one optimizer step add up, until the step's row is made."""
+
+    def __init__(self):
+        self.train_seconds_next = 0.0
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss = self.distill = self.anchor = self.drift = 0.0
+        self.batches = self.drift_count = 0
+        self.records: dict[str, dict[str, float]] = {}
+        self.grad_norm = math.nan
+        # The optimizer update of the previous step belongs to the training part of this row's step.
+        self.train_seconds = self.train_seconds_next
+        self.train_seconds_next = 0.0
+
+    def add(self, out: BatchOutput, seconds: float) -> None:
+        self.loss += float(out.loss.detach())
+        self.distill += out.distill
+        self.anchor += out.anchor
+        self.batches += 1
+        self.drift += out.drift_sum
+        self.drift_count += out.drift_count
+        self.records.update(out.records)
+        self.train_seconds += seconds
+
+
+def _agree(accelerator, flag: bool) -> bool:
+    """A stop request on any process stops every process (they must run the same number of steps)."""
+    value = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(value, reduction="sum").item() > 0)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Command line: python -m opd_studio.train / accelerate launch -m opd_studio.train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m opd_studio.train",
+        description="Train on a curated JSONL set (records with hints); writes the adapter and run.json to --out. "
+                    "Runs under `accelerate launch` unchanged.")
+    parser.add_argument("--data", required=True, help="curated JSONL records with hints")
+    parser.add_argument("--out", required=True, help="output directory (adapter, run.json)")
+    parser.add_argument("--heldout", help="JSONL records only measured for drift")
+    parser.add_argument("--model", default="default", help="'default', a hub id, a local directory or a .gguf")
+    parser.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16")
+    parser.add_argument("--merge", action="store_true", help="also write the merged model to OUT/merged")
+    parser.add_argument("--force", action="store_true", help="save even when drift is over the threshold")
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(default, bool):
+            parser.add_argument(flag, type=_boolean, default=default, metavar="true|false")
+        elif f.name in ("top_k", "drift_threshold"):
+            kind = int if f.name == "top_k" else float
+            parser.add_argument(flag, type=lambda s, kind=kind: None if s.lower() == "none" else kind(s),
+                                default=default, help="a number, or 'none'")
+        elif f.name == "target_modules":
+            parser.add_argument(flag, default=default, help="'all-linear' or comma-separated module names")
+        else:
+            parser.add_argument(flag, type=type(default), default=default)
+    return parser
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from accelerate import PartialState
+
+    from .adapters import save_run
+    from .model import ModelLoadError, load_model
+    from .records import RecordError, read_records
+    from .trajectory import TrajectoryError
+
+    args = build_parser().parse_args(argv)
+    config_args = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    # Without CUDA, processes started by `accelerate launch --multi_gpu` (torchrun) form a CPU (gloo) group only
+    # when the state is created with cpu=True; `accelerate launch --cpu` starts a single process.
+    state = PartialState(cpu=not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower()
+                         in ("1", "true", "yes"))
+    try:
+        config = TrainConfig(**config_args)
+        records = read_records(args.data)
+        heldout = read_records(args.heldout) if args.heldout else None
+        device = "cpu" if state.device.type == "cpu" else str(state.device)
+        model, tokenizer = load_model(args.model, device=device, dtype=args.dtype)
+
+        def report(row: dict) -> None:
+            print(f"step {row['step']:>3}  loss {row['loss']:.4f}  drift {row['drift']:.4f}"
+                  + (f"  held-out {row['drift_heldout']:.4f}" if not math.isnan(row["drift_heldout"]) else "")
+                  + f"  {row['seconds']:.2f}s", flush=True)
+
+        result = train(model, tokenizer, records, config, heldout=heldout, on_step=report)
+        if state.is_main_process:
+            save_run(result, args.out, tokenizer, force=args.force, merge=args.merge)
+            print(f"saved to {args.out} ({result.steps} steps, stopped: {result.stopped})", flush=True)
+        state.wait_for_everyone()
+    except (RecordError, TrajectoryError, ModelLoadError, DriftError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
