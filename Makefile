@@ -29,8 +29,16 @@ test: setup browser
 test-fast: setup
 	$(PY) -m pytest -q -m "not integration"
 
-bench: setup
+$(VENV)/.bench-installed: requirements-bench.txt $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	touch $@
+
+# Each script prints its table (ratios measured side by side in one process) and writes bench/results/.
+bench: setup browser $(VENV)/.bench-installed
 	$(PY) bench/rescoring.py
+	$(PY) bench/ui_latency.py
+	$(PY) bench/training.py
+	$(PY) bench/effect.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
