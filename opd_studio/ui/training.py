@@ -72,16 +72,17 @@ def loss_figure(steps: pd.DataFrame) -> go.Figure:
     return figure
 
 
-def heldout_records() -> list[Record]:
-    """Held-out demo rollouts (with their assistant turns), for drift and for the held-out fix rate."""
+def heldout_records(limit: int = 8) -> list[Record]:
+    """Greedy held-out demo rollouts (with their assistant turns), for drift and the held-out fix rate. A few:
+    held-out drift costs one forward of each of them at every step."""
+    from ..records import read_records
     from .session import ASSETS
 
     path = ASSETS / "demo_rollouts.jsonl"
     if not path.is_file():
         return []
-    from ..records import read_records
-
-    return [r for r in read_records(path) if r.meta.get("split") == "heldout"]
+    heldout = [r for r in read_records(path) if r.meta.get("split") == "heldout" and r.meta.get("run") == "greedy"]
+    return heldout[:limit]
 
 
 def run_training(weights: Weights, store: Store, config: TrainConfig, stop: threading.Event,
