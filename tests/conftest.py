@@ -17,8 +17,9 @@ def tokenizer(default_model):
     return default_model[1]
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tokenizer):
+def random_llama(tokenizer, embedding_scale: float):
+    """A random 2-layer Llama over the real vocabulary. Random init gives near-uniform predictions; scaling the
+    embeddings makes distributions peaked, like a real model's."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -26,11 +27,15 @@ def tiny_model(tokenizer):
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
                          tie_word_embeddings=True)
     model = LlamaForCausalLM(config).eval()
-    # Random init gives near-uniform predictions; a larger scale makes distributions peaked, like a real model's,
-    # so that tests on ranks, top-k and KL have something to measure.
     with torch.no_grad():
-        model.model.embed_tokens.weight.mul_(40)
+        model.model.embed_tokens.weight.mul_(embedding_scale)
     return model
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tokenizer):
+    # scaled to saturation, so that tests on ranks, top-k and KL have sharp distributions to measure
+    return random_llama(tokenizer, 40)
 
 
 ADD = {"id": "add-17-25",

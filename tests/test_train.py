@@ -12,15 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ADD
+from tests.conftest import ADD, random_llama
 from opd_studio.adapters import export_merged, load_adapter, load_run, save_run
 from opd_studio.fix_rate import (FixRateConfig, corrected, error_signature, fix_rate, summarize, suppressed,
                                  verifiers_for)
 from opd_studio.losses import per_token_loss
 from opd_studio.records import Record, write_records
-from opd_studio.scoring import HintScorer
 from opd_studio.objective import HiddenAt, batch_loss, build_example, cache_targets
-from opd_studio.scoring import logits_from_hidden
+from opd_studio.scoring import HintScorer, logits_from_hidden
 from opd_studio.train import DriftError, TrainConfig, build_parser, prepare_model, train, weights_checksum
 from opd_studio.trajectory import build_trajectory
 
@@ -36,18 +35,8 @@ LONGER = {"id": "add-48-37",
 
 @pytest.fixture(scope="module")
 def small_model(tokenizer):
-    """A random 2-layer Llama over the real vocabulary, scaled so that distributions are peaked but gradients do
-    not vanish (the shared `tiny_model` is scaled to saturation)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                         tie_word_embeddings=True)
-    model = LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        model.model.embed_tokens.weight.mul_(4)
-    return model
+    """Peaked distributions whose gradients do not vanish (the shared `tiny_model` is scaled to saturation)."""
+    return random_llama(tokenizer, 4)
 
 
 def fresh(model):
