@@ -61,6 +61,7 @@ SWEEP = {
     "error span": {"span": "error"},
     "lr 3e-4": {"lr": 3e-4},
     "20 steps": {"steps": 20},
+    "forward KL": {"loss": "forward_kl"},
     "reverse KL top-20": {"loss": "reverse_kl", "top_k": 20},
     "drift weight 0.3": {"drift_weight": 0.3},
     "attention-only LoRA": {"target_modules": "q_proj,k_proj,v_proj,o_proj"},
