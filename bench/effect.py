@@ -51,19 +51,21 @@ DEMO_ROLLOUTS = ROOT / "assets" / "demo_rollouts.jsonl"
 RESULTS = ROOT / "bench" / "results"
 MAX_NEW_TOKENS = 64
 
-# name → changes to TrainConfig(); the first is the library's default.
+# name → changes to TrainConfig(); the first is the library's default. The others each change one thing (or, for
+# "prototype", reproduce the issue's unguarded prototype) so that their effect can be read off against the default.
 SWEEP = {
     "default": {},
+    "prototype: no guard, fwd KL, error span, lr 3e-4, 20 steps": {
+        "drift_weight": 0.0, "drift_threshold": None, "loss": "forward_kl", "span": "error", "lr": 3e-4, "steps": 20},
     "no drift guard": {"drift_weight": 0.0, "drift_threshold": None},
-    "no guard, fwd KL, error span, lr 3e-4, 20 steps": {"drift_weight": 0.0, "drift_threshold": None,
-                                                         "loss": "forward_kl", "span": "error", "lr": 3e-4,
-                                                         "steps": 20},
+    "drift weight 3": {"drift_weight": 3.0},
     "error span": {"span": "error"},
+    "lr 5e-5": {"lr": 5e-5},
     "lr 3e-4": {"lr": 3e-4},
+    "5 steps": {"steps": 5},
     "20 steps": {"steps": 20},
     "forward KL": {"loss": "forward_kl"},
     "reverse KL top-20": {"loss": "reverse_kl", "top_k": 20},
-    "drift weight 0.3": {"drift_weight": 0.3},
     "attention-only LoRA": {"target_modules": "q_proj,k_proj,v_proj,o_proj"},
 }
 
@@ -122,14 +124,30 @@ def unrelated_answers(model, tokenizer, unrelated_tasks) -> list[str]:
     return [a[0][2] for a in regenerate(model, tokenizer, [(t.messages, t.tools) for t in unrelated_tasks], config)]
 
 
+def first_sentence(answer: str) -> str:
+    """The answer up to its first sentence end: the part that carries a short QA answer. A long answer that only
+    diverges after it (64 greedy tokens of a 135M model ramble) has kept its answer."""
+    ends = [i for i in (answer.find(". "), answer.find(".\n"), answer.find("\n")) if i >= 0]
+    return answer[: min(ends) + 1].strip() if ends else answer.strip()
+
+
+def is_right(task: Record, answer: str) -> bool | None:
+    return corrected(Record(task.id, [*task.messages, {"role": "assistant", "content": answer}],
+                            reference=task.reference), verifiers_for(task))
+
+
 def evaluate(model, tokenizer, curated, heldout, unrelated_tasks, base_unrelated) -> dict:
     rows = fix_rate(model, tokenizer, curated, heldout, FixRateConfig(samples=2, max_new_tokens=MAX_NEW_TOKENS))
     now = unrelated_answers(model, tokenizer, unrelated_tasks)
     unchanged = [a == b for a, b in zip(now, base_unrelated)]
-    right = [corrected(Record(t.id, [*t.messages, {"role": "assistant", "content": a}], reference=t.reference),
-                       verifiers_for(t)) for t, a in zip(unrelated_tasks, now)]
+    first_unchanged = [first_sentence(a) == first_sentence(b) for a, b in zip(now, base_unrelated)]
+    right = [bool(is_right(t, a)) for t, a in zip(unrelated_tasks, now)]
+    was_right = [bool(is_right(t, a)) for t, a in zip(unrelated_tasks, base_unrelated)]
     return {"fix_rate": summarize(rows).to_dict("records"), "unrelated_unchanged": sum(unchanged) / len(unchanged),
-            "unrelated_right": sum(bool(r) for r in right) / len(right),
+            "unrelated_first_sentence_unchanged": sum(first_unchanged) / len(first_unchanged),
+            "unrelated_right": sum(right) / len(right),
+            "unrelated_broken": sum(w and not r for w, r in zip(was_right, right)),
+            "unrelated_fixed": sum(r and not w for w, r in zip(was_right, right)),
             "answers": rows[["record", "split", "mode", "answer", "suppressed", "corrected"]].to_dict("records"),
             "unrelated": [{"task": t.id, "answer": a} for t, a in zip(unrelated_tasks, now)]}
 
@@ -165,13 +183,14 @@ def rate(summary: list[dict], split: str, mode: str, column: str) -> float:
 def table(settings: list[dict], base: dict) -> str:
     lines = ["| setting | steps | p(err) before → after (teacher) | curated greedy suppressed / corrected | "
              "curated sampled supp. / corr. | held-out suppressed / corrected (greedy) | held-out corrected (sampled) | "
-             "unrelated right / unchanged | drift curated / held-out |", "|---|---:|---|---|---|---|---|---|---|"]
+             "unrelated right (broken, fixed) | unrelated unchanged: whole / 1st sentence | drift curated / held-out |",
+             "|---|---:|---|---|---|---|---|---|---|---|"]
     b = base["fix_rate"]
     lines.append(f"| base model | 0 | | {rate(b, 'curated', 'greedy', 'suppressed'):.0%} / "
                  f"{rate(b, 'curated', 'greedy', 'corrected'):.0%} | {rate(b, 'curated', 'sampled', 'suppressed'):.0%}"
                  f" / {rate(b, 'curated', 'sampled', 'corrected'):.0%} | {rate(b, 'heldout', 'greedy', 'suppressed'):.0%}"
                  f" / {rate(b, 'heldout', 'greedy', 'corrected'):.0%} | {rate(b, 'heldout', 'sampled', 'corrected'):.0%}"
-                 f" | {base['unrelated_right']:.0%} / 100% | 0 / 0 |")
+                 f" | {base['unrelated_right']:.0%} | 100% / 100% | 0 / 0 |")
     for s in settings:
         f = s["fix_rate"]
         lines.append(
@@ -180,8 +199,9 @@ def table(settings: list[dict], base: dict) -> str:
             f"{rate(f, 'curated', 'greedy', 'suppressed'):.0%} / {rate(f, 'curated', 'greedy', 'corrected'):.0%} | "
             f"{rate(f, 'curated', 'sampled', 'suppressed'):.0%} / {rate(f, 'curated', 'sampled', 'corrected'):.0%} | "
             f"{rate(f, 'heldout', 'greedy', 'suppressed'):.0%} / {rate(f, 'heldout', 'greedy', 'corrected'):.0%} | "
-            f"{rate(f, 'heldout', 'sampled', 'corrected'):.0%} | {s['unrelated_right']:.0%} / "
-            f"{s['unrelated_unchanged']:.0%} | {s['drift']:.4f} / {s['drift_heldout']:.4f} |")
+            f"{rate(f, 'heldout', 'sampled', 'corrected'):.0%} | {s['unrelated_right']:.0%} (−{s['unrelated_broken']}, "
+            f"+{s['unrelated_fixed']}) | {s['unrelated_unchanged']:.0%} / {s['unrelated_first_sentence_unchanged']:.0%} | "
+            f"{s['drift']:.4f} / {s['drift_heldout']:.4f} |")
     return "\n".join(lines)
 
 
@@ -240,22 +260,23 @@ def main() -> None:
         f"{r.id}: {r.messages[-1]['content'][:60]!r}" for r in curated), flush=True)
 
     base = evaluate(model, tokenizer, curated, heldout, unrelated_tasks, base_unrelated)
+    device = f"{model.device.type}, {torch.get_num_threads()} threads"
+    stem = "effect_sweep" if len(names) > 1 else "effect"
+    RESULTS.mkdir(exist_ok=True)
     settings = []
     for name in names:
         setting = run_setting(name, SWEEP[name], model, tokenizer, curated, heldout, unrelated_tasks,
                               base_unrelated, drift_records)
         settings.append(setting)
         print(table([setting], base).splitlines()[-1], flush=True)
+        # Written after every setting: a sweep takes long on CPU, and what is done is kept if it is stopped.
+        report = table(settings, base)
+        (RESULTS / f"{stem}.json").write_text(json.dumps(
+            {"device": device, "curated": [r.id for r in curated], "base": base, "settings": settings,
+             "table": report}, indent=1, default=str))
 
-    device = f"{model.device.type}, {torch.get_num_threads()} threads"
-    report = table(settings, base)
     print(f"\nEffect on the demo arithmetic tasks ({model.config.name_or_path}, {device}; {len(curated)} curated, "
           f"{len(heldout)} held-out, {len(unrelated_tasks)} unrelated prompts)\n{report}")
-    RESULTS.mkdir(exist_ok=True)
-    stem = "effect_sweep" if len(names) > 1 else "effect"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(
-        {"device": device, "curated": [r.id for r in curated], "base": base, "settings": settings,
-         "table": report}, indent=1, default=str))
     print("plot:", ", ".join(plot(settings, RESULTS / stem)))
 
 

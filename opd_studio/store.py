@@ -45,6 +45,8 @@ CREATE TABLE IF NOT EXISTS runs (
     created_at REAL NOT NULL,
     name TEXT, config TEXT NOT NULL, metrics TEXT NOT NULL, adapter_path TEXT, status TEXT
 );
+-- Settings of the studio that outlive a process: `active_run`, the run whose weights the model carries.
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT);
 """
 
 
@@ -223,6 +225,33 @@ class Store:
                                 (time.time(), name, json.dumps(config, default=str),
                                  json.dumps(metrics, default=str), adapter_path, status))
             return int(cursor.lastrowid)
+
+    @property
+    def runs_dir(self) -> Path:
+        """Where the runs' adapters are saved: next to the database, so a Space's /data keeps both."""
+        return self.path.parent / "runs"
+
+    def set_adapter_path(self, run_id: int, path: str | os.PathLike | None) -> None:
+        with self._connect() as db:
+            db.execute("UPDATE runs SET adapter_path = ? WHERE id = ?", (str(path) if path else None, run_id))
+
+    def active_run(self) -> int | None:
+        """The run whose weights the studio uses (None: the base model)."""
+        with self._connect() as db:
+            row = db.execute("SELECT value FROM state WHERE key = 'active_run'").fetchone()
+        return int(row["value"]) if row and row["value"] is not None else None
+
+    def set_active_run(self, run_id: int | None) -> None:
+        if run_id is not None:
+            run = self.run(run_id)
+            if run is None:
+                raise ValueError(f"there is no run {run_id}")
+            if not run["adapter_path"]:
+                raise ValueError(f"run {run_id} has no saved weights (it was not saved: {run['status']})")
+        with self._connect() as db:
+            db.execute("INSERT INTO state (key, value) VALUES ('active_run', ?) "
+                       "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                       (None if run_id is None else str(run_id),))
 
     def runs(self) -> pd.DataFrame:
         with self._connect() as db:

@@ -271,7 +271,7 @@ def train(model, tokenizer, records: list[Record], config: TrainConfig | None = 
     """Train on `records` (curated, with hints) for `config.steps` optimizer steps; return the trained model and
     the metric rows. `heldout` records (no hints needed) are only measured: drift on their student tokens."""
     from accelerate import Accelerator
-    from accelerate.utils import gather_object, set_seed
+    from accelerate.utils import set_seed
 
     config = config or TrainConfig()
     if not records:
@@ -283,10 +283,25 @@ def train(model, tokenizer, records: list[Record], config: TrainConfig | None = 
         mixed = "bf16" if device_hint.type == "cuda" else "no"
     accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision=mixed,
                               cpu=device_hint.type == "cpu")
-    device = accelerator.device
     set_seed(config.seed)  # before the adapter exists: LoRA's A matrices are random
     model.eval()  # no dropout anywhere: teacher, student and base see the same function (TRL does the same)
+    adds_adapter = not is_lora(model) and not config.full_finetune
     model = prepare_model(model, config)
+    try:
+        return _train_prepared(model, tokenizer, records, config, heldout, on_step, should_stop, accelerator,
+                               mixed, run_started)
+    except BaseException:
+        if adds_adapter:  # peft injected the adapter into the caller's model: take it out again
+            model.unload()
+        raise
+
+
+def _train_prepared(model, tokenizer, records, config, heldout, on_step, should_stop, accelerator, mixed,
+                    run_started) -> TrainResult:
+    """`train` once the model to train exists (see there)."""
+    from accelerate.utils import gather_object
+
+    device = accelerator.device
     model.to(device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     params = [p for _, p in trainable(model)]

@@ -224,4 +224,16 @@ def test_train_three_steps_and_watch_the_curves(page):
     points = page.locator("#opd-train-plot .scatterlayer .trace").first.locator(".point").count()
     assert points == 4
     page.wait_for_selector("#opd-runs >> text=steps", timeout=30_000)
+    assert "now uses it" in text
+    run_id = int(text.split("run ")[1].split(":")[0])
     shot(page, "09-trained")
+
+    # The run is kept: reset to base, then switch back to it by number.
+    page.click("#opd-reset")
+    wait_text(page, "#opd-train-status", "reset to base")
+    page.locator("#opd-run-id input").fill(str(run_id))
+    page.click("#opd-use-run")
+    wait_text(page, "#opd-train-status", f"using the weights of run {run_id}")
+    page.locator("#opd-run-id input").fill("999")
+    page.click("#opd-use-run")
+    page.wait_for_selector("text=there is no run 999", timeout=30_000)

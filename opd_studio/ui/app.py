@@ -15,6 +15,7 @@ import threading
 import time
 
 import gradio as gr
+import pandas as pd
 
 from .. import plots
 from ..diagnostics import compare_hint_texts, hint_flags, position_sweep, summarize_flags
@@ -42,12 +43,19 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 
 @functools.lru_cache(maxsize=1)
-def _weights() -> training.Weights:
+def _loaded() -> training.Weights:
     return training.Weights(*load_model_cached(MODEL_SPEC))
 
 
+def _weights() -> training.Weights:
+    """The process's weights, brought in line with the store's active run (see `training.Weights.sync`)."""
+    weights = _loaded()
+    weights.sync(_store())
+    return weights
+
+
 def _model():
-    """The model as it is now (trained, if a run has finished) and its tokenizer."""
+    """The model as it is now (the active run's adapter, if any) and its tokenizer."""
     weights = _weights()
     return weights.model, weights.tokenizer
 
@@ -339,17 +347,27 @@ def on_cancel(session):
 
 
 @guarded
+@gpu
 def on_reset():
-    weights = _weights()
-    with weights.lock:
-        weights.reset()
+    _store().set_active_run(None)
+    _weights()
     return "weights reset to base", training.runs_table(_store())
 
 
 @guarded
 @gpu
-def on_fix_rate(samples):
-    summary, rows = training.measure_fix_rate(_weights(), _store(), int(samples))
+def on_use_run(run_id):
+    if run_id is None or not float(run_id).is_integer():
+        raise ValueError("give the number of a run from the Runs table")
+    _store().set_active_run(int(run_id))
+    weights = _weights()
+    return f"using the weights of run {weights.run_id}", training.runs_table(_store())
+
+
+@guarded
+@gpu
+def on_fix_rate(samples, compare_base):
+    summary, rows = training.measure_fix_rate(_weights(), _store(), int(samples), bool(compare_base))
     return summary.round(3), rows
 
 
@@ -521,16 +539,24 @@ def build_app() -> gr.Blocks:
                     train_button = gr.Button("Train", variant="primary", elem_id="opd-train")
                     cancel_button = gr.Button("Cancel", variant="stop", elem_id="opd-cancel")
                     reset_button = gr.Button("Reset to base", elem_id="opd-reset")
+                    use_run_id = gr.Number(None, label="Run", precision=0, minimum=1, elem_id="opd-run-id")
+                    use_run_button = gr.Button("Use this run's weights", elem_id="opd-use-run")
                 train_status = gr.Markdown(elem_id="opd-train-status")
                 train_plot = gr.Plot(elem_id="opd-train-plot")
                 loss_plot = gr.Plot(elem_id="opd-loss-plot")
-                runs = gr.Dataframe(interactive=False, label="Runs", elem_id="opd-runs")
+                runs = gr.Dataframe(pd.DataFrame(columns=training.RUN_COLUMNS), interactive=False, label="Runs",
+                                    elem_id="opd-runs")
                 with gr.Row():
                     fix_samples = gr.Slider(0, 5, value=2, step=1, label="Sampled answers per prompt (plus greedy)")
+                    fix_compare = gr.Checkbox(value=True, label="Also under the base weights (twice the time)")
                     fix_button = gr.Button("Regenerate and measure the fix rate", elem_id="opd-fix")
-                fix_summary = gr.Dataframe(interactive=False, label="Fix rate: curated vs held-out",
-                                           elem_id="opd-fix-summary")
-                fix_rows = gr.Dataframe(interactive=False, label="Every regenerated answer")
+                gr.Markdown("*suppressed*: the flagged mistake is no longer produced · *corrected*: the record's "
+                            "verifier now passes. A model can stop writing `= 114` without learning to add.",
+                            elem_classes=["opd-help"])
+                fix_summary = gr.Dataframe(pd.DataFrame(columns=training.FIX_RATE_COLUMNS), interactive=False,
+                                           label="Fix rate: curated vs held-out", elem_id="opd-fix-summary")
+                fix_rows = gr.Dataframe(pd.DataFrame(columns=training.ANSWER_COLUMNS), interactive=False,
+                                        label="Every regenerated answer")
             with gr.Tab("Curated set"):
                 with gr.Row():
                     curated_status = gr.Dropdown(["all", "pending", "accepted", "rejected"], value="accepted",
@@ -580,7 +606,8 @@ def build_app() -> gr.Blocks:
                            api_name="train")
         cancel_button.click(on_cancel, [session], [train_status], queue=False, api_name=False)
         reset_button.click(on_reset, [], [train_status, runs], api_name="reset")
-        fix_button.click(on_fix_rate, [fix_samples], [fix_summary, fix_rows], api_name="fix_rate")
+        use_run_button.click(on_use_run, [use_run_id], [train_status, runs], api_name="use_run")
+        fix_button.click(on_fix_rate, [fix_samples, fix_compare], [fix_summary, fix_rows], api_name="fix_rate")
         curated_view = [curated_status, curated_source, show_deleted]
         refresh.click(on_curated, curated_view, [curated, counts], api_name="curated")
         curated_status.change(on_curated, curated_view, [curated, counts], api_name=False)
