@@ -32,6 +32,10 @@ def test_generate_move_edit_accept_export(client):
 
     moved = outputs(client.predict(46, "delta", api_name="/move_hint"))
     assert re.search(r"<span class='opd-ghost'[^>]*>[^<]*</span><span class='[^']*' data-i='46'", moved["strip"])
+    logprob_plot, kl_plot = client.predict(api_name="/plots")  # edits leave the plots to a chained event
+    figure = json.loads(logprob_plot["plot"])
+    hint_marks = [shape for shape in figure["layout"].get("shapes", []) if shape.get("x0") == 45.5]
+    assert figure["data"] and hint_marks, "the plot marks the hint at its new place"
 
     edited = outputs(client.predict("(Note: continue.) ", "inline", "", "delta", api_name="/edit_hint"))
     assert edited["hint"] == "(Note: continue.) " and edited["status"] != moved["status"]

@@ -122,19 +122,29 @@ def status_markdown(session: actions.Session) -> str:
     return " · ".join(parts)
 
 
-def render(session: actions.Session, view: str):
+def render(session: actions.Session, view: str, with_plots: bool = True):
     """Everything that shows the open record: [state, strip, status, logprob plot, KL plot, hint text, placement,
-    template, proposals, counts]."""
+    template, proposals, counts]. Without `with_plots` the plots are left as they are (`gr.skip()`): edits redraw
+    the strip first and the plots follow in a chained event (`on_plots`), so what the user clicked answers sooner."""
     if session.record is None:
         return (session, "<div class='opd-strip'>No rollout open.</div>", status_markdown(session), None, None,
                 "", "inline", "", "", counts_markdown())
     trajectory = session.scorer.trajectory
     hint = session.hints[0] if session.hints else None
+    figures = on_plots(session) if with_plots else (gr.skip(), gr.skip())
     return (session,
             render_strip(session.table, view, trajectory),
-            status_markdown(session), plots.logprob_figure(session.table), plots.kl_figure(session.table),
+            status_markdown(session), *figures,
             hint.text if hint else "", hint.placement if hint else "inline", (hint.template or "") if hint else "",
             actions.proposals_markdown(session), counts_markdown())
+
+
+@guarded
+def on_plots(session: actions.Session):
+    """The log-prob and KL plots of the open record (None, None when nothing is open)."""
+    if session is None or session.record is None:
+        return None, None
+    return plots.logprob_figure(session.table), plots.kl_figure(session.table)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -191,7 +201,7 @@ def on_token_click(session, view, evt: gr.EventData):
     token = getattr(evt, "token", None)
     if token is None:
         raise ValueError("click a token of the strip")
-    return render(actions.move_hint(session, int(token)), view)
+    return render(actions.move_hint(session, int(token)), view, with_plots=False)
 
 
 @guarded
@@ -199,13 +209,13 @@ def on_move(session, token, view):
     session = _sync(session)
     if token is None:
         raise ValueError("give a token index")
-    return render(actions.move_hint(session, int(token)), view)
+    return render(actions.move_hint(session, int(token)), view, with_plots=False)
 
 
 @guarded
 def on_edit(session, text, placement, template, view):
     session = _sync(session)
-    return render(actions.edit_hint(session, text, placement, template or None), view)
+    return render(actions.edit_hint(session, text, placement, template or None), view, with_plots=False)
 
 
 @guarded
@@ -213,18 +223,18 @@ def on_span(session, span, view):
     session = _sync(session)
     if session.record is None:
         return render(session, view)
-    return render(actions.set_span(session, span), view)
+    return render(actions.set_span(session, span), view, with_plots=False)
 
 
 @guarded
 def on_view(session, view):
-    return render(session, view)
+    return render(session, view, with_plots=False)
 
 
 @guarded
 def on_undo(session, view):
     session = _sync(session)
-    return render(actions.undo(session), view)
+    return render(actions.undo(session), view, with_plots=False)
 
 
 @guarded
@@ -499,6 +509,7 @@ def build_app() -> gr.Blocks:
                             move_button = gr.Button("move", elem_id="opd-move")
                             proposal_number = gr.Number(value=1, precision=0)
                             proposal_button = gr.Button("use proposal")
+                            plots_button = gr.Button("plots")
                         proposals = gr.Markdown(elem_id="opd-proposals")
                         with gr.Tabs():
                             with gr.Tab("Probabilities"):
@@ -581,14 +592,18 @@ def build_app() -> gr.Blocks:
         generate_button.click(on_generate, [session, source_kind, demo_id, prompt, temperature, top_p, max_tokens,
                                             seed, hint_model, view], shown, api_name="generate")
         upload.upload(on_upload, [session, upload, hint_model, view], [*shown, upload], api_name="upload")
-        strip.click(on_token_click, [session, view], shown, api_name=False, **quick)
-        move_button.click(on_move, [session, move_token, view], shown, api_name="move_hint", **quick)
-        edit_inputs = [session, hint_text, placement, template, view]
-        apply_button.click(on_edit, edit_inputs, shown, api_name="edit_hint", **quick)
-        hint_text.submit(on_edit, edit_inputs, shown, api_name=False, **quick)
-        span.input(on_span, [session, span, view], shown, api_name="set_span", **quick)
+        figures = [logprob_plot, kl_plot]
+        # Edits redraw the strip first; the plots follow once it is shown (an API caller gets them from /plots).
+        for event in (strip.click(on_token_click, [session, view], shown, api_name=False, **quick),
+                      move_button.click(on_move, [session, move_token, view], shown, api_name="move_hint", **quick),
+                      apply_button.click(on_edit, edit_inputs := [session, hint_text, placement, template, view],
+                                         shown, api_name="edit_hint", **quick),
+                      hint_text.submit(on_edit, edit_inputs, shown, api_name=False, **quick),
+                      span.input(on_span, [session, span, view], shown, api_name="set_span", **quick),
+                      undo_button.click(on_undo, [session, view], shown, api_name="undo", **quick)):
+            event.success(on_plots, [session], figures, api_name=False, show_progress="hidden")
         view.input(on_view, [session, view], shown, api_name=False, **quick)
-        undo_button.click(on_undo, [session, view], shown, api_name="undo", **quick)
+        plots_button.click(on_plots, [session], figures, api_name="plots")
         proposal_button.click(on_use_proposal, [session, proposal_number, view], shown, api_name="use_proposal")
         accept_button.click(functools.partial(on_review, "accepted"), [session, reviewer, view], shown,
                             api_name="accept")
