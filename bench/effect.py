@@ -67,6 +67,10 @@ SWEEP = {
     "forward KL": {"loss": "forward_kl"},
     "reverse KL top-20": {"loss": "reverse_kl", "top_k": 20},
     "attention-only LoRA": {"target_modules": "q_proj,k_proj,v_proj,o_proj"},
+    # Records without hints only add anchors (objective.py): replay of another family's rollouts (tool calls, never
+    # evaluated here) widens what the guard holds in place beyond the curated arithmetic answers.
+    "+ tool-call rollouts as replay anchors": {"anchors": [("tools", "curation")]},
+    "+ replay anchors, lr 2e-4": {"anchors": [("tools", "curation")], "lr": 2e-4},
 }
 
 
@@ -154,13 +158,18 @@ def evaluate(model, tokenizer, curated, heldout, unrelated_tasks, base_unrelated
 
 def run_setting(name, changes, model, tokenizer, curated, heldout, unrelated_tasks, base_unrelated,
                 drift_records) -> dict:
-    config = TrainConfig(**changes)
+    changes = dict(changes)
+    curated_ids = {r.id for r in curated}
+    anchors = [dataclasses.replace(r, hints=[], error=None) for family, split in changes.pop("anchors", [])
+               for r in greedy_rollouts(model, tokenizer, family, split) if r.id not in curated_ids]
+    records = curated + anchors
+    config = TrainConfig(**{"batch_size": len(records), **changes})  # full-batch steps, with or without anchors
     started = time.perf_counter()
-    result = train(copy.deepcopy(model), tokenizer, curated, config, heldout=drift_records)
+    result = train(copy.deepcopy(model), tokenizer, records, config, heldout=drift_records)
     seconds = time.perf_counter() - started
     frame = result.records_frame()
     first, last = frame[frame.step == 0], frame[frame.step == result.steps]
-    out = {"name": name, "changes": changes, "steps": result.steps, "stopped": result.stopped,
+    out = {"name": name, "changes": changes, "anchor_records": len(anchors), "steps": result.steps, "stopped": result.stopped,
            "train_seconds": seconds, "p_error_before": float(first.p_error.mean()),
            "p_error_after": float(last.p_error.mean()), "p_teacher": float(first.p_teacher.mean()),
            "drift": result.final["drift"], "drift_heldout": result.final["drift_heldout"],

@@ -8,11 +8,13 @@ the record's other student positions A_r:
     student   p_t = p_θ(· | x_<t)        the unhinted trajectory, what the model sees at inference
     base      b_t = p_θ0(· | x_<t)       t ∈ A_r   the starting weights on the same unhinted trajectory
 
-    L = 1/B Σ_r [ 1/|T_r| Σ_{t∈T_r} D(q_t, p_t)  +  λ · 1/|A_r| Σ_{t∈A_r} KL(b_t ‖ p_t) ]
+    L = mean_{r: T_r ≠ ∅} 1/|T_r| Σ_{t∈T_r} D(q_t, p_t)  +  λ · mean_{r: A_r ≠ ∅} 1/|A_r| Σ_{t∈A_r} KL(b_t ‖ p_t)
 
 D is `losses.per_token_loss` (forward/reverse KL, JSD(β), sampled-token; optionally the student's top-k + tail).
 Each record weighs the same whatever its number of targets, so a batch of two gives the mean of the two losses.
 The second term is the drift guard: it anchors every student position the hint should not move to the base model.
+A record without hints has only anchors (a rollout accepted as right, or replay from other tasks): it widens what
+the guard holds in place without diluting the distillation, since each term is a mean over its own records.
 b_t is cached as the base's top-K log-probabilities plus a tail bin: K numbers a position instead of the
 vocabulary. KL over those K + 1 bins is a lower bound of the full KL (merging outcomes never increases a
 divergence) and is tight when the top K hold the mass. The drift metric is KL(p_t ‖ b_t) on the same bins.
@@ -245,7 +247,6 @@ def batch_loss(student, head, examples: list[Example], loss: LossConfig, drift_w
     `student`: a `HiddenAt` (possibly DDP-wrapped); `head`: hidden → logits. `teacher_logits` (per example) replace
     the cached frozen targets for moving teachers.
     """
-    n = len(examples)
     target_rows = [[t - 1 for t in ex.targets] for ex in examples]
     anchor_rows = [[t - 1 for t in ex.anchors] for ex in examples]
     error_rows = [[t - 1 for t in ex.errors] for ex in examples]
@@ -260,25 +261,27 @@ def batch_loss(student, head, examples: list[Example], loss: LossConfig, drift_w
         at += len(t) + len(a) + len(e)
     teachers = teacher_logits or [ex.teacher_logits for ex in examples]
 
-    # Distillation on the targets: per-position weight 1 / (|T_r| · B), so the sum is the mean of record means.
+    # Distillation on the targets: per-position weight 1 / (|T_r| · #records with targets), so the sum is the mean
+    # of record means.
     with_targets = [i for i, ex in enumerate(examples) if ex.targets]
     distill = hidden.new_zeros((), dtype=torch.float32)
     if with_targets:
-        weights = torch.cat([torch.full((len(examples[i].targets),), 1.0 / (len(examples[i].targets) * n),
-                                        device=device) for i in with_targets])
+        weights = torch.cat([torch.full((len(examples[i].targets),), 1.0 / len(examples[i].targets), device=device)
+                             for i in with_targets]) / len(with_targets)
         tokens = torch.tensor([examples[i].input_ids[t] for i in with_targets for t in examples[i].targets],
                               device=device)
         distill = distill_loss(torch.cat([pieces[i][0] for i in with_targets]), head,
                                torch.cat([teachers[i] for i in with_targets]).to(device), loss,
                                tokens, weights) * weights.sum()
 
-    # The anchor on every other student position, weight λ / (|A_r| · B); its detached KL(p ‖ b) is the drift.
+    # The anchor on every other student position, weight λ / (|A_r| · #records with anchors); its detached
+    # KL(p ‖ b) is the drift.
     with_anchors = [i for i, ex in enumerate(examples) if ex.anchors]
     anchor = hidden.new_zeros((), dtype=torch.float32)
     drift = hidden.new_zeros(0)
     if with_anchors:
-        weights = torch.cat([torch.full((len(examples[i].anchors),), 1.0 / (len(examples[i].anchors) * n),
-                                        device=device) for i in with_anchors])
+        weights = torch.cat([torch.full((len(examples[i].anchors),), 1.0 / len(examples[i].anchors), device=device)
+                             for i in with_anchors]) / len(with_anchors)
         anchor_hidden = torch.cat([pieces[i][1] for i in with_anchors])
         if drift_weight == 0:
             anchor_hidden = anchor_hidden.detach()

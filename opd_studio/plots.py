@@ -88,6 +88,7 @@ def comparison_figure(comparison: pd.DataFrame) -> go.Figure:
 def training_figure(per_record: pd.DataFrame) -> go.Figure:
     """p(error tokens) per curated record vs step (solid: the student, dashed: the hinted teacher's value)."""
     figure = go.Figure()
+    per_record = per_record.dropna(subset=["p_error"])  # records kept as right have no error tokens: anchors only
     for n, (record_id, rows) in enumerate(per_record.groupby("record", sort=False)):
         color = PALETTE[n % len(PALETTE)]
         figure.add_trace(go.Scatter(x=rows.step, y=rows.p_error, name=html.escape(str(record_id)),

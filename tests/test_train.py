@@ -161,6 +161,27 @@ def test_batch_of_two_equals_the_two_separately(tokenizer, small_model):
         torch.testing.assert_close(g, (g0 + g1) / 2, atol=1e-6, rtol=1e-4)
 
 
+def test_an_anchor_only_record_widens_the_guard_without_diluting_the_distillation(tokenizer, small_model):
+    """A record without hints (a rollout accepted as right, or replay) adds anchors; the distillation term stays
+    the mean over the hinted records, the anchor term becomes the mean over all records."""
+    config = TrainConfig(drift_weight=0.5)
+    model = perturbed_lora(small_model, config)
+    hinted, plain = [build_example(tokenizer, r) for r in records(ADD, {**LONGER, "hints": [], "error": None})]
+    assert plain.targets == [] and plain.anchors
+    with torch.no_grad(), model.disable_adapter():
+        cache_targets(model, [hinted, plain], config.anchor_top_k, torch.float32)
+    student, head = HiddenAt(model), (lambda h: logits_from_hidden(model, h))
+
+    def run(batch):
+        return batch_loss(student, head, batch, config.loss_config, config.drift_weight, tokenizer.pad_token_id,
+                          "cpu")
+
+    both, alone, anchors_only = run([hinted, plain]), run([hinted]), run([plain])
+    assert both.distill == pytest.approx(alone.distill, abs=1e-6)
+    assert both.anchor == pytest.approx((alone.anchor + anchors_only.anchor) / 2, abs=1e-6)
+    assert anchors_only.distill == 0 and both.records[plain.record_id]["drift"] > 0
+
+
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tokenizer, small_model):
     config = TrainConfig(drift_weight=0.5)
     model = perturbed_lora(small_model, config)

@@ -67,6 +67,10 @@ def test_errors_come_back_as_messages(client):
         client.predict("text", "inline", "", "delta", api_name="/edit_hint")
     with pytest.raises(AppError, match="accepting needs a hint"):
         client.predict("someone", "delta", api_name="/accept")
+    _, counts = client.predict("accepted", "", False, api_name="/curated")
+    kept = outputs(client.predict("someone", "delta", api_name="/keep_as_right"))  # a right answer: anchors only
+    curated = lambda text: int(re.search(r"(\d+) curated", text).group(1))  # noqa: E731
+    assert curated(kept["counts"]) == curated(counts) + 1
 
 
 def test_one_users_unsaved_edits_never_reach_another(client):

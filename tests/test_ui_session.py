@@ -69,3 +69,14 @@ def test_strip_escapes_untrusted_text(tiny_model, tokenizer):
     html = render_strip(session.table, "delta", session.scorer.trajectory)
     assert "<script" not in html and "<img" not in html and "<b onmouseover" not in html
     assert "&lt;" in html and "&lt;b·onmouseover=alert(3)&gt;hint&lt;/b&gt;" in html  # shown, as text
+
+
+def test_keep_as_right_stores_an_anchor_only_record(tiny_model, tokenizer, tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    unhinted = actions.open_record(actions.Session(), tiny_model, tokenizer, Record.from_dict({**ADD, "hints": []}))
+    with pytest.raises(ValueError, match="keep the record as right"):
+        actions.review(unhinted, store, "accepted")
+    assert store.counts()["accepted"] == 0
+    stored = actions.review(unhinted, store, "accepted", reviewer="ana", as_right=True)
+    again = store.get(stored.id)
+    assert again.hints == [] and again.error is None and store.counts()["accepted"] == 1

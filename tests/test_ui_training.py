@@ -146,3 +146,11 @@ def test_fix_rate_is_shown_under_the_trained_and_the_base_weights(weights, store
     base_answers = answers[answers.weights == "base"].answer.tolist()
     assert base_answers == before.answer.tolist()
     assert answers[answers.weights != "base"].answer.tolist() != base_answers
+
+
+def test_records_kept_as_right_only_anchor(weights, store, tokenizer):
+    store.save(Record.from_dict({**ADD, "id": "right-one", "hints": [], "error": None}), status="accepted")
+    train_in_ui(weights, store)
+    table = runs_table(store)
+    assert table.loc[0, "records"] == "2 records"
+    assert 0 <= table.loc[0, "mean p(error)"] < 1  # over the hinted record only: the other has no error tokens

@@ -245,8 +245,9 @@ def on_use_proposal(session, number, view):
 @guarded
 @gpu
 def on_review(status, session, reviewer, view):
-    stored = actions.review(session, _store(), status, reviewer)
-    gr.Info(f"{stored.id}: {status}")
+    as_right = status == "right"
+    stored = actions.review(session, _store(), "accepted" if as_right else status, reviewer, as_right=as_right)
+    gr.Info(f"{stored.id}: kept as right (its tokens anchor training)" if as_right else f"{stored.id}: {status}")
     following = _neighbour(stored.id, +1, "pending")
     if following is not None:
         model, tokenizer = _model()
@@ -503,6 +504,7 @@ def build_app() -> gr.Blocks:
                             apply_button = gr.Button("Apply edit (e)", elem_id="opd-apply")
                             accept_button = gr.Button("Accept (a)", variant="primary", elem_id="opd-accept")
                             reject_button = gr.Button("Reject (x)", variant="stop", elem_id="opd-reject")
+                            right_button = gr.Button("Keep as right", elem_id="opd-right")
                             undo_button = gr.Button("Undo (u)", elem_id="opd-undo")
                         with gr.Row(visible=False):  # API endpoints for scripted use (gradio_client)
                             move_token = gr.Number(precision=0, elem_id="opd-move-token")
@@ -607,6 +609,8 @@ def build_app() -> gr.Blocks:
         proposal_button.click(on_use_proposal, [session, proposal_number, view], shown, api_name="use_proposal")
         accept_button.click(functools.partial(on_review, "accepted"), [session, reviewer, view], shown,
                             api_name="accept")
+        right_button.click(functools.partial(on_review, "right"), [session, reviewer, view], shown,
+                           api_name="keep_as_right")
         reject_button.click(functools.partial(on_review, "rejected"), [session, reviewer, view], shown,
                             api_name="reject")
         next_button.click(functools.partial(on_step, +1), [session, queue_status, view], shown, api_name="next")

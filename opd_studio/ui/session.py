@@ -250,12 +250,21 @@ def reviewed_record(session: Session, status: str) -> Record:
     return record
 
 
-def review(session: Session, store: Store, status: str, reviewer: str | None = None) -> Record:
-    """Save the open record with `status` (accepted / rejected / pending); returns what was stored."""
+def review(session: Session, store: Store, status: str, reviewer: str | None = None,
+           as_right: bool = False) -> Record:
+    """Save the open record with `status` (accepted / rejected / pending); returns what was stored.
+
+    `as_right`: the reviewer found nothing wrong. The record is accepted without hints or error span, so in training
+    it only anchors its tokens to the base model (the drift guard holds it in place)."""
     _require_open(session)
-    if status == "accepted" and not session.hints:
-        raise ValueError("accepting needs a hint: click a token to place one, or reject the record")
-    record = reviewed_record(session, status)
+    if as_right:
+        record = copy.deepcopy(session.record)
+        record.hints, record.error, status = [], None, "accepted"
+    elif status == "accepted" and not session.hints:
+        raise ValueError("accepting needs a hint: click a token to place one, keep the record as right, or "
+                         "reject it")
+    else:
+        record = reviewed_record(session, status)
     model = session.scorer.model.config.name_or_path
     store.save(record, status, model=model, tokenizer=getattr(session.scorer.tokenizer, "name_or_path", model),
                reviewer=reviewer or "anonymous", span=session.span,

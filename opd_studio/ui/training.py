@@ -209,8 +209,9 @@ def runs_table(store: Store) -> pd.DataFrame:
         history = json.loads(run.metrics)
         config = json.loads(run.config)
         final = history[-1] if history else {}
-        records = final.get("records", {})
-        mean_p = (sum(math.exp(r["logp_error"]) for r in records.values()) / len(records)) if records else None
+        errors = [math.exp(r["logp_error"]) for r in final.get("records", {}).values()
+                  if r.get("logp_error") is not None and not math.isnan(r["logp_error"])]
+        mean_p = sum(errors) / len(errors) if errors else None
         table.append({"run": run.id, "records": run.name, "steps": final.get("step"), "stopped": run.status,
                       "loss": config.get("loss"), "span": config.get("span"), "lr": config.get("lr"),
                       "drift": _rounded(final.get("drift")), "mean p(error)": _rounded(mean_p),
