@@ -1,9 +1,10 @@
 """Training: a few steps of hinted self-distillation on a curated set, with a drift guard. Built on 🤗 Accelerate.
 
-The loss is `objective.py`'s: L = mean_r mean_{t∈T_r} D(q_t, p_t) + λ · mean_r mean_{t∈A_r} KL(b_t ‖ p_t), the
-hinted teacher q distilled into the unhinted student p on the target positions T_r, and every other student
-position A_r anchored to the base b (λ = `drift_weight`); records without hints only add anchors. The anchor is not optional in practice: without it a few
-steps on a handful of tokens collapse a small model (every answer becomes the same sentence) while the loss falls.
+The loss is `objective.py`'s, L = mean_r mean_{t∈T_r} D(q_t, p_t) + λ · mean_r mean_{t∈A_r} KL(b_t ‖ p_t):
+the hinted teacher q distilled into the unhinted student p on the target positions T_r, and every other student
+position A_r anchored to the base b (λ = `drift_weight`); records without hints only add anchors. The anchor is
+not optional in practice: without it a few steps on a handful of tokens collapse a small model (every answer
+becomes the same sentence) while the loss falls.
 
 Teachers: `frozen` (default) is θ0 — with LoRA the same model with its adapter disabled, no second copy — and its
 targets are computed once before the first step and cached: logits at target positions only, from hidden states,

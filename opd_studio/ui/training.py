@@ -114,6 +114,11 @@ def heldout_records(limit: int = 8) -> list[Record]:
     return heldout[:limit]
 
 
+def progress_bar(done: int, total: int, width: int = 20) -> str:
+    filled = round(width * done / total) if total else width
+    return "█" * filled + "░" * (width - filled)
+
+
 def run_training(weights: Weights, store: Store, config: TrainConfig, stop: threading.Event,
                  use_heldout: bool = True):
     """Generator: yields (status text, steps frame, records frame) while training runs in a worker thread.
@@ -146,7 +151,9 @@ def run_training(weights: Weights, store: Store, config: TrainConfig, stop: thre
         if kind == "row":
             history.append(item)
             steps, per_record = history_frames(history)
-            yield f"step {item['step']} / {config.steps} · loss {item.get('loss', float('nan')):.4f}", steps, per_record
+            status = (f"`{progress_bar(item['step'], config.steps)}` step {item['step']} / {config.steps} · loss "
+                      f"{item.get('loss', float('nan')):.4f} · drift {item.get('drift', float('nan')):.4f}")
+            yield status, steps, per_record
             continue
         result = item
         break
