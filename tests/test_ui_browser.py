@@ -3,9 +3,12 @@ default model. Screenshots go to test-artifacts/ (look at them); click-to-redraw
 
 from __future__ import annotations
 
+import io
 import json
 import statistics
 import time
+import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -234,6 +237,11 @@ def test_train_three_steps_and_watch_the_curves(page):
     page.locator("#opd-run-id input").fill(str(run_id))
     page.click("#opd-use-run")
     wait_text(page, "#opd-train-status", f"using the weights of run {run_id}")
+    page.click("#opd-download-run")
+    link = page.locator(f"#opd-run-file a[download='opd-studio-run-{run_id}.zip']")
+    link.wait_for(timeout=60_000)
+    with zipfile.ZipFile(io.BytesIO(urllib.request.urlopen(link.get_attribute("href")).read())) as archive:
+        assert {"adapter_config.json", "adapter_model.safetensors", "run.json"} <= set(archive.namelist())
     page.locator("#opd-run-id input").fill("999")
     page.click("#opd-use-run")
     page.wait_for_selector("text=there is no run 999", timeout=30_000)

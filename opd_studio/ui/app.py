@@ -376,6 +376,22 @@ def on_use_run(run_id):
 
 
 @guarded
+def on_download_run(run_id):
+    """A zip of the run's directory: the peft adapter (safetensors) and run.json (settings, metrics, checksums)."""
+    import shutil
+
+    if run_id is None or not float(run_id).is_integer():
+        raise ValueError("give the number of a run from the Runs table")
+    run = _store().run(int(run_id))
+    if run is None:
+        raise ValueError(f"there is no run {int(run_id)}")
+    if not run["adapter_path"] or not os.path.isdir(run["adapter_path"]):
+        raise ValueError(f"run {int(run_id)} has no saved weights (it was not saved: {run['status']})")
+    base = os.path.join(tempfile.mkdtemp(prefix="opd-run-"), f"opd-studio-run-{int(run_id)}")
+    return shutil.make_archive(base, "zip", run["adapter_path"])
+
+
+@guarded
 @gpu
 def on_fix_rate(samples, compare_base):
     summary, rows = training.measure_fix_rate(_weights(), _store(), int(samples), bool(compare_base))
@@ -536,7 +552,9 @@ def build_app() -> gr.Blocks:
             with gr.Tab("Train"):
                 gr.Markdown("Train on the curated set (accepted records). Each run starts from the base weights; "
                             "the drift guard anchors every untouched token to the base model and stops the run "
-                            "when drift passes the threshold.", elem_classes=["opd-help"])
+                            "when drift passes the threshold. Records kept as right only add anchors. A finished "
+                            "run is saved and used at once; the Runs table keeps them all.",
+                            elem_classes=["opd-help"])
                 with gr.Row():
                     train_steps = gr.Slider(1, 100, value=10, step=1, label="Steps")
                     train_lr = gr.Number(value=1e-4, label="Learning rate")
@@ -554,6 +572,9 @@ def build_app() -> gr.Blocks:
                     reset_button = gr.Button("Reset to base", elem_id="opd-reset")
                     use_run_id = gr.Number(None, label="Run", precision=0, minimum=1, elem_id="opd-run-id")
                     use_run_button = gr.Button("Use this run's weights", elem_id="opd-use-run")
+                    download_run_button = gr.Button("Download its adapter", elem_id="opd-download-run")
+                run_file = gr.File(label="Adapter (peft, safetensors) and run.json, zipped", visible=True,
+                                   elem_id="opd-run-file")
                 train_status = gr.Markdown(elem_id="opd-train-status")
                 train_plot = gr.Plot(elem_id="opd-train-plot")
                 loss_plot = gr.Plot(elem_id="opd-loss-plot")
@@ -626,6 +647,7 @@ def build_app() -> gr.Blocks:
         cancel_button.click(on_cancel, [session], [train_status], queue=False, api_name=False)
         reset_button.click(on_reset, [], [train_status, runs], api_name="reset")
         use_run_button.click(on_use_run, [use_run_id], [train_status, runs], api_name="use_run")
+        download_run_button.click(on_download_run, [use_run_id], [run_file], api_name="download_run")
         fix_button.click(on_fix_rate, [fix_samples, fix_compare], [fix_summary, fix_rows], api_name="fix_rate")
         curated_view = [curated_status, curated_source, show_deleted]
         refresh.click(on_curated, curated_view, [curated, counts], api_name="curated")
