@@ -70,7 +70,7 @@ SWEEP = {
     # Records without hints only add anchors (objective.py): replay of another family's rollouts (tool calls, never
     # evaluated here) widens what the guard holds in place beyond the curated arithmetic answers.
     "+ tool-call rollouts as replay anchors": {"anchors": [("tools", "curation")]},
-    "+ replay anchors, lr 2e-4": {"anchors": [("tools", "curation")], "lr": 2e-4},
+    "+ replay anchors, drift weight 3": {"anchors": [("tools", "curation")], "drift_weight": 3.0},
 }
 
 
@@ -252,6 +252,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", action="store_true", help="run every setting in SWEEP")
     parser.add_argument("--only", nargs="*", help="names of SWEEP settings to run")
+    parser.add_argument("--stem", help="name of the results under bench/results/ (default: effect, or "
+                                       "effect_sweep for several settings)")
     args = parser.parse_args()
     names = args.only or (list(SWEEP) if args.sweep else ["default"])
 
@@ -270,7 +272,7 @@ def main() -> None:
 
     base = evaluate(model, tokenizer, curated, heldout, unrelated_tasks, base_unrelated)
     device = f"{model.device.type}, {torch.get_num_threads()} threads"
-    stem = "effect_sweep" if len(names) > 1 else "effect"
+    stem = args.stem or ("effect_sweep" if len(names) > 1 else "effect")
     RESULTS.mkdir(exist_ok=True)
     settings = []
     for name in names:

@@ -154,3 +154,14 @@ def test_records_kept_as_right_only_anchor(weights, store, tokenizer):
     table = runs_table(store)
     assert table.loc[0, "records"] == "2 records"
     assert 0 <= table.loc[0, "mean p(error)"] < 1  # over the hinted record only: the other has no error tokens
+
+
+def test_held_out_prompts_come_from_the_curated_records_families():
+    from opd_studio.ui.training import heldout_records
+
+    arithmetic = Record.from_dict({**ADD, "meta": {"family": "arithmetic"}})
+    chosen = heldout_records([arithmetic], limit=4)
+    assert len(chosen) == 4 and {r.meta["family"] for r in chosen} == {"arithmetic"}
+    assert all(r.meta["split"] == "heldout" for r in chosen)
+    mixed = heldout_records([Record.from_dict(ADD)], limit=6)  # family unknown: every family, in turn
+    assert len({r.meta["family"] for r in mixed}) == 3

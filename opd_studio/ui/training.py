@@ -1,14 +1,15 @@
-"""The Train tab: a few training steps on the curated set, streamed as curves; fix rate; reset; past runs.
+"""The Train tab: a few training steps on the curated set, streamed as curves; fix rate; past runs.
 
 The studio holds one model per process. Training attaches a LoRA adapter to it (peft injects it in place), so every
 session then scores with the trained weights, and can switch back to the base weights (the adapter disabled) to
-compare. Each run starts from the base weights; "Reset to base" removes the adapter. `VERSION` counts weight
-changes, so sessions know when their cached passes are stale.
+compare. Each run starts from the base weights and is saved under the store's runs directory; the store records
+which run is active, and `Weights.sync` makes a process carry it (or the base weights, after "Reset to base").
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import queue
@@ -101,9 +102,10 @@ def loss_figure(steps: pd.DataFrame) -> go.Figure:
     return figure
 
 
-def heldout_records(limit: int = 8) -> list[Record]:
-    """Greedy held-out demo rollouts (with their assistant turns), for drift and the held-out fix rate. A few:
-    held-out drift costs one forward of each of them at every step."""
+def heldout_records(curated: list[Record] | None = None, limit: int = 8) -> list[Record]:
+    """Greedy held-out demo rollouts (with their assistant turns), for drift and the held-out fix rate: of the demo
+    families the curated records come from (all families when none is known), taken in turn from each family. A
+    few: held-out drift costs one forward of each of them at every step."""
     from ..records import read_records
     from .session import ASSETS
 
@@ -111,7 +113,13 @@ def heldout_records(limit: int = 8) -> list[Record]:
     if not path.is_file():
         return []
     heldout = [r for r in read_records(path) if r.meta.get("split") == "heldout" and r.meta.get("run") == "greedy"]
-    return heldout[:limit]
+    families = {r.meta.get("family") for r in curated or []} & {r.meta.get("family") for r in heldout}
+    by_family: dict[str, list[Record]] = {}
+    for record in heldout:
+        if not families or record.meta.get("family") in families:
+            by_family.setdefault(record.meta.get("family"), []).append(record)
+    interleaved = [r for group in itertools.zip_longest(*by_family.values()) for r in group if r is not None]
+    return interleaved[:limit]
 
 
 def progress_bar(done: int, total: int, width: int = 20) -> str:
@@ -128,7 +136,7 @@ def run_training(weights: Weights, store: Store, config: TrainConfig, stop: thre
     records = store.records("accepted")
     if not records:
         raise ValueError("the curated set is empty: accept some hinted records first")
-    heldout = heldout_records() if use_heldout else []
+    heldout = heldout_records(records) if use_heldout else []
     updates: queue.Queue = queue.Queue()
     store.set_active_run(None)
 
@@ -191,7 +199,7 @@ def measure_fix_rate(weights: Weights, store: Store, samples: int = 2,
     if not curated:
         raise ValueError("the curated set is empty")
     config = FixRateConfig(samples=int(samples), max_new_tokens=64)
-    heldout = heldout_records()
+    heldout = heldout_records(curated)
     runs = [(weights.label, contextlib.nullcontext())]
     if compare_base and weights.trained is not None:
         runs.append(("base", base_weights(weights.trained)))
