@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from functools import lru_cache
@@ -173,6 +174,8 @@ def _dequantized_cache(gguf_path: Path, display: str) -> Path:
         return directory
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    print(f"OPD Studio: dequantizing {gguf_path.name} once (~20 s on CPU); later loads read {directory}",
+          file=sys.stderr, flush=True)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,

@@ -47,8 +47,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, content, mess
     source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     source.write_text(content + "\n")
     done = run_cli("score", "--input", str(source), "--output", str(output))
-    assert done.returncode == 2
-    assert done.stderr.count("\n") == 1 and message in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    # The error is one line. On a machine whose model cache is still empty, the one-time dequantization's progress
+    # comes before it, and that is not part of the error.
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [done.stderr.splitlines()[-1]] and message in errors[0]
     assert not output.exists() and list(tmp_path.iterdir()) == [source]
 
 
