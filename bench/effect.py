@@ -58,7 +58,7 @@ SWEEP = {
     "prototype: no guard, fwd KL, error span, lr 3e-4, 20 steps": {
         "drift_weight": 0.0, "drift_threshold": None, "loss": "forward_kl", "span": "error", "lr": 3e-4, "steps": 20},
     "no drift guard": {"drift_weight": 0.0, "drift_threshold": None},
-    "drift weight 3": {"drift_weight": 3.0},
+    "drift weight 1": {"drift_weight": 1.0},
     "error span": {"span": "error"},
     "lr 5e-5": {"lr": 5e-5},
     "lr 3e-4": {"lr": 3e-4},
@@ -70,7 +70,6 @@ SWEEP = {
     # Records without hints only add anchors (objective.py): replay of another family's rollouts (tool calls, never
     # evaluated here) widens what the guard holds in place beyond the curated arithmetic answers.
     "+ tool-call rollouts as replay anchors": {"anchors": [("tools", "curation")]},
-    "+ replay anchors, drift weight 3": {"anchors": [("tools", "curation")], "drift_weight": 3.0},
 }
 
 
@@ -283,8 +282,8 @@ def main() -> None:
         # Written after every setting: a sweep takes long on CPU, and what is done is kept if it is stopped.
         report = table(settings, base)
         (RESULTS / f"{stem}.json").write_text(json.dumps(
-            {"device": device, "curated": [r.id for r in curated], "base": base, "settings": settings,
-             "table": report}, indent=1, default=str))
+            {"device": device, "default_config": TrainConfig().to_dict(), "curated": [r.id for r in curated],
+             "base": base, "settings": settings, "table": report}, indent=1, default=str))
 
     print(f"\nEffect on the demo arithmetic tasks ({model.config.name_or_path}, {device}; {len(curated)} curated, "
           f"{len(heldout)} held-out, {len(unrelated_tasks)} unrelated prompts)\n{report}")

@@ -555,16 +555,18 @@ def build_app() -> gr.Blocks:
                             "when drift passes the threshold. Records kept as right only add anchors. A finished "
                             "run is saved and used at once; the Runs table keeps them all.",
                             elem_classes=["opd-help"])
+                defaults = training.TrainConfig()  # the library's defaults (bench/effect.py --sweep chose them)
                 with gr.Row():
-                    train_steps = gr.Slider(1, 100, value=10, step=1, label="Steps")
-                    train_lr = gr.Number(value=1e-4, label="Learning rate")
-                    train_loss = gr.Dropdown(["jsd", "forward_kl", "reverse_kl", "sampled"], value="jsd",
+                    train_steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="Steps")
+                    train_lr = gr.Number(value=defaults.lr, label="Learning rate")
+                    train_loss = gr.Dropdown(["jsd", "forward_kl", "reverse_kl", "sampled"], value=defaults.loss,
                                              label="Loss")
-                    train_span = gr.Radio(["error", "turn", "response"], value="turn", label="Loss span")
+                    train_span = gr.Radio(["error", "turn", "response"], value=defaults.span, label="Loss span")
                 with gr.Row():
-                    train_drift_weight = gr.Number(value=1.0, label="Drift weight (anchor to base)")
-                    train_drift_threshold = gr.Number(value=0.05, label="Stop when drift exceeds (nats/token)")
-                    train_rank = gr.Slider(1, 64, value=16, step=1, label="LoRA rank")
+                    train_drift_weight = gr.Number(value=defaults.drift_weight, label="Drift weight (anchor to base)")
+                    train_drift_threshold = gr.Number(value=defaults.drift_threshold,
+                                                      label="Stop when drift exceeds (nats/token)")
+                    train_rank = gr.Slider(1, 64, value=defaults.lora_r, step=1, label="LoRA rank")
                     train_heldout = gr.Checkbox(value=True, label="Measure drift on held-out demo rollouts")
                 with gr.Row():
                     train_button = gr.Button("Train", variant="primary", elem_id="opd-train")
