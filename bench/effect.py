@@ -168,8 +168,8 @@ def run_setting(name, changes, model, tokenizer, curated, heldout, unrelated_tas
     seconds = time.perf_counter() - started
     frame = result.records_frame()
     first, last = frame[frame.step == 0], frame[frame.step == result.steps]
-    out = {"name": name, "changes": changes, "anchor_records": len(anchors), "steps": result.steps, "stopped": result.stopped,
-           "train_seconds": seconds, "p_error_before": float(first.p_error.mean()),
+    out = {"name": name, "changes": changes, "anchor_records": len(anchors), "steps": result.steps,
+           "stopped": result.stopped, "train_seconds": seconds, "p_error_before": float(first.p_error.mean()),
            "p_error_after": float(last.p_error.mean()), "p_teacher": float(first.p_teacher.mean()),
            "drift": result.final["drift"], "drift_heldout": result.final["drift_heldout"],
            "curve": frame.to_dict("records"), "steps_curve": result.steps_frame().to_dict("records")}

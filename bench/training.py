@@ -18,7 +18,13 @@ teacher's cached targets and the base anchors: printed, and amortized over the r
 child process (a process's peak cannot be reset; VmHWM), for both trainers in fp32 and with TRL's defaults (bf16
 autocast + gradient checkpointing).
 
-    python bench/training.py [--steps 4] [--rounds 2]
+Throughput: completion tokens trained per second of the training part, and the model FLOP/s that part achieves
+(a forward is 2N FLOPs per token, N = the model's parameters; a LoRA backward 2N more, since the frozen weights get
+no gradient): ours does 4N per student token each step, TRL 4N per student token + 2N per teacher token, as its
+teacher runs every step. MFU = that over the device's peak, printed where the peak is known (`--peak-tflops`, or an
+H100/H200 in bf16). On CUDA both trainers run in bf16 (autocast), on the CPU in fp32.
+
+    python bench/training.py [--steps 4] [--rounds 2] [--peak-tflops 989]
 """
 
 from __future__ import annotations
@@ -93,8 +99,11 @@ def run_ours(model, tokenizer, records, steps: int, copy_model: bool = True, **c
     result = train(copy.deepcopy(model) if copy_model else model, tokenizer, records, config)
     # Row k (1 ≤ k < steps) spans update k and the forward/backward of step k + 1: one whole step.
     rows = result.history[1:-1]
+    completion = sum(len(ex.targets) for ex in result.examples)
+    student = sum(len(ex.input_ids) for ex in result.examples)
     return {"whole": [r["seconds"] for r in rows], "train": [r["train_seconds"] for r in rows],
-            "cache": result.cache_seconds, "tokens": sum(len(ex.targets) for ex in result.examples)}
+            "cache": result.cache_seconds, "completion_tokens": [completion] * len(rows),
+            "student_tokens": [student] * len(rows), "teacher_tokens": [0] * len(rows)}
 
 
 def run_trl(model, tokenizer, steps: int, defaults: bool = False, copy_model: bool = True) -> dict:
@@ -102,14 +111,20 @@ def run_trl(model, tokenizer, steps: int, defaults: bool = False, copy_model: bo
     from transformers import TrainerCallback
     from trl.experimental.sdft import SDFTConfig, SDFTTrainer
 
-    times = {"whole": [], "generation": [], "teacher": [], "student": []}
-    pending = {"generation": 0.0, "teacher": 0.0, "student": 0.0}
+    times = {"whole": [], "generation": [], "teacher": [], "student": [], "completion_tokens": [],
+             "student_tokens": [], "teacher_tokens": []}
+    pending = {"generation": 0.0, "teacher": 0.0, "student": 0.0, "completion_tokens": 0, "student_tokens": 0,
+               "teacher_tokens": 0}
 
     class Timed(SDFTTrainer):
         def _prepare_inputs(self, batch):
             started = time.perf_counter()
             out = super()._prepare_inputs(batch)
             pending["generation"] += time.perf_counter() - started
+            completion = int(out["completion_mask"].sum())
+            pending["completion_tokens"] += completion  # regenerated each step: the count varies
+            pending["student_tokens"] += int(out["prompt_mask"].sum()) + completion
+            pending["teacher_tokens"] += int(out["teacher_attention_mask"].sum())
             return out
 
         def _forward_logits(self, model, *args, **kwargs):
@@ -136,18 +151,36 @@ def run_trl(model, tokenizer, steps: int, defaults: bool = False, copy_model: bo
         teacher_prompt_template="{prompt}\n\nConsider this feedback: {privileged_context}",
         learning_rate=LR, lr_scheduler_type="constant", max_steps=steps, logging_steps=1, report_to="none",
         save_strategy="no", use_cpu=not torch.cuda.is_available(), shuffle_dataset=False, seed=0,
-        disable_tqdm=True, **({} if defaults else {"bf16": False, "gradient_checkpointing": False}))
-    trainer = Timed(model=copy.deepcopy(model) if copy_model else model, args=args, train_dataset=trl_dataset(), processing_class=tokenizer,
-                    peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA), callbacks=[Clock()])
+        disable_tqdm=True,
+        **({} if defaults else {"bf16": torch.cuda.is_available(), "gradient_checkpointing": False}))
+    trainer = Timed(model=copy.deepcopy(model) if copy_model else model, args=args, train_dataset=trl_dataset(),
+                    processing_class=tokenizer, peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA), callbacks=[Clock()])
     trainer.train()
     skip = slice(1, None)  # the first step warms up
     return {"whole": times["whole"][skip], "train": [w - g for w, g in zip(times["whole"], times["generation"])][skip],
-            "generation": times["generation"][skip], "teacher": times["teacher"][skip],
-            "student": times["student"][skip]}
+            **{key: times[key][skip] for key in ("generation", "teacher", "student", "completion_tokens",
+                                                 "student_tokens", "teacher_tokens")}}
 
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def throughput(run: dict, parameters: int) -> dict:
+    """Medians over steps: completion tokens trained per second of the training part, and model FLOP/s (2N per
+    token forward, 2N more for the student's backward: LoRA computes no gradient of the frozen weights)."""
+    flops = [4 * parameters * s + 2 * parameters * t for s, t in zip(run["student_tokens"], run["teacher_tokens"])]
+    return {"tokens_per_s": median([n / s for n, s in zip(run["completion_tokens"], run["train"])]),
+            "flops_per_s": median([f / s for f, s in zip(flops, run["train"])])}
+
+
+def peak_flops(requested: float | None) -> float | None:
+    """The device's peak FLOP/s for MFU: as given, or the dense bf16 peak of an H100/H200; unknown elsewhere."""
+    if requested:
+        return requested * 1e12
+    if torch.cuda.is_available() and any(n in torch.cuda.get_device_name() for n in ("H100", "H200")):
+        return 989e12
+    return None
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -198,6 +231,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--memory-only", action="store_true", help="only the peak-memory children")
+    parser.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s, for MFU")
     args = parser.parse_args()
     if args.memory_only:
         model, tokenizer = load_model("default")
@@ -213,28 +247,27 @@ def main() -> None:
 
     model, tokenizer = load_model("default")
     records = our_records(model, tokenizer)
-    ours, checkpointed, trl = {"whole": [], "train": [], "cache": []}, {"whole": [], "train": []}, {}
+    ours, checkpointed, trl = {}, {}, {}
     for _ in range(args.rounds):  # interleaved, so load on the machine hits both alike
-        o = run_ours(model, tokenizer, records, args.steps)
-        for key in ("whole", "train"):
-            ours[key] += o[key]
-        ours["cache"].append(o["cache"])
-        t = run_trl(model, tokenizer, args.steps)
-        for key, values in t.items():
-            trl.setdefault(key, []).extend(values)
-        g = run_ours(model, tokenizer, records, args.steps, gradient_checkpointing=True)
-        for key in ("whole", "train"):
-            checkpointed[key] += g[key]
+        for runs, run in ((ours, lambda: run_ours(model, tokenizer, records, args.steps)),
+                          (trl, lambda: run_trl(model, tokenizer, args.steps)),
+                          (checkpointed, lambda: run_ours(model, tokenizer, records, args.steps,
+                                                          gradient_checkpointing=True))):
+            for key, values in run().items():
+                runs.setdefault(key, []).extend(values if isinstance(values, list) else [values])
 
-    m = {name: {key: median(values) for key, values in runs.items()}
+    parameters = sum(p.numel() for p in model.parameters())
+    m = {name: {**{key: median(values) for key, values in runs.items()}, **throughput(runs, parameters)}
          for name, runs in (("ours", ours), ("ours+gc", checkpointed), ("trl", trl))}
+    peak = peak_flops(args.peak_tflops)
     amortized = m["ours"]["whole"] + m["ours"]["cache"] / args.steps
     memory = {}
     if not args.no_memory:
         for kind in MEMORY_RUNS:
             memory[kind] = peak_rss(kind, 2, records)
 
-    device = f"{model.device.type}, {torch.get_num_threads()} threads, fp32"
+    device = (f"{torch.cuda.get_device_name()}, bf16" if torch.cuda.is_available()
+              else f"cpu, {torch.get_num_threads()} threads, fp32")
     lines = [f"Training step, ours / TRL SDFTTrainer 1.16.0 ({device}; {len(PROMPTS)} prompts, ≤{MAX_COMPLETION} "
              f"completion tokens, LoRA r16; medians of {args.rounds} × {args.steps - 2} steps)",
              "| | ours | TRL | ours / TRL | goal |", "|---|---:|---:|---:|---:|",
@@ -248,13 +281,22 @@ def main() -> None:
              f"{m['trl']['train']:.2f} s | {m['ours+gc']['train'] / m['trl']['train']:.2f}× | |",
              f"| TRL generation / teacher fwd / student fwd | | {m['trl']['generation']:.2f} / "
              f"{m['trl']['teacher']:.2f} / {m['trl']['student']:.2f} s | | |",
-             f"| our one-time cache (frozen teacher targets + base anchors) | {m['ours']['cache']:.2f} s | | | |"]
+             f"| our one-time cache (frozen teacher targets + base anchors) | {m['ours']['cache']:.2f} s | | | |",
+             f"| training part: completion tokens / s | {m['ours']['tokens_per_s']:.0f} | "
+             f"{m['trl']['tokens_per_s']:.0f} | {m['ours']['tokens_per_s'] / m['trl']['tokens_per_s']:.2f}× | |",
+             f"| training part: model TFLOP/s (MFU) | {tflops(m['ours'], peak)} | {tflops(m['trl'], peak)} | | |"]
     lines += memory_lines(memory)
     print("\n".join(lines))
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({"device": device, "steps": args.steps, "rounds": args.rounds, "medians": m,
+                                   "parameters": parameters, "peak_flops": peak,
                                    "amortized_whole": amortized, "peak_rss_mib": memory, "raw": {
                                        "ours": ours, "ours+gc": checkpointed, "trl": trl}}, indent=1))
+
+
+def tflops(medians: dict, peak: float | None) -> str:
+    achieved = medians["flops_per_s"]
+    return f"{achieved / 1e12:.3f}" + (f" ({achieved / peak:.1%})" if peak else " (peak unknown)")
 
 
 def memory_lines(memory: dict[str, float]) -> list[str]:

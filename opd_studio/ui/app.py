@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -115,8 +116,8 @@ def status_markdown(session: actions.Session) -> str:
     anchors = [h["anchor"] for h in table.attrs.get("hints", [])]
     if anchors:
         row = table.loc[anchors[0]]
-        parts.append(f"at the hint: p({row.text!r}) {pow(2.718281828, row.logp_before):.3f} → "
-                     f"{pow(2.718281828, row.logp_after):.3f}")
+        parts.append(f"at the hint: p({row.text!r}) {math.exp(row.logp_before):.3f} → "
+                     f"{math.exp(row.logp_after):.3f}")
     if session.notice:
         parts.append(f"⚠ {session.notice}")
     return " · ".join(parts)
