@@ -154,7 +154,8 @@ def run_trl(model, tokenizer, steps: int, defaults: bool = False, copy_model: bo
         disable_tqdm=True,
         **({} if defaults else {"bf16": torch.cuda.is_available(), "gradient_checkpointing": False}))
     trainer = Timed(model=copy.deepcopy(model) if copy_model else model, args=args, train_dataset=trl_dataset(),
-                    processing_class=tokenizer, peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA), callbacks=[Clock()])
+                    processing_class=tokenizer, peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA),
+                    callbacks=[Clock()])
     trainer.train()
     skip = slice(1, None)  # the first step warms up
     return {"whole": times["whole"][skip], "train": [w - g for w, g in zip(times["whole"], times["generation"])][skip],

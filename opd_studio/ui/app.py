@@ -11,6 +11,7 @@ import functools
 import logging
 import math
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -366,12 +367,16 @@ def on_reset():
     return "weights reset to base", training.runs_table(_store())
 
 
+def _run_number(run_id) -> int:
+    if run_id is None or not float(run_id).is_integer():
+        raise ValueError("give the number of a run from the Runs table")
+    return int(run_id)
+
+
 @guarded
 @gpu
 def on_use_run(run_id):
-    if run_id is None or not float(run_id).is_integer():
-        raise ValueError("give the number of a run from the Runs table")
-    _store().set_active_run(int(run_id))
+    _store().set_active_run(_run_number(run_id))
     weights = _weights()
     return f"using the weights of run {weights.run_id}", training.runs_table(_store())
 
@@ -379,16 +384,13 @@ def on_use_run(run_id):
 @guarded
 def on_download_run(run_id):
     """A zip of the run's directory: the peft adapter (safetensors) and run.json (settings, metrics, checksums)."""
-    import shutil
-
-    if run_id is None or not float(run_id).is_integer():
-        raise ValueError("give the number of a run from the Runs table")
-    run = _store().run(int(run_id))
+    number = _run_number(run_id)
+    run = _store().run(number)
     if run is None:
-        raise ValueError(f"there is no run {int(run_id)}")
+        raise ValueError(f"there is no run {number}")
     if not run["adapter_path"] or not os.path.isdir(run["adapter_path"]):
-        raise ValueError(f"run {int(run_id)} has no saved weights (it was not saved: {run['status']})")
-    base = os.path.join(tempfile.mkdtemp(prefix="opd-run-"), f"opd-studio-run-{int(run_id)}")
+        raise ValueError(f"run {number} has no saved weights (it was not saved: {run['status']})")
+    base = os.path.join(tempfile.mkdtemp(prefix="opd-run-"), f"opd-studio-run-{number}")
     return shutil.make_archive(base, "zip", run["adapter_path"])
 
 
@@ -576,7 +578,7 @@ def build_app() -> gr.Blocks:
                     use_run_id = gr.Number(None, label="Run", precision=0, minimum=1, elem_id="opd-run-id")
                     use_run_button = gr.Button("Use this run's weights", elem_id="opd-use-run")
                     download_run_button = gr.Button("Download its adapter", elem_id="opd-download-run")
-                run_file = gr.File(label="Adapter (peft, safetensors) and run.json, zipped", visible=True,
+                run_file = gr.File(label="Adapter (peft, safetensors) and run.json, zipped",
                                    elem_id="opd-run-file")
                 train_status = gr.Markdown(elem_id="opd-train-status")
                 train_plot = gr.Plot(elem_id="opd-train-plot")
