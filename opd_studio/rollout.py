@@ -63,21 +63,25 @@ def generate(model, tokenizer, messages: list[dict], config: SamplingConfig | No
             do_sample=sample, temperature=config.temperature if sample else None,
             top_p=config.top_p if sample else None, top_k=None, pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id, return_dict_in_generate=True, output_logits=True)
-    new_ids = out.sequences[0, len(ids):].tolist()
+    record = rollout_record(tokenizer, messages, out.sequences[0, len(ids):].tolist(), config, tools, record_id,
+                            meta, model.config.name_or_path)
+    new_ids = record.response_token_ids
     logits = torch.stack(out.logits, dim=1)[0].float()  # (steps, V)
-    new_ids = _drop_incomplete_tail(tokenizer, new_ids)
     logprobs = torch.log_softmax(logits[: len(new_ids)], dim=-1)
-    table = _token_table(tokenizer, new_ids, logprobs, config.top_k_alternatives)
+    return record, _token_table(tokenizer, new_ids, logprobs, config.top_k_alternatives)
 
+
+def rollout_record(tokenizer, messages: list[dict], new_ids: list[int], config: SamplingConfig, tools,
+                   record_id: str, meta: dict | None, model_name: str) -> Record:
+    """The record of a sampled turn: `messages` + the decoded assistant message, with the exact sampled ids."""
+    new_ids = _drop_incomplete_tail(tokenizer, new_ids)
     ended = bool(new_ids) and new_ids[-1] == tokenizer.eos_token_id
     content = tokenizer.decode(new_ids[:-1] if ended else new_ids, skip_special_tokens=False,
                                clean_up_tokenization_spaces=False)
-    record = Record(
+    return Record(
         id=record_id, messages=[*messages, {"role": "assistant", "content": content}], tools=tools,
-        meta={**(meta or {}), "model": model.config.name_or_path, "sampling": asdict(config),
-              "finished": ended},
+        meta={**(meta or {}), "model": model_name, "sampling": asdict(config), "finished": ended},
         response_token_ids=new_ids)
-    return record, table
 
 
 def _drop_incomplete_tail(tokenizer, ids: list[int]) -> list[int]:

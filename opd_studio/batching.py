@@ -1,0 +1,262 @@
+"""Many records at once: length-bucketed batched scoring and generation, exact against one record at a time.
+
+Scoring. Every record needs two passes: the original trajectory (the student) and the hinted one (the teacher).
+`score_records` builds and validates every trajectory first (a bad record fails before any model work), sorts the
+sequences by length and runs them through the decoder in right-padded batches (at most `batch_size` sequences and
+`max_batch_tokens` padded tokens each). Pads come after every real token, so under causal attention no real token
+attends to one: each sequence's hidden states are those of its own pass, up to float rounding of the batched
+matmuls. The per-position statistics and the table are then `scoring.HintScorer`'s own, fed the precomputed hidden
+states (`_BatchedScorer`), so there is one definition of every column; tests check the tables against
+`HintScorer.score` run one record at a time.
+
+Generation. `generate_records` decodes up to `batch_size` prompts together: left-padded prompts, position ids
+counted over real tokens only, one key/value cache, and a per-row `torch.Generator` seeded with the row's
+`SamplingConfig.seed`, so a row samples the same tokens whatever else is in its batch. Greedy rows match
+`rollout.generate` (transformers' `generate`) token for token; sampled rows match this loop run on that row alone.
+
+Both yield results batch by batch, in length order, for `resume.ResumableOutput` to keep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import pandas as pd
+import torch
+
+from .records import Record
+from .rollout import SamplingConfig, prompt_ids, rollout_record
+from .scoring import ForwardPass, HintScorer, forward_reusing, place_hints, splice
+from .trajectory import Trajectory, TrajectoryError, build_trajectory
+
+# ------------------------------------------------------------------------------------------------------------------
+# Batched decoder passes
+
+
+def length_batches(lengths: list[int], batch_size: int, max_batch_tokens: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first), each within `batch_size` sequences and
+    `max_batch_tokens` padded tokens (a sequence longer than that budget runs alone)."""
+    order = sorted(range(len(lengths)), key=lambda n: -lengths[n])
+    batches, current = [], []
+    for n in order:
+        width = lengths[current[0]] if current else lengths[n]  # longest first: the first sets the padded width
+        if current and (len(current) == batch_size or width * (len(current) + 1) > max_batch_tokens):
+            batches.append(current)
+            current = []
+        current.append(n)
+    if current:
+        batches.append(current)
+    return batches
+
+
+@torch.no_grad()
+def decoder_hidden(model, sequences: list[list[int]], pad_id: int) -> list[torch.Tensor]:
+    """Final hidden states of each sequence, one right-padded batch: [(T_b, H)]."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for b, seq in enumerate(sequences):
+        ids[b, : len(seq)] = torch.tensor(seq)
+        mask[b, : len(seq)] = 1
+    out = model.get_decoder()(input_ids=ids.to(model.device), attention_mask=mask.to(model.device))
+    hidden = out.last_hidden_state  # (B, T, H)
+    return [hidden[b, : len(seq)] for b, seq in enumerate(sequences)]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Batched scoring
+
+
+@dataclass
+class ScoreJob:
+    record: Record
+    trajectory: Trajectory
+    hints: list
+    sequences: list[tuple[int, ...]] = field(default_factory=list)  # the passes its table needs
+    placebo: str | None = None
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(s) for s in self.sequences)
+
+
+class _BatchedScorer(HintScorer):
+    """`HintScorer` whose passes come from a batch: same statistics, same table. A pass the batch did not compute
+    (another hint set scored on the same scorer) runs one-at-a-time, as in `HintScorer`."""
+
+    def __init__(self, *args, passes: dict[tuple[int, ...], torch.Tensor], **kwargs):
+        super().__init__(*args, **kwargs)
+        self._passes = passes
+
+    def _pass(self, ids: list[int]) -> ForwardPass:
+        hidden = self._passes.get(tuple(ids))
+        if hidden is None:
+            with self.weights():
+                return forward_reusing(self.model, ids)
+        return ForwardPass(list(ids), [], hidden)
+
+    def original_pass(self) -> ForwardPass:
+        if self._original is None:
+            self._original = self._pass(self.trajectory.input_ids)
+        return self._original
+
+    def hinted_pass(self, placed):
+        hinted_ids, position = splice(self.trajectory.input_ids, placed)
+        return self._pass(hinted_ids), position
+
+    placebo_pass = hinted_pass  # the placebo's spliced sequence is one more entry of `passes`
+
+
+def prepare_scoring(tokenizer, records: list[Record], include_rejected: bool = False,
+                    placebo: str | None = None) -> list[ScoreJob]:
+    """Tokenize and place every record's hints (and placebos, see `HintScorer.score`); the first bad record
+    raises, naming it."""
+    jobs = []
+    for record in records:
+        hints = [h for h in record.hints if include_rejected or h.status != "rejected"]
+        try:
+            trajectory = build_trajectory(tokenizer, record)
+            hint_sets = [place_hints(tokenizer, trajectory, hints)]
+            if placebo is not None:
+                from .scoring import resolve_placebo
+
+                hint_sets.append(place_hints(tokenizer, trajectory, resolve_placebo(hints, placebo)))
+        except TrajectoryError as exc:
+            raise TrajectoryError(f"record {record.id!r}: {exc}") from None
+        job = ScoreJob(record, trajectory, hints, [tuple(trajectory.input_ids)], placebo)
+        for placed in hint_sets:
+            if placed and any(trajectory.student_mask[i] for i in range(placed[0].insert_at, len(trajectory))):
+                job.sequences.append(tuple(splice(trajectory.input_ids, placed)[0]))
+        jobs.append(job)
+    return jobs
+
+
+def score_records(model, tokenizer, jobs: list[ScoreJob], span: str = "turn", top_k: int = 5,
+                  batch_size: int = 16, max_batch_tokens: int = 32768,
+                  on_tokens=None) -> Iterator[tuple[Record, pd.DataFrame]]:
+    """(record, table) for every job, as `scoring.score_record` would give it; batches of records of similar
+    length, each batch's passes run together. `on_tokens(n)` is told how many tokens each batch ran."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    record_batches = length_batches([j.n_tokens for j in jobs], batch_size, max_batch_tokens * 2)
+    for record_batch in record_batches:
+        group = [jobs[n] for n in record_batch]
+        sequences = list(dict.fromkeys(s for job in group for s in job.sequences))
+        passes: dict[tuple[int, ...], torch.Tensor] = {}
+        for seq_batch in length_batches([len(s) for s in sequences], batch_size, max_batch_tokens):
+            batch = [sequences[n] for n in seq_batch]
+            passes.update(zip(batch, decoder_hidden(model, [list(s) for s in batch], pad_id)))
+        for job in group:
+            scorer = _BatchedScorer(model, tokenizer, job.trajectory, top_k=top_k, passes=passes)
+            options = {"placebo": job.placebo} if job.placebo is not None else {}
+            yield job.record, scorer.score(job.hints, span=span, error=job.record.error, **options)
+        if on_tokens:
+            on_tokens(sum(len(s) for s in sequences))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Batched generation
+
+
+@dataclass
+class GenerationJob:
+    record_id: str
+    messages: list[dict]
+    config: SamplingConfig
+    tools: list | None = None
+    meta: dict = field(default_factory=dict)
+    reference: str | None = None
+
+    def prompt(self, tokenizer) -> list[int]:
+        messages = self.messages[:-1] if self.messages and self.messages[-1]["role"] == "assistant" else self.messages
+        if not messages:
+            raise ValueError(f"record {self.record_id!r}: a rollout needs at least one message to answer")
+        return prompt_ids(tokenizer, messages, self.tools)
+
+
+def _sample(logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator | None) -> int:
+    """One token from (V,) raw logits: greedy, or temperature then nucleus (top-p) sampling, as transformers'
+    warpers do it."""
+    if config.temperature == 0:
+        return int(logits.argmax())
+    scores = logits / config.temperature
+    if config.top_p < 1.0:
+        sorted_scores, order = scores.sort(descending=False)
+        cumulative = sorted_scores.softmax(-1).cumsum(-1)
+        remove = cumulative <= (1 - config.top_p)
+        remove[-1] = False  # keep at least the most likely token
+        scores = scores.scatter(0, order, sorted_scores.masked_fill(remove, -float("inf")))
+    probs = scores.softmax(-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+@torch.no_grad()
+def generate_batch(model, tokenizer, jobs: list[GenerationJob], prompts: list[list[int]] | None = None
+                   ) -> list[Record]:
+    """Decode one batch of jobs together (left-padded, one cache); a row stops at its end-of-turn token or its own
+    `max_new_tokens`."""
+    from transformers import DynamicCache
+
+    prompts = prompts or [job.prompt(tokenizer) for job in jobs]
+    device = model.device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    eos_id = tokenizer.eos_token_id
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(jobs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(jobs), width), dtype=torch.long)
+    for b, p in enumerate(prompts):
+        ids[b, width - len(p):] = torch.tensor(p)
+        mask[b, width - len(p):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)  # (B, T) real tokens count from 0 whatever the padding
+    generators = []
+    for job in jobs:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(job.config.seed)
+        generators.append(generator)
+
+    cache = DynamicCache(config=model.config)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+                logits_to_keep=1)
+    new_ids: list[list[int]] = [[] for _ in jobs]
+    done = [False] * len(jobs)
+    next_position = positions[:, -1] + 1  # (B,)
+    while True:
+        logits = out.logits[:, -1].float()  # (B, V)
+        step = []
+        for b, job in enumerate(jobs):
+            if done[b]:
+                step.append(pad_id)
+                continue
+            token = _sample(logits[b], job.config, generators[b])
+            new_ids[b].append(token)
+            done[b] = token == eos_id or len(new_ids[b]) >= job.config.max_new_tokens
+            step.append(token)
+        if all(done):
+            break
+        mask = torch.cat([mask, mask.new_ones((len(jobs), 1))], dim=1)
+        out = model(input_ids=torch.tensor([step], device=device).T, attention_mask=mask,
+                    position_ids=next_position[:, None], past_key_values=out.past_key_values, use_cache=True)
+        next_position = next_position + 1
+
+    name = model.config.name_or_path
+    records = []
+    for job, generated in zip(jobs, new_ids):
+        messages = job.messages[:-1] if job.messages[-1]["role"] == "assistant" else job.messages
+        record = rollout_record(tokenizer, messages, generated, job.config, job.tools, job.record_id, job.meta, name)
+        record.reference = job.reference
+        records.append(record)
+    return records
+
+
+def generate_records(model, tokenizer, jobs: list[GenerationJob], batch_size: int = 16,
+                     max_batch_tokens: int = 65536, on_tokens=None) -> Iterator[Record]:
+    """Rollouts for every job, batch by batch (prompts of similar length together). The padded width of a batch
+    counts its prompts plus the longest `max_new_tokens` against `max_batch_tokens`."""
+    prompts = [job.prompt(tokenizer) for job in jobs]  # every prompt is checked before any decoding
+    widths = [len(p) + job.config.max_new_tokens for p, job in zip(prompts, jobs)]
+    for batch in length_batches(widths, batch_size, max_batch_tokens):
+        records = generate_batch(model, tokenizer, [jobs[n] for n in batch], [prompts[n] for n in batch])
+        if on_tokens:
+            on_tokens(sum(len(r.response_token_ids) for r in records))
+        yield from records
