@@ -58,8 +58,14 @@ def test_export_then_import_round_trips(store, tmp_path, suffix):
     path = tmp_path / f"curated{suffix}"
     assert store.export(path) == 2
     other = Store(tmp_path / "other.sqlite")
-    assert other.import_file(path, status="accepted") == 2
-    assert [r.to_dict() for r in other.records()] == [r.to_dict() for r in store.records()]
+    report = other.import_file(path)
+    assert report.new == ["add-17-25", "weather-paris"] and report.queued == []
+    assert report.message() == "2 records: 2 new, 0 kept as they were, 0 added as revisions (the reviewed records " \
+                               "are unchanged)"
+    assert [r.id for r in other.records("accepted")] == [r.id for r in store.records("accepted")]
+    assert [h.status for r in other.records() for h in r.hints] == ["accepted"]
+    again = other.import_file(path)  # the same file twice: nothing changes
+    assert again.kept == ["add-17-25", "weather-paris"] and other.revisions("add-17-25").shape[0] == 1
 
 
 def test_bad_import_changes_nothing(store, tmp_path):
@@ -71,6 +77,102 @@ def test_bad_import_changes_nothing(store, tmp_path):
     assert store.table().id.tolist() == ["add-17-25"]
     with pytest.raises(RecordError, match="the limit is"):
         store.import_file(bad, max_bytes=10)
+
+
+def _reviewed_store(store):
+    """Four records as a reviewer left them: one accepted with an edited hint, one rejected, one kept as right,
+    one still pending."""
+    edited = Record.from_dict(ADD)
+    edited.hints[0].text = " (Hint: 7 + 5 = 12; write the carry.) "
+    store.save(edited, "accepted", reviewer="ana")
+    store.save(Record.from_dict(MULTI_TURN), "rejected", reviewer="ana")
+    store.save(Record.from_dict({**ADD, "id": "right", "hints": [], "error": None}), "accepted", reviewer="ana")
+    store.save(Record.from_dict({**ADD, "id": "queued", "hints": []}))
+    return {r.id: r.to_dict() for r in store.records(None)}
+
+
+def test_importing_plain_rollouts_over_reviewed_records_changes_none_of_them(store, tmp_path):
+    before = _reviewed_store(store)
+    statuses = dict(zip(store.table().id, store.table().status))
+    plain = tmp_path / "rollouts.jsonl"  # the same ids, as a rollout file (not an export): fresh proposals
+    plain.write_text("".join(json.dumps({**raw, "hints": [{**h, "status": "proposed"} for h in raw.get("hints", [])]})
+                             + "\n" for raw in [ADD, MULTI_TURN, {**ADD, "id": "right"},
+                                                {**ADD, "id": "queued", "hints": []},
+                                                {**ADD, "id": "brand-new"}]))
+    report = store.import_file(plain)
+    assert {r.id: r.to_dict() for r in store.records(None) if r.id != "brand-new"} == before
+    assert dict(zip(store.table().id, store.table().status)) == {**statuses, "brand-new": "pending"}
+    assert report.new == report.queued == ["brand-new"]
+    # the same rollout without hints has nothing to add; with other hints it is kept as a revision to look at
+    assert sorted(report.revisions) == ["add-17-25", "right"] and sorted(report.kept) == ["queued", "weather-paris"]
+    assert "1 new (1 to the review queue: not exported as curated), 2 kept as they were, 2 added as revisions" \
+        in report.message()
+    revisions = store.revisions("add-17-25")
+    assert revisions.current.tolist() == [True, False]  # the upload is kept beside it, not applied
+    assert "not applied" in revisions.note.iloc[1]
+
+
+def test_an_upload_replaces_only_pending_records_and_keeps_their_old_version(store):
+    store.save(Record.from_dict({**ADD, "hints": []}))
+    report = store.add([Record.from_dict(ADD)], origin="uploaded")
+    assert report.updated == ["add-17-25"] and len(store.get("add-17-25").hints) == 1
+    assert store.revisions("add-17-25").note.tolist() == ["reviewed", "uploaded"]
+    assert store.add([Record.from_dict(ADD)], origin="uploaded").kept == ["add-17-25"]
+
+
+def test_every_review_keeps_the_previous_revision_and_any_can_be_restored(store):
+    record = Record.from_dict(ADD)
+    store.save(record, "pending", reviewer="ana", note="generated")
+    record.hints[0].text = " (Hint: carry the 1.) "
+    store.save(record, "accepted", reviewer="ana")
+    store.set_status(ADD["id"], "rejected", reviewer="ben")
+    table = store.revisions(ADD["id"])
+    assert table.rev.tolist() == [1, 2, 3] and table.status.tolist() == ["pending", "accepted", "rejected"]
+    assert table.current.tolist() == [False, False, True] and table.reviewer.tolist() == ["ana", "ana", "ben"]
+    assert store.restore_revision(ADD["id"], 2, reviewer="ana") == 4
+    restored = store.get(ADD["id"])
+    assert store.status_of(ADD["id"]) == "accepted" and restored.hints[0].text == " (Hint: carry the 1.) "
+    assert [h.status for h in restored.hints] == ["accepted"]
+    assert store.revisions(ADD["id"]).note.iloc[-1] == "restored from revision 2"
+    with pytest.raises(KeyError, match="no revision 9"):
+        store.restore_revision(ADD["id"], 9)
+
+
+def test_status_and_hints_never_disagree(store):
+    record = Record.from_dict(ADD)
+    store.save(record, "rejected")
+    assert [h.status for h in store.get(ADD["id"]).hints] == ["rejected"]
+    store.set_status(ADD["id"], "accepted")
+    assert [h.status for h in store.get(ADD["id"]).hints] == ["accepted"]
+    store.set_status(ADD["id"], "pending")
+    assert [h.status for h in store.get(ADD["id"]).hints] == ["edited"]
+
+
+def test_a_store_written_by_the_first_release_opens_migrated(tmp_path):
+    """tests/fixtures/store_v0.sqlite was written by the release before schema versions (user_version 0)."""
+    import shutil
+    import sqlite3
+    from pathlib import Path
+
+    from opd_studio.migrations import MIGRATIONS
+
+    path = tmp_path / "old.sqlite"
+    shutil.copy(Path(__file__).parent / "fixtures" / "store_v0.sqlite", path)
+    store = Store(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    table = store.table()
+    assert dict(zip(table.id, table.status)) == {"add-17-25": "accepted", "weather-paris": "rejected",
+                                                 "arith-001-s0-t0": "pending"}
+    assert store.table(deleted=True).id.tolist() == ["deleted-one"]
+    assert table.set_index("id").loc["add-17-25", "tokenizer"].startswith("SmolLM2")  # no cache path
+    assert store.get("add-17-25").hints[0].text == " (Hint: 7 + 5 = 12, so carry the 1.) "
+    assert store.revisions("add-17-25").note.tolist() == ["before revisions were kept"]
+    assert store.runs().id.tolist() == [1, 2] and store.active_run() == 1
+    assert store.run(1)["metrics"][-1]["step"] == 3
+    Store(path)  # opening again runs no migration twice
+    store.save(Record.from_dict({**ADD, "id": "new-one"}), "accepted")
+    assert store.counts()["accepted"] == 2
 
 
 def test_concurrent_writers_lose_nothing(store):

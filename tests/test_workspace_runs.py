@@ -1,6 +1,6 @@
-"""The Train tab's engine: runs saved and made active through the store, weights that persist across processes
-(ZeroGPU runs each call in a forked worker), reset and switching between runs, and failed runs leaving the model
-as it was."""
+"""The run lifecycle of the workspace (what the Train tab and `opd-studio train` call): runs saved and made active
+through the store, weights that persist across processes (ZeroGPU runs each call in a forked worker), reset and
+switching between runs, failed runs leaving the model as it was, and only accepted hints trained on."""
 
 import copy
 import multiprocessing
@@ -13,7 +13,7 @@ from tests.conftest import ADD, random_llama
 from opd_studio.records import Record
 from opd_studio.store import Store
 from opd_studio.train import TrainConfig, is_lora
-from opd_studio.ui.training import Weights, run_training, runs_table
+from opd_studio.workspace import Weights, Workspace, heldout_records
 
 QUICK = dict(steps=2, lr=5e-3, drift_threshold=None)
 
@@ -42,16 +42,21 @@ def logits(model, tokenizer) -> torch.Tensor:
 
 
 def train_in_ui(weights, store, **changes):
-    updates = list(run_training(weights, store, TrainConfig(**{**QUICK, **changes}), threading.Event(),
-                                use_heldout=False))
-    return updates[-1][0]
+    updates = list(Workspace(store).train(weights, TrainConfig(**{**QUICK, **changes}), threading.Event(),
+                                          use_heldout=False))
+    assert "caching the teacher" in updates[0].status and updates[0].history == []  # shown before any work
+    return updates[-1].status
+
+
+def runs_table(store):
+    return Workspace(store).runs_table()
 
 
 def test_a_run_is_saved_and_becomes_the_active_run(weights, store, tokenizer):
     before = logits(weights.model, tokenizer)
     status = train_in_ui(weights, store)
     run_id = store.active_run()
-    assert run_id == weights.run_id == 1 and "now uses it" in status
+    assert run_id == weights.run_id == 1 and "now the active weights" in status
     assert (store.runs_dir / "run-1" / "adapter_config.json").is_file()
     assert not torch.allclose(logits(weights.model, tokenizer), before, atol=1e-4)
     table = runs_table(store)
@@ -97,13 +102,12 @@ def test_reset_and_switching_runs_go_through_the_store(weights, store, tokenizer
     weights.sync(store)
     assert weights.run_id is None and not is_lora(weights.model)
     torch.testing.assert_close(logits(weights.model, tokenizer), base, atol=1e-6, rtol=1e-6)
-    assert weights.version == 0
 
 
 def test_a_run_over_the_drift_threshold_is_neither_saved_nor_applied(weights, store, tokenizer):
     base = logits(weights.model, tokenizer)
     status = train_in_ui(weights, store, lr=5e-2, drift_threshold=1e-9, rollback=False)
-    assert "not saved and not applied" in status
+    assert "not saved and not used" in status
     assert store.active_run() is None and weights.run_id is None and not is_lora(weights.model)
     torch.testing.assert_close(logits(weights.model, tokenizer), base, atol=1e-6, rtol=1e-6)
     assert not runs_table(store).loc[0, "saved"]
@@ -134,7 +138,8 @@ def test_a_missing_adapter_falls_back_to_base_with_a_message(weights, store, tok
 
 
 def test_fix_rate_is_shown_under_the_trained_and_the_base_weights(weights, store, tokenizer):
-    from opd_studio.ui.training import measure_fix_rate
+    def measure_fix_rate(weights, store, samples):
+        return Workspace(store).fix_rate(weights, samples)
 
     _, before = measure_fix_rate(weights, store, samples=0)
     assert set(before.weights) == {"base"}  # nothing trained yet: one set of answers
@@ -157,11 +162,24 @@ def test_records_kept_as_right_only_anchor(weights, store, tokenizer):
 
 
 def test_held_out_prompts_come_from_the_curated_records_families():
-    from opd_studio.ui.training import heldout_records
-
     arithmetic = Record.from_dict({**ADD, "meta": {"family": "arithmetic"}})
     chosen = heldout_records([arithmetic], limit=4)
     assert len(chosen) == 4 and {r.meta["family"] for r in chosen} == {"arithmetic"}
     assert all(r.meta["split"] == "heldout" for r in chosen)
     mixed = heldout_records([Record.from_dict(ADD)], limit=6)  # family unknown: every family, in turn
     assert len({r.meta["family"] for r in mixed}) == 3
+
+
+def test_only_accepted_hints_are_trained_on(store):
+    """A reviewer's rejected second hint stays on the record (its history) but never reaches training."""
+    record = Record.from_dict(ADD)
+    record.hints.append(copy.deepcopy(record.hints[0]))
+    record.hints[1].text = " (Hint: the answer is 41.) "
+    store.save(record, "accepted")
+    workspace = Workspace(store)
+    assert [h.status for h in store.get(ADD["id"]).hints] == ["accepted", "accepted"]  # status and hints agree
+    stored = store.get(ADD["id"])
+    stored.hints[1].status = "rejected"
+    with store._connect() as db:  # a hand-edited row (an older release, a script): training still skips it
+        db.execute("UPDATE records SET record = ? WHERE id = ?", (stored.to_json(), ADD["id"]))
+    assert [h.text for h in workspace.training_records()[0].hints] == [ADD["hints"][0]["text"]]

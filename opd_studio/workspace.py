@@ -1,0 +1,389 @@
+"""The curated work of one user: the store, the weights the model carries, training runs, review and the fix rate.
+
+The studio, the command line and the benchmarks all go through this module, so each rule lives once:
+
+- **Records come in** through `add_rollouts` / `import_file` (never replacing a reviewed record, see `store.py`) and
+  are **reviewed** through `review` (the only write that replaces a current version; every version is kept).
+- **Only accepted hints are trained on**: `training_records` gives the accepted records, each with its accepted
+  hints (a record accepted without hints only anchors).
+- **A run's lifecycle**: train (from the base weights) → save the adapter under the store's runs directory →
+  register it in the store → make it the active run. `Weights.sync` makes any process (a Gradio worker, a ZeroGPU
+  fork, a later `opd-studio score --run N`) carry the store's active run. A run whose drift is over its threshold
+  is registered but neither saved nor used.
+
+Ids: a generated rollout's id is derived from its content (`rollout_id`, sha256), and a typed prompt's from its
+text (`prompt_id`), so the same rollout has the same id in every process and after a restart — generating it again
+finds the reviewed record instead of replacing it.
+
+Nothing here imports Gradio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import itertools
+import json
+import math
+import queue
+import threading
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+
+from .adapters import load_adapter, reset_to_base, save_run
+from .fix_rate import FixRateConfig, fix_rate, summarize
+from .records import Record, read_records
+from .store import AddReport, Store, consistent
+from .train import DriftError, TrainConfig, TrainResult, base_weights, train
+
+# ------------------------------------------------------------------------------------------------------------------
+# Where things are
+
+
+def assets_dir() -> Path:
+    """The demo tasks and rollouts: inside the installed package, or the repository's assets/ when run from a
+    checkout."""
+    packaged = Path(str(resources.files("opd_studio") / "assets"))
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[1] / "assets"
+
+
+def demo_records(name: str = "demo_rollouts.jsonl") -> list[Record]:
+    path = assets_dir() / name
+    return read_records(path) if path.is_file() else []
+
+
+def model_label(model) -> str:
+    """What the store records as the model (and tokenizer): its name, never a machine-local cache path."""
+    return str(getattr(getattr(model, "config", None), "name_or_path", "") or "unknown")
+
+
+def _digest(payload) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:12]
+
+
+def prompt_id(prompt: str) -> str:
+    return f"prompt-{_digest(prompt)}"
+
+
+def rollout_id(source_id: str, record: Record) -> str:
+    """`source_id` and a hash of the trajectory (messages, tools, exact token ids): equal rollouts, equal ids."""
+    return f"{source_id}-{_digest([record.messages, record.tools, record.response_token_ids])}"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The weights the process's model carries
+
+
+@dataclass
+class Weights:
+    """The process's model, and the run whose adapter it carries (None: the base weights).
+
+    What persists is on disk: each run's adapter (under `Store.runs_dir`) and the store's active run. `sync` brings
+    the process in line with them. That is what keeps trained weights between calls on a ZeroGPU Space, where each
+    `spaces.GPU` call runs in a worker forked from the main process and what it changes in memory is gone when it
+    returns. Elsewhere `sync` costs one SQLite read once the process agrees with the store.
+    """
+
+    base: object
+    tokenizer: object
+    trained: object | None = None
+    run_id: int | None = None
+    store_path: Path | None = None  # whose active run the weights carry (one process may serve several workspaces)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def model(self):
+        return self.trained if self.trained is not None else self.base
+
+    @property
+    def label(self) -> str:
+        return f"trained (run {self.run_id})" if self.trained is not None else "base"
+
+    @property
+    def version(self) -> tuple:
+        """Which weights a session's cached passes belong to: (workspace, run); run ids are never reused."""
+        return (str(self.store_path), self.run_id or 0)
+
+    def reset(self) -> None:
+        if self.trained is not None:
+            self.base = reset_to_base(self.trained)
+            self.trained, self.run_id = None, None
+
+    def sync(self, store: Store) -> None:
+        """Carry the store's active run: attach its saved adapter, or go back to the base weights."""
+        wanted = store.active_run()
+        if wanted == self.run_id and self.store_path == store.path:
+            return
+        with self.lock:
+            if wanted == self.run_id and self.store_path == store.path:
+                return
+            self.reset()
+            self.store_path = store.path
+            if wanted is None:
+                return
+            path = store.run(wanted)["adapter_path"]
+            try:
+                self.trained, self.run_id = load_adapter(self.base, path), wanted
+            except (FileNotFoundError, TypeError, ValueError) as exc:
+                store.set_active_run(None)
+                raise ValueError(f"run {wanted}'s adapter cannot be loaded from {path} ({exc}); back on the base "
+                                 "weights") from None
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Runs
+
+
+@dataclass
+class RunOutcome:
+    run_id: int
+    saved: bool
+    message: str  # one line for the user
+
+
+@dataclass
+class TrainProgress:
+    """What a running training reports: a status line and the metric rows so far (row k = after k steps)."""
+
+    status: str
+    history: list[dict]
+    outcome: RunOutcome | None = None  # set on the last report
+
+
+def progress_bar(done: int, total: int, width: int = 20) -> str:
+    filled = round(width * done / total) if total else width
+    return "█" * filled + "░" * (width - filled)
+
+
+def heldout_records(curated: list[Record] | None = None, limit: int = 8) -> list[Record]:
+    """Greedy held-out demo rollouts (with their assistant turns), for drift and the held-out fix rate: of the demo
+    families the curated records come from (all families when none is known), taken in turn from each family. A
+    few: held-out drift costs one forward of each of them at every step."""
+    heldout = [r for r in demo_records() if r.meta.get("split") == "heldout" and r.meta.get("run") == "greedy"]
+    families = {r.meta.get("family") for r in curated or []} & {r.meta.get("family") for r in heldout}
+    by_family: dict[str, list[Record]] = {}
+    for record in heldout:
+        if not families or record.meta.get("family") in families:
+            by_family.setdefault(record.meta.get("family"), []).append(record)
+    interleaved = [r for group in itertools.zip_longest(*by_family.values()) for r in group if r is not None]
+    return interleaved[:limit]
+
+
+RUN_COLUMNS = ["run", "records", "steps", "stopped", "loss", "span", "lr", "drift", "mean p(error)", "saved", "in use"]
+FIX_RATE_COLUMNS = ["weights", "split", "mode", "answers", "suppressed", "suppressed_n", "corrected", "corrected_n"]
+ANSWER_COLUMNS = ["weights", "record", "split", "mode", "seed", "answer", "suppressed", "corrected"]
+CURATED_COLUMNS = ["id", "status", "prompt", "answer", "hint", "reviewer", "updated", "revisions", "sources"]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The workspace
+
+
+@dataclass
+class Workspace:
+    store: Store
+    user: str | None = None  # the signed-in name on a Space; None when the studio runs for one person
+
+    @classmethod
+    def open(cls, path: str | Path | None = None, user: str | None = None) -> "Workspace":
+        return cls(Store(path), user)
+
+    # -- records in -----------------------------------------------------------------------------------------------
+
+    def add_rollouts(self, records: list[Record], origin: str, model=None) -> AddReport:
+        """Generated or uploaded rollouts go to the review queue; a reviewed record is never replaced."""
+        return self.store.add(records, origin=origin, model=model_label(model) if model is not None else None)
+
+    def import_file(self, path) -> AddReport:
+        """A curated export keeps its review status; plain rollouts go to the review queue (`Store.import_file`)."""
+        return self.store.import_file(path)
+
+    def export(self, path, status: str | None = "accepted") -> int:
+        return self.store.export(path, status)
+
+    # -- review ---------------------------------------------------------------------------------------------------
+
+    def review(self, record: Record, status: str, *, model=None, reviewer: str | None = None,
+               span: str | None = None, seconds: float = 0.0, as_right: bool = False) -> Record:
+        """The reviewer's verdict on `record` as edited: `accepted` (needs a hint, or `as_right`), `rejected` or
+        `pending`. The previous version stays in the record's revisions. Returns what was stored."""
+        if as_right:  # nothing wrong: stored without hints or error span, it only anchors training
+            record = copy.deepcopy(record)
+            record.hints, record.error, status = [], None, "accepted"
+        elif status == "accepted" and not record.hints:
+            raise ValueError("accepting needs a hint: click a token to place one, keep the record as right, or "
+                             "reject it")
+        reviewer = self.user or reviewer or "anonymous"
+        label = model_label(model) if model is not None else None
+        self.store.save(record, status, model=label, tokenizer=label, reviewer=reviewer, span=span,
+                        review_seconds=max(0.0, seconds), note="kept as right" if as_right else status)
+        return consistent(record, status)
+
+    def revisions(self, record_id: str) -> pd.DataFrame:
+        return self.store.revisions(record_id)
+
+    def restore(self, record_id: str, rev: int) -> int:
+        return self.store.restore_revision(record_id, rev, reviewer=self.user)
+
+    def training_records(self) -> list[Record]:
+        """The curated set as training sees it: accepted records, each with only its accepted hints."""
+        records = []
+        for record in self.store.records("accepted"):
+            record.hints = [h for h in record.hints if h.status == "accepted"]
+            records.append(record)
+        return records
+
+    def counts(self) -> dict[str, int]:
+        return self.store.counts()
+
+    def curated_table(self, status: str | None = None, source: str | None = None,
+                      deleted: bool = False) -> pd.DataFrame:
+        """What was curated, readable: prompt, answer, hint text, reviewer, when, how many versions."""
+        table = self.store.table(status=status, source=source, deleted=deleted)
+        rows = []
+        for row in table.itertuples():
+            record = Record.from_dict(json.loads(row.record))
+            users = [m for m in record.messages if m["role"] == "user"]
+            answers = [m for m in record.messages if m["role"] == "assistant"]
+            rows.append({"id": row.id, "status": row.status,
+                         "prompt": _short((users[-1].get("content") or "") if users else ""),
+                         "answer": _short((answers[-1].get("content") or "") if answers else ""),
+                         "hint": _short(" | ".join(h.text.strip() for h in record.hints)),
+                         "reviewer": row.reviewer or "",
+                         "updated": row.updated_at.strftime("%Y-%m-%d %H:%M"),
+                         "revisions": int(row.revisions), "sources": row.sources})
+        return pd.DataFrame(rows, columns=CURATED_COLUMNS)
+
+    # -- runs -----------------------------------------------------------------------------------------------------
+
+    def register_run(self, result: TrainResult, tokenizer, name: str | None = None, activate: bool = True,
+                     force: bool = False) -> RunOutcome:
+        """Record a finished run in the store and save its adapter under the runs directory; make it the active run
+        (`activate`). A run whose drift is over its threshold is recorded but not saved (unless `force`)."""
+        count = len(result.record_ids)
+        run_id = self.store.add_run(result.config.to_dict(), result.history,
+                                    name=name or f"{count} record{'s' if count != 1 else ''}", status=result.stopped)
+        adapter_path = self.store.runs_dir / f"run-{run_id}"
+        try:
+            save_run(result, adapter_path, tokenizer, force=force)
+        except DriftError as exc:
+            return RunOutcome(run_id, False, f"run {run_id} not saved and not used: {exc}")
+        self.store.set_adapter_path(run_id, adapter_path)
+        if activate:
+            self.store.set_active_run(run_id)
+        return RunOutcome(run_id, True, f"run {run_id} saved to {adapter_path}"
+                          + ("; it is now the active weights" if activate else ""))
+
+    def use_run(self, run_id: int | None) -> None:
+        """Make `run_id` the active weights (None: the base weights)."""
+        self.store.set_active_run(run_id)
+
+    def latest_run(self) -> int | None:
+        runs = self.store.runs()
+        return int(runs.id.iloc[-1]) if len(runs) else None
+
+    def train(self, weights: Weights, config: TrainConfig, stop: threading.Event | None = None,
+              use_heldout: bool = True) -> Iterator[TrainProgress]:
+        """Train on `training_records` in a worker thread, reporting progress as it comes; register the run.
+
+        Every run starts from the base weights, so runs compare. The first report comes before any work (the
+        teacher's targets are cached before step 0, which takes a while on a CPU)."""
+        records = self.training_records()
+        if not records:
+            raise ValueError("the curated set is empty: accept some hinted records first")
+        heldout = heldout_records(records) if use_heldout else []
+        stop = stop or threading.Event()
+        updates: queue.Queue = queue.Queue()
+        self.store.set_active_run(None)
+
+        def work() -> None:
+            try:
+                with weights.lock:
+                    weights.reset()
+                    result = train(weights.base, weights.tokenizer, records, config, heldout=heldout or None,
+                                   on_step=lambda row: updates.put(("row", row)), should_stop=stop.is_set)
+                updates.put(("done", result))
+            except Exception as exc:  # noqa: BLE001 - re-raised by the generator (train took its adapter out)
+                updates.put(("error", exc))
+
+        yield TrainProgress(f"`{progress_bar(0, config.steps)}` caching the teacher's targets and the base anchors "
+                            f"for {len(records)} record{'s' if len(records) != 1 else ''}"
+                            + (f" and {len(heldout)} held-out rollouts" if heldout else "") + "…", [])
+        threading.Thread(target=work, daemon=True).start()
+        history: list[dict] = []
+        while True:
+            kind, item = updates.get()
+            if kind == "error":
+                raise item if isinstance(item, (ValueError, DriftError)) else RuntimeError(str(item))
+            if kind == "done":
+                break
+            history.append(item)
+            yield TrainProgress(f"`{progress_bar(item['step'], config.steps)}` step {item['step']} / {config.steps}"
+                                f" · loss {item.get('loss', math.nan):.4f} · drift {item.get('drift', math.nan):.4f}",
+                                list(history))
+        result: TrainResult = item
+        outcome = self.register_run(result, weights.tokenizer)
+        with weights.lock:
+            if outcome.saved:
+                weights.trained, weights.run_id, weights.store_path = result.model, outcome.run_id, self.store.path
+            else:
+                weights.base = reset_to_base(result.model)
+        final = result.final
+        yield TrainProgress(f"**run {outcome.run_id}: {result.steps} steps, stopped by {result.stopped}** · drift "
+                            f"{final.get('drift', math.nan):.4f} · {outcome.message}", result.history, outcome)
+
+    def runs_table(self) -> pd.DataFrame:
+        """Every run, comparable: settings, how it ended, final drift and mean p(error tokens), whether its weights
+        were saved, and which one is in use."""
+        active = self.store.active_run()
+        table = []
+        for run in self.store.runs().itertuples():
+            history = json.loads(run.metrics)
+            config = json.loads(run.config)
+            final = history[-1] if isinstance(history, list) and history else {}
+            errors = [math.exp(r["logp_error"]) for r in final.get("records", {}).values()
+                      if r.get("logp_error") is not None and not math.isnan(r["logp_error"])]
+            mean_p = sum(errors) / len(errors) if errors else None
+            table.append({"run": run.id, "records": run.name, "steps": final.get("step"), "stopped": run.status,
+                          "loss": config.get("loss"), "span": config.get("span"), "lr": config.get("lr"),
+                          "drift": _rounded(final.get("drift")), "mean p(error)": _rounded(mean_p),
+                          "saved": bool(run.adapter_path), "in use": "✓" if run.id == active else ""})
+        return pd.DataFrame(table, columns=RUN_COLUMNS)
+
+    # -- the fix rate ---------------------------------------------------------------------------------------------
+
+    def fix_rate(self, weights: Weights, samples: int = 2, compare_base: bool = True,
+                 max_new_tokens: int = 64) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Regenerate the curated prompts and the held-out demo prompts under the current weights — and, with
+        `compare_base`, under the base weights too (the adapter disabled), since a rate means little without the
+        rate the model had before training. Returns (summary per weights × split × mode, every answer)."""
+        curated = self.training_records()
+        if not curated:
+            raise ValueError("the curated set is empty")
+        config = FixRateConfig(samples=int(samples), max_new_tokens=max_new_tokens)
+        heldout = heldout_records(curated)
+        runs: list[tuple[str, contextlib.AbstractContextManager]] = [(weights.label, contextlib.nullcontext())]
+        if compare_base and weights.trained is not None:
+            runs.append(("base", base_weights(weights.trained)))
+        summaries, answers = [], []
+        for label, context in runs:
+            with context:
+                rows = fix_rate(weights.model, weights.tokenizer, curated, heldout, config)
+            summaries.append(summarize(rows).assign(weights=label))
+            answers.append(rows.assign(weights=label))
+        return pd.concat(summaries)[FIX_RATE_COLUMNS], pd.concat(answers)[ANSWER_COLUMNS]
+
+
+def _short(text: str, limit: int = 80) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _rounded(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
