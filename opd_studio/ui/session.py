@@ -24,6 +24,7 @@ from ..rollout import SamplingConfig, generate
 from ..scoring import LOSS_SPANS, HintScorer
 from ..store import Store
 from ..trajectory import build_trajectory
+from . import incremental
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 DEFAULT_HINT = " (Hint: check this step again.)"
@@ -45,6 +46,8 @@ class Session:
     base_weights: bool = False  # score with the weights before training (the adapter disabled)
     weights_version: int = 0  # which weights the scorer's cached passes belong to
     cancel: threading.Event | None = None  # set by the Cancel button to stop a training run between steps
+    speculator: incremental.Speculator | None = None  # likely next tables, scored while the user reads
+    hint_model_name: str = "manual"  # the hint model that runs on every record this session opens
 
     @property
     def error(self) -> ErrorSpan | None:
@@ -102,13 +105,35 @@ def open_record(session: Session, model, tokenizer, record: Record, hint_model=N
                   span=session.span, base_weights=session.base_weights, weights_version=session.weights_version,
                   hints=[h for h in record.hints if h.status != "rejected"], proposals=proposals,
                   proposal_reason=reason or (f"{len(proposals)} proposal(s)" if proposals else ""),
-                  opened_at=time.time())
+                  opened_at=time.time(), hint_model_name=session.hint_model_name)
+    stop_speculating(session)
     return rescore(new)
+
+
+def speculate(session: Session) -> Session:
+    """Start scoring, in the background, the hint positions the user is likely to click next."""
+    stop_speculating(session)
+    if session.record is None or not session.hints:
+        return session
+    error = session.table.attrs.get("error_span")
+    start = error[0] if error else session.table.attrs["hints"][0]["anchor"]
+    sets = incremental.candidate_hints(session.hints, [p.to_hint() for p in session.proposals[1:4]], start,
+                                       session.scorer.trajectory)
+    session.speculator = incremental.Speculator(session.scorer).start([(h, session.span, session.error)
+                                                                       for h in sets])
+    return session
+
+
+def stop_speculating(session: Session) -> None:
+    if session.speculator is not None:
+        session.speculator.stop.set()
 
 
 def use_weights(session: Session, model, tokenizer, base: bool, version: int) -> Session:
     """Score the open record with `model` (its base weights when `base`); cached passes start over."""
     session.base_weights, session.weights_version = base, version
+    stop_speculating(session)
+    session.speculator = None
     if session.record is None:
         return session
     session.scorer = HintScorer(model, tokenizer, session.scorer.trajectory, base_weights=base)
@@ -145,7 +170,23 @@ def parse_upload(path: str | None, max_bytes: int = 20_000_000) -> list[Record]:
 
 
 def rescore(session: Session) -> Session:
-    table = session.scorer.score(session.hints, span=session.span, error=session.error)
+    """The whole table: served from the speculated tables when the user clicked a position scored in advance."""
+    table = session.speculator.get(session.hints, session.span, session.error) if session.speculator else None
+    if table is None:
+        table = session.scorer.score(session.hints, span=session.span, error=session.error)
+    return _show(session, table)
+
+
+def rescore_window(session: Session) -> Session:
+    """The first update after an edit: exact numbers from the hint to just past the error span, the rest pending
+    (`incremental.window_table`). A speculated table is served whole instead."""
+    table = session.speculator.get(session.hints, session.span, session.error) if session.speculator else None
+    if table is None:
+        table = incremental.window_table(session.scorer, session.hints, session.span, session.error)
+    return _show(session, table)
+
+
+def _show(session: Session, table: pd.DataFrame) -> Session:
     snapped = [h for h in table.attrs["hints"] if h["snapped"]]
     session.table = table
     session.notice = ("the hint's character offset fell inside a token and was moved to the token's start"
@@ -163,21 +204,22 @@ def _require_open(session: Session) -> None:
         raise ValueError("open a rollout first: pick a demo task or write a prompt, then Generate")
 
 
-def _apply(session: Session, change) -> Session:
-    """Run `change(session)` and rescore; on a bad edit, put everything back and re-raise."""
+def _apply(session: Session, change, score=None) -> Session:
+    """Run `change(session)` and rescore (with `score`, default `rescore`); on a bad edit, put everything back and
+    re-raise."""
     _require_open(session)
     saved = (copy.deepcopy(session.hints), copy.deepcopy(session.record.error), session.span)
     _checkpoint(session)
     try:
         change(session)
-        return rescore(session)
+        return (score or rescore)(session)
     except Exception:
         session.hints, session.record.error, session.span = saved
         session.undo_stack.pop()
         raise
 
 
-def move_hint(session: Session, token: int, hint_index: int = 0) -> Session:
+def move_hint(session: Session, token: int, hint_index: int = 0, score=None) -> Session:
     """Put hint `hint_index` before trajectory token `token` (creating a manual hint if there is none)."""
     def change(s: Session) -> None:
         trajectory = s.scorer.trajectory
@@ -189,11 +231,11 @@ def move_hint(session: Session, token: int, hint_index: int = 0) -> Session:
             hint = s.hints[hint_index]
             hint.token, hint.message, hint.char, hint.status = int(token), message, char, "edited"
 
-    return _apply(session, change)
+    return _apply(session, change, score)
 
 
 def edit_hint(session: Session, text: str, placement: str = "inline", template: str | None = None,
-              hint_index: int = 0) -> Session:
+              hint_index: int = 0, score=None) -> Session:
     def change(s: Session) -> None:
         if not s.hints:
             raise ValueError("there is no hint to edit yet: click a token to place one")
@@ -204,7 +246,7 @@ def edit_hint(session: Session, text: str, placement: str = "inline", template: 
                                    placement=placement, template=template if placement == "template" else None,
                                    source=old.source, status="edited", rationale=old.rationale)
 
-    return _apply(session, change)
+    return _apply(session, change, score)
 
 
 def set_span(session: Session, span: str) -> Session:

@@ -1,0 +1,84 @@
+"""Window-first rescoring and speculation against the one-shot `HintScorer.score` (tiny model)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from opd_studio.records import Record
+from opd_studio.scoring import HintScorer
+from opd_studio.trajectory import build_trajectory
+from opd_studio.ui import incremental
+from opd_studio.ui import session as actions
+from tests.conftest import ADD
+
+NUMERIC = ["logp_before", "logp_after", "entropy_before", "entropy_after", "kl"]
+
+
+def long_record(n_words=60):
+    text = " ".join(f"{k} + {k} = {2 * k}." for k in range(n_words))
+    return Record.from_dict({"id": "long", "messages": [{"role": "user", "content": "Count."},
+                                                         {"role": "assistant", "content": text}],
+                             "hints": [{"message": 1, "char": 40, "text": " (Hint: check.) "}],
+                             "error": {"message": 1, "char_start": 40, "char_end": 48}})
+
+
+def assert_rows_equal(a: pd.DataFrame, b: pd.DataFrame, exact: bool = True) -> None:
+    if exact:
+        np.testing.assert_array_equal(a[NUMERIC].to_numpy(float), b[NUMERIC].to_numpy(float))
+    else:  # a shorter pass: the same arithmetic in other block sizes, equal to float32 rounding
+        np.testing.assert_allclose(a[NUMERIC].to_numpy(float), b[NUMERIC].to_numpy(float), rtol=1e-4, atol=1e-5)
+    assert (a.rank_after.fillna(0) == b.rank_after.fillna(0)).all() and (a.target == b.target).all()
+    tops = lambda t: [[text for text, _ in top] for top in t.top_after]  # noqa: E731
+    assert tops(a) == tops(b)
+
+
+@pytest.mark.parametrize("placement", ["inline", "feedback"])
+def test_window_rows_equal_the_one_shot_rows(tiny_model, tokenizer, placement):
+    record = long_record()
+    record.hints[0].placement = placement
+    trajectory = build_trajectory(tokenizer, record)
+    one_shot = HintScorer(tiny_model, tokenizer, trajectory).score(record.hints, span="turn", error=record.error)
+    upto = incremental.window_end(HintScorer(tiny_model, tokenizer, trajectory), record.hints, record.error)
+    window = incremental.window_table(HintScorer(tiny_model, tokenizer, trajectory), record.hints, "turn",
+                                      record.error)
+    assert window.attrs["pending_from"] == upto < len(trajectory) - 20  # a real window, not the whole record
+    assert_rows_equal(window.iloc[:upto], one_shot.iloc[:upto], exact=False)
+    assert window.attrs["hints"] == one_shot.attrs["hints"]
+    assert (window.iloc[upto:].kl.fillna(0) == 0).all()  # pending rows carry no teacher numbers yet
+
+
+def test_window_first_then_full_equals_one_shot_in_the_session(tiny_model, tokenizer):
+    session = actions.open_record(actions.Session(), tiny_model, tokenizer, long_record())
+    fresh = actions.open_record(actions.Session(), tiny_model, tokenizer, long_record())
+    actions.move_hint(session, 60, score=actions.rescore_window)
+    assert session.table.attrs["pending_from"] is not None
+    actions.rescore(session)
+    actions.move_hint(fresh, 60)
+    assert_rows_equal(session.table, fresh.table)
+    assert session.table.attrs.get("pending_from") is None
+
+
+def test_speculated_tables_equal_one_shot_and_stay_in_budget(tiny_model, tokenizer):
+    record = long_record()
+    session = actions.open_record(actions.Session(), tiny_model, tokenizer, record)
+    error_start = session.table.attrs["error_span"][0]
+    candidates = incremental.candidate_hints(session.hints, [], error_start, session.scorer.trajectory)
+    assert len(candidates) >= 3
+    speculator = incremental.Speculator(session.scorer).start([(c, "turn", session.error) for c in candidates],
+                                                              delay_s=0)
+    speculator.thread.join(60)
+    assert len(speculator.tables) == len(candidates) and speculator.used_bytes <= speculator.budget_bytes
+    for hints in candidates:
+        one_shot = HintScorer(tiny_model, tokenizer, session.scorer.trajectory).score(hints, "turn", session.error)
+        assert_rows_equal(speculator.get(hints, "turn", session.error), one_shot)
+    tiny = incremental.Speculator(session.scorer, budget_bytes=1).start([(candidates[0], "turn", None)], delay_s=0)
+    tiny.thread.join(60)
+    assert tiny.tables == {}  # over budget: nothing kept
+
+
+def test_speculation_yields_to_a_real_action(tiny_model, tokenizer):
+    session = actions.open_record(actions.Session(), tiny_model, tokenizer, Record.from_dict(ADD))
+    speculator = incremental.Speculator(session.scorer).start([(session.hints, "turn", None)] * 3, delay_s=5)
+    speculator.stop.set()
+    speculator.thread.join(5)
+    assert not speculator.thread.is_alive() and speculator.tables == {}
