@@ -11,6 +11,9 @@ the record's other student positions A_r:
     L = mean_{r: T_r ≠ ∅} 1/|T_r| Σ_{t∈T_r} D(q_t, p_t)  +  λ · mean_{r: A_r ≠ ∅} 1/|A_r| Σ_{t∈A_r} KL(b_t ‖ p_t)
 
 D is `losses.per_token_loss` (forward/reverse KL, JSD(β), sampled-token; optionally the student's top-k + tail).
+q_t above is the `hinted` target; `targets.py` builds the others from the same cached passes (frozen teacher only):
+`contrast` and `evidence` also need the student's own p_θ0(· | x_<t) and a placebo pass z_t = p_θ̄(· | x''_<t''),
+x'' = x with each hint's placebo (`records.placebo_for`) spliced at the hint's place, run once and cached like q.
 Each record weighs the same whatever its number of targets, so a batch of two gives the mean of the two losses.
 The second term is the drift guard: it anchors every student position the hint should not move to the base model.
 A record without hints has only anchors (a rollout accepted as right, or replay from other tasks): it widens what
@@ -28,15 +31,19 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 import torch
 import torch.utils.checkpoint
 
 from .losses import LossConfig, distill_loss, forward_kl, reverse_kl
-from .records import Record
-from .scoring import forward_reusing, logits_from_hidden, place_hints, splice, target_mask
+from .records import Record, placebo_for
+from .scoring import check_context, forward_reusing, logits_from_hidden, place_hints, splice, target_mask
+from .targets import TargetSpec, banned_mask, construct, leak_sets
 from .trajectory import build_trajectory
+
+PLACEBO_POLICIES = ("default", "stored")  # besides a text: see `build_example`
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -55,19 +62,34 @@ class Example:
     anchors: list[int]  # the other student positions: anchored to the base
     errors: list[int]  # positions whose probability is the "p(error tokens)" metric
     error_teacher_rows: list[int]
+    # The placebo: the trajectory with each hint's placebo spliced in instead, and the rows that predict the targets
+    # and the error positions there (None without a placebo).
+    placebo_ids: list[int] | None = None
+    placebo_rows: list[int] = field(default_factory=list)
+    placebo_error_rows: list[int] = field(default_factory=list)
+    placebo_defaulted: bool = False  # a hint had no stored placebo: the default one was built
+    hints: list[tuple[int, list[int]]] = field(default_factory=list)  # (insert_at, hint ids), for `unleaked`
+    right_token: int | None = None  # the right text's first token at the first error position, when known
+    right_text: str | None = None
     # Filled by the caches (frozen teacher and base), on the training device.
-    teacher_logits: torch.Tensor | None = None  # (len(targets), V)
+    teacher_logits: torch.Tensor | None = None  # (len(targets), V): the constructed target (log-probs or logits)
+    target_trained: torch.Tensor | None = None  # (len(targets),) bool: False where the target only holds
     base_top_logp: torch.Tensor | None = None  # (len(anchors), K)
     base_top_ids: torch.Tensor | None = None  # (len(anchors), K)
     base_error_logp: float = math.nan  # Σ log p_θ0(error tokens | unhinted)
-    teacher_error_logp: float = math.nan  # Σ log q(error tokens | hinted), frozen teacher
+    teacher_error_logp: float = math.nan  # Σ log r(error tokens): the target's value (hinted: q | hinted)
+    base_target_logp: list[float] = field(default_factory=list)  # log p_θ0(y_t) per target: step 0 of the timeline
+    base_right_logp: float = math.nan
 
 
-def build_example(tokenizer, record: Record, span: str = "turn") -> Example:
+def build_example(tokenizer, record: Record, span: str = "turn", placebo: str | None = None) -> Example:
     """Align one record: hinted ids, target positions and their teacher rows, anchors, error positions.
 
     Hints with status "rejected" are left out. A record without hints has no targets: it only anchors (it still
     keeps the model in place). The error positions are the record's error span, else the first hint's anchor.
+    `placebo` (for the constructions that need one): None, no placebo; "default", each hint's stored placebo, else
+    the default one (`records.default_placebo`); "stored", only stored placebos (a hint without one is an error);
+    any other text, each hint's stored placebo, else this text at the hint's place.
     """
     trajectory = build_trajectory(tokenizer, record)
     hints = [h for h in record.hints if h.status != "rejected"]
@@ -81,8 +103,43 @@ def build_example(tokenizer, record: Record, span: str = "turn") -> Example:
         errors = [t for t in range(*error) if t >= 1 and trajectory.student_mask[t]]
     else:
         errors = [placed[0].anchor] if placed else []
-    return Example(record.id, list(trajectory.input_ids), hinted_ids, targets, [position[t] - 1 for t in targets],
-                   anchors, errors, [position[t] - 1 for t in errors])
+    example = Example(record.id, list(trajectory.input_ids), hinted_ids, targets,
+                      [position[t] - 1 for t in targets], anchors, errors, [position[t] - 1 for t in errors],
+                      hints=[(p.insert_at, p.ids) for p in placed])
+    if placebo is not None and hints:
+        missing = [n for n, h in enumerate(hints) if h.placebo is None]
+        if placebo == "stored" and missing:
+            raise ValueError(f"record {record.id!r}: hint {missing[0]} has no placebo; store one with the record "
+                             "(the hint's 'placebo' field) or use --placebo default")
+        default = None if placebo in PLACEBO_POLICIES else placebo
+        placebo_placed = place_hints(tokenizer, trajectory, [placebo_for(h, default) for h in hints])
+        placebo_ids, placebo_position = splice(trajectory.input_ids, placebo_placed)
+        example.placebo_ids = placebo_ids
+        example.placebo_rows = [placebo_position[t] - 1 for t in targets]
+        example.placebo_error_rows = [placebo_position[t] - 1 for t in errors]
+        example.placebo_defaulted = bool(missing) and default is None
+    example.right_text = right_text(record)
+    if example.right_text and errors:
+        ids = tokenizer(example.right_text, add_special_tokens=False)["input_ids"]
+        example.right_token = ids[0] if ids else None
+    return example
+
+
+_RIGHT = re.compile(r"= (?P<right>[^=,]+), not (?P<wrong>.+)$")
+
+
+def right_text(record: Record) -> str | None:
+    """The right text at the record's error, when a hint's rationale states it: the arithmetic verifier writes
+    "17 + 25 = 42, not 32" for the error "32". None when nothing says what is right there."""
+    if record.error is None or record.error.message is None or record.error.char_start is None:
+        return None
+    content = record.messages[record.error.message].get("content") or ""
+    wrong = content[record.error.char_start: record.error.char_end]
+    for hint in record.hints:
+        match = _RIGHT.search(hint.rationale or "")
+        if hint.status != "rejected" and match and match.group("wrong").strip() == wrong.strip():
+            return match.group("right").strip()
+    return None
 
 
 def heldout_example(tokenizer, record: Record) -> Example:
@@ -198,10 +255,14 @@ def anchor_terms(student_hidden: torch.Tensor, head, base_top_logp: torch.Tensor
 
 
 @torch.no_grad()
-def cache_targets(model, examples: list[Example], top_k: int, dtype: torch.dtype, teacher: bool = True) -> None:
+def cache_targets(model, examples: list[Example], top_k: int, dtype: torch.dtype, teacher: bool = True,
+                  target: TargetSpec | None = None) -> None:
     """Run once under the base weights: per record, one unhinted pass gives the base's top-K log-probs at every
     anchor and log p_θ0(error tokens); with `teacher`, the hinted pass (reusing the unhinted pass's key/value cache
-    up to the first hint token) gives the frozen teacher's logits at each target and log q(error tokens)."""
+    up to the first hint token) gives the frozen teacher at each target and error position, and for the
+    constructions that need it the placebo pass (reusing the same cache) gives z there; `target` (default: hinted)
+    turns them into the cached target (`targets.construct`) and the target's Σ log r(error tokens)."""
+    spec = target or TargetSpec()
     for ex in examples:
         original = forward_reusing(model, ex.input_ids)
         hidden = original.hidden  # (T, H)
@@ -211,12 +272,53 @@ def cache_targets(model, examples: list[Example], top_k: int, dtype: torch.dtype
             ex.base_top_logp, ex.base_top_ids = top.values.to(dtype), top.indices
         if ex.errors:
             ex.base_error_logp = _token_logp(model, hidden[[t - 1 for t in ex.errors]], ex.input_ids, ex.errors)
+            if ex.right_token is not None:
+                first = torch.log_softmax(logits_from_hidden(model, hidden[[ex.errors[0] - 1]]), dim=-1)
+                ex.base_right_logp = float(first[0, ex.right_token])
+        if ex.targets:
+            ex.base_target_logp = _token_logps(model, hidden[[t - 1 for t in ex.targets]], ex.input_ids, ex.targets)
         if teacher and (ex.targets or ex.errors):
-            hinted = forward_reusing(model, ex.hinted_ids, original).hidden
-            if ex.targets:
-                ex.teacher_logits = logits_from_hidden(model, hinted[ex.teacher_rows]).to(dtype)  # (n_t, V)
-            if ex.errors:
-                ex.teacher_error_logp = _token_logp(model, hinted[ex.error_teacher_rows], ex.input_ids, ex.errors)
+            _cache_teacher(model, ex, original, spec, dtype)
+
+
+def _cache_teacher(model, ex: Example, original, spec: TargetSpec, dtype: torch.dtype) -> None:
+    check_context(model, len(ex.hinted_ids))
+    hinted = forward_reusing(model, ex.hinted_ids, original).hidden
+    positions = ex.targets + ex.errors  # targets, then the error positions (usually among them) for the metric
+    logits = logits_from_hidden(model, hinted[ex.teacher_rows + ex.error_teacher_rows])  # (n, V)
+    if spec.kind == "hinted":  # the raw logits, as before there were constructions
+        r = logits
+    else:
+        tokens = torch.tensor([ex.input_ids[t] for t in positions], device=logits.device)
+        log_q = torch.log_softmax(logits, dim=-1)
+        log_p = torch.log_softmax(logits_from_hidden(model, original.hidden[[t - 1 for t in positions]]), dim=-1)
+        log_z = banned = None
+        if spec.needs_placebo:
+            if ex.placebo_ids is None:
+                raise ValueError(f"record {ex.record_id!r}: the {spec.kind} target needs a placebo; store one with "
+                                 "the record or use --placebo default")
+            check_context(model, len(ex.placebo_ids), "placebo")
+            spliced = forward_reusing(model, ex.placebo_ids, original).hidden
+            log_z = torch.log_softmax(logits_from_hidden(model, spliced[ex.placebo_rows + ex.placebo_error_rows]), -1)
+        if spec.kind == "unleaked":
+            sets = leak_sets(ex.input_ids, ex.hinted_ids, ex.hints, positions,
+                             ex.teacher_rows + ex.error_teacher_rows)
+            banned = banned_mask(sets, log_q.shape[-1], log_q.device)
+        built = construct(spec, log_q, tokens, log_p, log_z, banned)
+        r = built.logp
+        ex.target_trained = built.trained[: len(ex.targets)]
+    if ex.targets:
+        ex.teacher_logits = r[: len(ex.targets)].to(dtype)  # (n_t, V)
+    if ex.errors:
+        log_r = torch.log_softmax(r[len(ex.targets):].float(), dim=-1)
+        tokens = torch.tensor([ex.input_ids[t] for t in ex.errors], device=log_r.device)
+        ex.teacher_error_logp = float(log_r.gather(1, tokens[:, None]).sum())
+
+
+def _token_logps(model, hidden: torch.Tensor, input_ids: list[int], positions: list[int]) -> list[float]:
+    logp = torch.log_softmax(logits_from_hidden(model, hidden), dim=-1)
+    tokens = torch.tensor([input_ids[t] for t in positions], device=hidden.device)
+    return logp.gather(1, tokens[:, None])[:, 0].tolist()
 
 
 def _token_logp(model, hidden: torch.Tensor, input_ids: list[int], positions: list[int]) -> float:
@@ -236,7 +338,9 @@ class BatchOutput:
     anchor: float
     drift_sum: float  # Σ KL(p ‖ b) over the batch's anchors
     drift_count: int
-    records: dict[str, dict[str, float]]  # id → {"logp_error", "logp_teacher", "drift"}
+    # id → {"logp_error", "logp_teacher", "drift", "target_logp" (list: log p(y_t) per target, the step timeline),
+    # "right_logp" (log p(right first token) at the first error position, NaN when not known)}
+    records: dict[str, dict]
 
 
 def batch_loss(student, head, examples: list[Example], loss: LossConfig, drift_weight: float, pad_id: int, device,
@@ -292,23 +396,26 @@ def batch_loss(student, head, examples: list[Example], loss: LossConfig, drift_w
     records, drift_at = {}, 0
     with torch.no_grad():
         for i, ex in enumerate(examples):
-            row = {"logp_error": math.nan, "logp_teacher": math.nan, "drift": math.nan}
+            row = {"logp_error": math.nan, "logp_teacher": math.nan, "drift": math.nan, "target_logp": [],
+                   "right_logp": math.nan}
             if ex.errors:
-                row["logp_error"] = _token_logp_rows(head, pieces[i][2].detach(), ex)
+                error_logp = torch.log_softmax(head(pieces[i][2].detach()).float(), dim=-1)  # (n_e, V)
+                tokens = torch.tensor([ex.input_ids[t] for t in ex.errors], device=error_logp.device)
+                row["logp_error"] = float(error_logp.gather(1, tokens[:, None]).sum())
                 row["logp_teacher"] = (teacher_error_logp[i] if teacher_error_logp is not None
                                        else ex.teacher_error_logp)
+                if ex.right_token is not None:
+                    row["right_logp"] = float(error_logp[0, ex.right_token])
+            if ex.targets:
+                target_logp = torch.log_softmax(head(pieces[i][0].detach()).float(), dim=-1)
+                tokens = torch.tensor([ex.input_ids[t] for t in ex.targets], device=target_logp.device)
+                row["target_logp"] = target_logp.gather(1, tokens[:, None])[:, 0].tolist()
             if ex.anchors:
                 row["drift"] = float(drift[drift_at: drift_at + len(ex.anchors)].mean())
                 drift_at += len(ex.anchors)
             records[ex.record_id] = row
     return BatchOutput(distill + drift_weight * anchor, float(distill.detach()), float(anchor.detach()),
                        float(drift.sum()), int(drift.numel()), records)
-
-
-def _token_logp_rows(head, hidden: torch.Tensor, ex: Example) -> float:
-    logp = torch.log_softmax(head(hidden).float(), dim=-1)
-    tokens = torch.tensor([ex.input_ids[t] for t in ex.errors], device=hidden.device)
-    return float(logp.gather(1, tokens[:, None]).sum())
 
 
 @torch.no_grad()

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -35,6 +36,10 @@ class Hint:
     `placement` decides what is inserted: `inline` puts `text` right before the anchor token; `feedback` inserts a
     chat message ("Consider this feedback: …") before the assistant turn that holds the anchor; `template` puts
     `template` with `{hint}` replaced by `text` right before the anchor.
+
+    `placebo`: the text of a content-free hint scored at the same place and in the same placement, so that what
+    any parenthetical does to the text can be told apart from what this hint says (`placebo_for`); None: the
+    default placebo (`default_placebo`).
     """
 
     text: str
@@ -47,6 +52,7 @@ class Hint:
     status: str = "proposed"
     rationale: str = ""
     feedback_role: str = "user"
+    placebo: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.text, str):
@@ -55,6 +61,8 @@ class Hint:
             raise RecordError(f"hint placement {self.placement!r} is not one of {', '.join(PLACEMENTS)}")
         if self.placement == "template" and (not self.template or "{hint}" not in self.template):
             raise RecordError("a 'template' hint needs a template string containing {hint}")
+        if self.placebo is not None and (not isinstance(self.placebo, str) or not self.placebo.strip()):
+            raise RecordError("hint placebo must be a non-empty string, or left out for the default placebo")
         if self.status not in HINT_STATUSES:
             raise RecordError(f"hint status {self.status!r} is not one of {', '.join(HINT_STATUSES)}")
         if self.token is None and (self.message is None or self.char is None):
@@ -70,6 +78,46 @@ class Hint:
         if self.placement == "template":
             return self.template.replace("{hint}", self.text)
         return self.text
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Placebos: a content-free hint of the same shape at the same place
+
+# Content-free bodies, shortest first; the default placebo takes the one closest in length to the hint's body.
+PLACEBO_BODIES = ("check this step.", "check this step carefully.", "look at this step again and check it carefully.")
+_FRAME = re.compile(r"(?P<lead>\s*)(?P<open>\(\s*(?:[A-Za-z]+:\s*)?)?(?P<body>.*?)(?P<close>\s*\))?(?P<trail>\s*)",
+                    re.DOTALL)
+
+
+def placebo_text(text: str, body: str | None = None) -> str:
+    """`text`'s frame around a content-free body: the same leading and trailing spaces and the same "(Hint: …)"
+    wrapper, with `body` (default: the `PLACEBO_BODIES` entry closest in length to the hint's own body).
+
+    >>> placebo_text(" (Hint: 17 + 25 = 42.)")
+    ' (Hint: check this step.)'
+    """
+    frame = _FRAME.fullmatch(text)
+    if not (frame.group("open") and frame.group("close")):  # no parenthesis: the whole text is the body
+        frame = re.fullmatch(r"(?P<lead>\s*)(?P<body>.*?)(?P<trail>\s*)", text, re.DOTALL)
+    if body is None:
+        length = len(frame.group("body"))
+        body = min(PLACEBO_BODIES, key=lambda b: (abs(len(b) - length), len(b)))
+    parts = frame.groupdict()
+    return parts["lead"] + (parts.get("open") or "") + body + (parts.get("close") or "") + parts["trail"]
+
+
+def default_placebo(hint: Hint, body: str | None = None) -> Hint:
+    """The default placebo of `hint`: same position and placement, `placebo_text(hint.text, body)` as its text."""
+    return replace(hint, text=placebo_text(hint.text, body), placebo=None, source="placebo", rationale="")
+
+
+def placebo_for(hint: Hint, default: str | None = None) -> Hint:
+    """The placebo scored beside `hint`: its stored `placebo` text, else `default` (a whole text, used as is), else
+    `default_placebo(hint)`. Same position and placement as `hint`."""
+    if hint.placebo is not None or default is not None:
+        return replace(hint, text=hint.placebo if hint.placebo is not None else default, placebo=None,
+                       source="placebo", rationale="")
+    return default_placebo(hint)
 
 
 @dataclass

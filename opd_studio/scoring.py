@@ -11,6 +11,13 @@ pass runs only from the first inserted token on. The scorer also keeps the cache
 editing the text of a later hint, or moving a hint later, recomputes only from the first changed token onward.
 Logits are computed only at student positions, in chunks, from the decoder's hidden states.
 
+A placebo (`score(..., placebo=...)`) is a content-free hint of the same shape at the same place
+(`records.placebo_for`); its pass z_i = p(y_i | x''_<pos(i)) is cached like the hinted one, and the table gains
+PLACEBO_COLUMNS: log z_i, and the part of the change the hint's content explains, content_drop = log q_i − log z_i.
+A token is flagged `style` when the hint lowers it by more than STYLE_MIN_DROP nats and the placebo reproduces at
+least STYLE_SHARE of that drop: what any parenthetical does there, not what this hint says.
+`gradient_map` shows, per target position, where a target construction (`targets.py`) pushes before training.
+
 This module knows token ids, hints and models; nothing about Gradio.
 """
 
@@ -24,13 +31,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .records import ErrorSpan, Hint, Record
+from .records import ErrorSpan, Hint, Record, placebo_for
+from .targets import TargetSpec, banned_mask, construct, leak_sets
 from .trajectory import Trajectory, TrajectoryError, build_trajectory
 
 FEEDBACK_TEMPLATE = "Consider this feedback: {hint}"
 LOSS_SPANS = ("error", "turn", "response")
 COLUMNS = ["i", "text", "student", "hint", "logp_before", "logp_after", "rank_before", "rank_after",
            "entropy_before", "entropy_after", "kl", "top_before", "top_after", "target"]
+# Added by `score(..., placebo=...)`, after COLUMNS.
+PLACEBO_COLUMNS = ["logp_placebo", "rank_placebo", "top_placebo", "content_drop", "style"]
+STYLE_MIN_DROP = 0.5  # nats: a smaller drop is not worth explaining
+STYLE_SHARE = 0.5  # the placebo's own drop, as a share of the hint's, from which a drop is style
+GRADIENT_MAP_COLUMNS = ["i", "text", "weight", "trained", "p_student", "p_hinted", "p_placebo", "p_target", "push",
+                        "kl_target", "top_student", "top_hinted", "top_placebo", "top_target"]
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -112,6 +126,29 @@ def target_mask(trajectory: Trajectory, placed: list[PlacedHint], span: str = "t
         for i in range(start, end):
             mask[i] = mask[i] or trajectory.student_mask[i]
     return mask
+
+
+def resolve_placebo(hints: list[Hint], placebo: str | list[Hint] | None) -> list[Hint] | None:
+    """The placebo hints to score beside `hints`: None (no placebo lane); "default" (each hint's stored placebo,
+    else `records.default_placebo`); any other text (each hint's stored placebo, else this text at the hint's place,
+    inserted as is); or a list of hints, one per hint."""
+    if placebo is None:
+        return None
+    if isinstance(placebo, str):
+        if not placebo.strip():
+            raise ValueError("the placebo text is empty: give a content-free text, or 'default'")
+        return [placebo_for(h, None if placebo == "default" else placebo) for h in hints]
+    if len(placebo) != len(hints):
+        raise ValueError(f"{len(placebo)} placebo hints for {len(hints)} hints: give one placebo per hint")
+    return list(placebo)
+
+
+def check_context(model, length: int, what: str = "hinted") -> None:
+    """A one-line error when a spliced sequence does not fit the model's context."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit and length > limit:
+        raise TrajectoryError(f"the {what} sequence is {length} tokens, longer than the model's context ({limit}): "
+                              f"use a shorter {what if what != 'hinted' else 'hint'} text")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -211,6 +248,7 @@ class HintScorer:
         self.student_positions = [i for i in range(1, len(trajectory)) if trajectory.student_mask[i]]
         self._original: ForwardPass | None = None
         self._last_hinted: ForwardPass | None = None
+        self._last_placebo: ForwardPass | None = None
         self._before: dict[int, tuple] | None = None  # position → (logp, rank, entropy, top list)
         self._token_text: dict[int, str] = {}
 
@@ -219,13 +257,19 @@ class HintScorer:
     def place(self, hints: list[Hint]) -> list[PlacedHint]:
         return place_hints(self.tokenizer, self.trajectory, hints)
 
-    def score(self, hints: list[Hint], span: str = "turn", error: ErrorSpan | None = None) -> pd.DataFrame:
+    def score(self, hints: list[Hint], span: str = "turn", error: ErrorSpan | None = None,
+              placebo: str | list[Hint] | None = None) -> pd.DataFrame:
+        """One row per original token (COLUMNS); with `placebo` (see `resolve_placebo`) also PLACEBO_COLUMNS."""
         placed = self.place(hints)
+        placebo_hints = resolve_placebo(hints, placebo)
         error_tokens = self.trajectory.error_token_span(error) if error else None
         targets = target_mask(self.trajectory, placed, span, error_tokens)
         before = self._before_stats()
         after = self._after_stats(placed)
         table = self._table(placed, targets, before, after)
+        if placebo_hints is not None:
+            self._add_placebo(table, self.place(placebo_hints), before)
+            table.attrs["placebo"] = [h.text for h in placebo_hints]
         table.attrs.update(
             hints=[{"anchor": p.anchor, "insert_at": p.insert_at, "n_tokens": len(p.ids),
                     "text": self.tokenizer.decode(p.ids), "snapped": p.snapped, "placement": p.hint.placement}
@@ -259,16 +303,26 @@ class HintScorer:
 
     def hinted_pass(self, placed: list[PlacedHint]) -> tuple[ForwardPass, list[int]]:
         """The hinted sequence's pass (reusing the longest cached prefix) and the original → hinted position map."""
-        hinted_ids, position = splice(self.trajectory.input_ids, placed)
-        original = self.original_pass()
-        # Reuse whichever earlier pass shares the longer prefix with the new hinted sequence.
-        reuse = original
-        if self._last_hinted and (common_prefix(self._last_hinted.ids, hinted_ids)
-                                  > common_prefix(original.ids, hinted_ids)):
-            reuse = self._last_hinted
-        with self.weights():
-            self._last_hinted = forward_reusing(self.model, hinted_ids, reuse if self.reuse_cache else None)
+        self._last_hinted, position = self._spliced_pass(placed, self._last_hinted, "hinted")
         return self._last_hinted, position
+
+    def placebo_pass(self, placed: list[PlacedHint]) -> tuple[ForwardPass, list[int]]:
+        """`hinted_pass` for the placebo hints, with its own cache (editing the hint does not evict the placebo)."""
+        self._last_placebo, position = self._spliced_pass(placed, self._last_placebo, "placebo")
+        return self._last_placebo, position
+
+    def _spliced_pass(self, placed, last: ForwardPass | None, what: str) -> tuple[ForwardPass, list[int]]:
+        spliced_ids, position = splice(self.trajectory.input_ids, placed)
+        check_context(self.model, len(spliced_ids), what)
+        original = self.original_pass()
+        if last is not None and last.ids == spliced_ids:
+            return last, position
+        # Reuse whichever earlier pass shares the longer prefix with the new sequence.
+        reuse = original
+        if last and common_prefix(last.ids, spliced_ids) > common_prefix(original.ids, spliced_ids):
+            reuse = last
+        with self.weights():
+            return forward_reusing(self.model, spliced_ids, reuse if self.reuse_cache else None), position
 
     @torch.no_grad()
     def _after_stats(self, placed: list[PlacedHint]):
@@ -287,6 +341,88 @@ class HintScorer:
             after.update(self._rows(log_q, positions))
             kl.update(zip(positions, (log_q.exp() * (log_q - log_p)).sum(1).clamp_min(0.0).tolist()))
         return after, kl
+
+    @torch.no_grad()
+    def _add_placebo(self, table: pd.DataFrame, placed: list[PlacedHint], before: dict[int, tuple]) -> None:
+        """PLACEBO_COLUMNS in place: the placebo teacher's stats, the content drop and the style flag."""
+        changed = [i for i in self.student_positions if placed and i >= placed[0].insert_at]
+        stats = {}
+        if changed:
+            spliced, position = self.placebo_pass(placed)
+            for a in range(0, len(changed), self.chunk_size):
+                positions = changed[a: a + self.chunk_size]
+                stats.update(self._rows(self._logprobs(spliced.hidden, [position[i] - 1 for i in positions]),
+                                        positions))
+        rows = [stats.get(i, before.get(i)) for i in table.i]
+        table["logp_placebo"] = [r[0] if r else math.nan for r in rows]
+        table["rank_placebo"] = pd.array([r[1] if r else pd.NA for r in rows], dtype="Int64")
+        table["top_placebo"] = [r[3] if r else [] for r in rows]
+        table["content_drop"] = table.logp_after - table.logp_placebo
+        raw = table.logp_after - table.logp_before
+        placebo_drop = table.logp_placebo - table.logp_before
+        table["style"] = ((raw < -STYLE_MIN_DROP) & (placebo_drop <= STYLE_SHARE * raw)).fillna(False).astype(bool)
+
+    @torch.no_grad()
+    def gradient_map(self, hints: list[Hint], target: TargetSpec | None = None,
+                     placebo: str | list[Hint] | None = "default", span: str = "turn",
+                     error: ErrorSpan | None = None) -> pd.DataFrame:
+        """Where a target construction pushes, before any training: one row per target position (GRADIENT_MAP_COLUMNS).
+
+        p_student / p_hinted / p_placebo / p_target: the probability of the trajectory's token under the unhinted
+        student, the hinted teacher, the placebo teacher and the constructed target; `top_*`: their top-k
+        [text, p] pairs; `push` = log r(y) − log p(y) (negative: the target lowers the token); `kl_target` =
+        KL(r ‖ p), how hard the target pulls at this position; `weight`: the position's share of the record's
+        distillation loss (1 / number of targets), and `trained`: False where the construction only holds the
+        position (evidence). `placebo` is needed by contrast and evidence; p_placebo is NaN without one.
+        """
+        spec = target or TargetSpec()
+        placed = self.place(hints)
+        placebo_hints = resolve_placebo(hints, placebo)
+        if spec.needs_placebo and placebo_hints is None:
+            raise ValueError(f"the {spec.kind} target needs a placebo: pass placebo='default' or a placebo text")
+        error_tokens = self.trajectory.error_token_span(error) if error else None
+        mask = target_mask(self.trajectory, placed, span, error_tokens)
+        positions = [i for i in range(1, len(self.trajectory)) if mask[i]]
+        if not positions:
+            return pd.DataFrame(columns=GRADIENT_MAP_COLUMNS)
+        ids = self.trajectory.input_ids
+        tokens = torch.tensor([ids[i] for i in positions], device=self.model.device)
+        log_p = self._logprobs(self.original_pass().hidden, [i - 1 for i in positions])  # (n, V)
+        hinted, position = self.hinted_pass(placed)
+        rows = [position[i] - 1 for i in positions]
+        log_q = self._logprobs(hinted.hidden, rows)
+        log_z = banned = None
+        if placebo_hints is not None:
+            spliced, placebo_position = self.placebo_pass(self.place(placebo_hints))
+            log_z = self._logprobs(spliced.hidden, [placebo_position[i] - 1 for i in positions])
+        if spec.kind == "unleaked":
+            sets = leak_sets(ids, hinted.ids, [(p.insert_at, p.ids) for p in placed], positions, rows)
+            banned = banned_mask(sets, log_q.shape[-1], log_q.device)
+        result = construct(spec, log_q, tokens, log_p, log_z, banned)
+        log_r = result.logp
+        kl = (log_r.exp() * (log_r - log_p)).sum(-1).clamp_min(0.0)
+
+        def token_p(logp):
+            return logp.gather(1, tokens[:, None])[:, 0].exp().tolist() if logp is not None else [math.nan] * len(
+                positions)
+
+        def tops(logp):
+            if logp is None:
+                return [[] for _ in positions]
+            top_lp, top_ids = logp.topk(self.top_k, dim=-1)
+            return [[[self._text_of(int(t)), float(math.exp(v))] for t, v in zip(i_row, v_row)]
+                    for i_row, v_row in zip(top_ids.tolist(), top_lp.tolist())]
+
+        p_student, p_target = token_p(log_p), token_p(log_r)
+        frame = pd.DataFrame({
+            "i": positions, "text": [self.trajectory.token_texts[i] for i in positions],
+            "weight": [1.0 / len(positions)] * len(positions), "trained": result.trained.tolist(),
+            "p_student": p_student, "p_hinted": token_p(log_q), "p_placebo": token_p(log_z), "p_target": p_target,
+            "push": [math.log(max(r, 1e-45)) - math.log(max(p, 1e-45)) for r, p in zip(p_target, p_student)],
+            "kl_target": kl.tolist(), "top_student": tops(log_p), "top_hinted": tops(log_q),
+            "top_placebo": tops(log_z), "top_target": tops(log_r)}, columns=GRADIENT_MAP_COLUMNS)
+        frame.attrs["target"] = spec.kind
+        return frame
 
     def _logprobs(self, hidden: torch.Tensor, rows: list[int]) -> torch.Tensor:
         index = torch.tensor(rows, device=hidden.device)
@@ -334,8 +470,9 @@ class HintScorer:
 
 
 def score_record(model, tokenizer, record: Record, span: str = "turn", top_k: int = 5,
-                 include_rejected: bool = False) -> pd.DataFrame:
-    """Score a record with its hints (rejected ones left out unless asked for)."""
+                 include_rejected: bool = False, placebo: str | None = None) -> pd.DataFrame:
+    """Score a record with its hints (rejected ones left out unless asked for); `placebo` as in `HintScorer.score`."""
     trajectory = build_trajectory(tokenizer, record)
     hints = [h for h in record.hints if include_rejected or h.status != "rejected"]
-    return HintScorer(model, tokenizer, trajectory, top_k=top_k).score(hints, span=span, error=record.error)
+    return HintScorer(model, tokenizer, trajectory, top_k=top_k).score(hints, span=span, error=record.error,
+                                                                        placebo=placebo)

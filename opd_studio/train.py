@@ -6,6 +6,13 @@ position A_r anchored to the base b (λ = `drift_weight`); records without hints
 not optional in practice: without it a few steps on a handful of tokens collapse a small model (every answer
 becomes the same sentence) while the loss falls.
 
+Targets (`target`, `targets.py`): `hinted` distils q itself; `contrast` (strength `alpha`) distils the student's
+own distribution tilted by what the hint's content adds over a placebo hint of the same shape; `evidence` trains
+only the positions where the content lowers the sampled token beyond the placebo; `unleaked` distils q without the
+tokens the leak / contamination flags mark. The placebo of a hint is the one stored with the record, else the
+default (`placebo`), and a run says how many records got the default. These constructions need the frozen teacher:
+their placebo pass is cached once, like the hinted pass.
+
 Teachers: `frozen` (default) is θ0 — with LoRA the same model with its adapter disabled, no second copy — and its
 targets are computed once before the first step and cached: logits at target positions only, from hidden states,
 never full-sequence logits. `live` (the current θ under stop-gradient) and `ema` (an exponential average of θ,
@@ -18,7 +25,8 @@ it; `adapters.save_run` refuses to save a run whose final drift is over the thre
 
 Metrics: row k describes the weights after k optimizer steps (row 0 is the base), measured by the forward pass of
 step k + 1 (the last row by one extra forward, without gradient): step, loss, per-record p(error tokens) under the
-student and under the teacher, drift, seconds. `train(…, on_step=…)` receives each row as it is made (on the main
+student and under the target, the student's log p of every target token and of the right first token at the error
+when a hint's rationale states it (the step timeline, `TrainResult.timeline`), drift, seconds. `train(…, on_step=…)` receives each row as it is made (on the main
 process); `should_stop()` cancels between steps.
 
 Distribution: everything goes through an `Accelerator` (DDP, gradient accumulation, bf16 autocast on CUDA). Every
@@ -48,6 +56,7 @@ from .objective import (BatchOutput, Example, HiddenAt, batch_loss, build_exampl
                         heldout_example, moving_teacher)
 from .records import Record
 from .scoring import LOSS_SPANS, logits_from_hidden
+from .targets import ALPHA_MAX, TARGETS, TargetSpec
 
 TEACHERS = ("frozen", "live", "ema")
 SCHEDULES = ("constant", "linear", "cosine")
@@ -68,6 +77,13 @@ class TrainConfig:
     beta: float = 0.5
     top_k: int | None = None  # student top-k support + tail bin; None = full vocabulary
     span: str = "turn"  # error | turn | response
+    # The target construction (targets.py): hinted | contrast | evidence | unleaked; alpha is contrast's strength,
+    # evidence_nats evidence's threshold; placebo: "default" (each hint's stored placebo, else the default one),
+    # "stored" (stored placebos only), or a text used where a hint has none.
+    target: str = "hinted"
+    alpha: float = 1.0
+    evidence_nats: float = 0.5
+    placebo: str = "default"
     chunk_size: int = 128  # positions per loss chunk (bounds the (chunk, V) memory)
     # The drift guard: KL(base ‖ student) on every other student token, its weight, and when a run is stopped.
     # Weight 3 rather than 1: on the demo arithmetic tasks it suppressed the same held-out errors with a third of the
@@ -115,11 +131,24 @@ class TrainConfig:
             (self.anchor_top_k >= 1, "anchor_top_k must be >= 1"),
             (self.lora_r >= 1, "lora_r must be >= 1"),
             (self.heldout_every >= 1, "heldout_every must be >= 1"),
+            (self.target in TARGETS, f"target {self.target!r} is not one of {', '.join(TARGETS)}"),
+            (0.0 < self.alpha <= ALPHA_MAX, f"alpha must be in (0, {ALPHA_MAX:g}], got {self.alpha:g}; "
+                                            "1 is the plain contrast"),
+            (self.target == "hinted" or self.teacher == "frozen",
+             f"target {self.target!r} needs the frozen teacher (its passes are cached once); use --teacher frozen "
+             "or --target hinted"),
+            (isinstance(self.placebo, str) and self.placebo.strip() != "",
+             "placebo must be 'default', 'stored' or a content-free text"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
         self.loss_config  # validates beta / top_k / chunk_size
+        self.target_spec
+
+    @property
+    def target_spec(self) -> TargetSpec:
+        return TargetSpec(kind=self.target, alpha=self.alpha, evidence_nats=self.evidence_nats)
 
     @property
     def loss_config(self) -> LossConfig:
@@ -215,6 +244,7 @@ class TrainResult:
     process_checksums: list[str] = field(default_factory=list)
     process_index: int = 0
     examples: list[Example] = field(default_factory=list, repr=False)  # aligned records, with their caches
+    placebo_defaulted: list[str] = field(default_factory=list)  # records whose placebo was built by default
 
     @property
     def final(self) -> dict[str, Any]:
@@ -239,13 +269,63 @@ class TrainResult:
                               "p_teacher": math.exp(r["logp_teacher"]), "drift": r["drift"]}
                              for row in self.history for rid, r in row["records"].items()])
 
+    def timeline(self, record_id: str) -> "Timeline":
+        """The step timeline of one curated record: its target tokens' probabilities at every step."""
+        ex = next((e for e in self.examples if e.record_id == record_id), None)
+        if ex is None:
+            raise KeyError(f"record {record_id!r} was not trained in this run")
+        return timeline(self.history, record_id, ex.targets, ex.right_text)
+
     def summary(self) -> dict[str, Any]:
         """What `adapters.save_run` writes next to the weights."""
         return {"config": self.config.to_dict(), "steps": self.steps, "stopped": self.stopped,
                 "record_ids": self.record_ids, "heldout_ids": self.heldout_ids, "history": self.history,
+                "targets": {ex.record_id: {"positions": ex.targets, "right_text": ex.right_text}
+                            for ex in self.examples},
+                "placebo_defaulted": self.placebo_defaulted,
                 "cache_seconds": self.cache_seconds, "seconds": self.seconds,
                 "process_checksums": self.process_checksums, "drift_exceeded": self.drift_exceeded,
                 "model": getattr(self.model.config, "name_or_path", None)}
+
+
+@dataclass
+class Timeline:
+    """One record across training steps: what the studio's step slider scrubs.
+
+    `p_target[k][n]` is the student's probability of the trajectory token at `positions[n]` (an index into the
+    unhinted trajectory, as in the scorer's table) after `steps[k]` optimizer steps; `p_error[k]` the product over
+    the error tokens; `p_right[k]` the probability of the right text's first token at the first error position
+    (None when no hint's rationale states the right text).
+    """
+
+    record_id: str
+    positions: list[int]
+    steps: list[int]
+    p_target: list[list[float]]
+    p_error: list[float]
+    p_right: list[float] | None
+    right_text: str | None
+
+    def frame(self):
+        """Long form: one row per (step, position) with p, plus p_error and p_right per step."""
+        import pandas as pd
+
+        return pd.DataFrame([{"step": step, "i": i, "p": p, "p_error": self.p_error[k],
+                              "p_right": self.p_right[k] if self.p_right else math.nan}
+                             for k, step in enumerate(self.steps) for i, p in zip(self.positions, self.p_target[k])])
+
+
+def timeline(history: list[dict[str, Any]], record_id: str, positions: list[int],
+             right_text: str | None = None) -> Timeline:
+    """A record's `Timeline` from a run's metric rows (`TrainResult.history`, or run.json's "history" with the
+    positions from its "targets")."""
+    rows = [row for row in history if record_id in row["records"]]
+    values = [row["records"][record_id] for row in rows]
+    right = [math.exp(v.get("right_logp", math.nan)) for v in values]
+    return Timeline(record_id, list(positions), [row["step"] for row in rows],
+                    [[math.exp(x) for x in v.get("target_logp", [])] for v in values],
+                    [math.exp(v["logp_error"]) for v in values],
+                    right if right_text is not None and not all(math.isnan(x) for x in right) else None, right_text)
 
 
 def worst_drift(row: dict[str, Any]) -> float:
@@ -314,10 +394,13 @@ def _train_prepared(model, tokenizer, records, config, heldout, on_step, should_
 
     # -- align and cache -----------------------------------------------------------------------------------------
     cache_started = time.perf_counter()
-    examples = [build_example(tokenizer, r, config.span) for r in records]
+    spec = config.target_spec
+    placebo = config.placebo if spec.needs_placebo else None
+    examples = [build_example(tokenizer, r, config.span, placebo) for r in records]
     held = [heldout_example(tokenizer, r) for r in heldout or []]
     with accelerator.autocast(), base_weights(model):
-        cache_targets(model, examples, config.anchor_top_k, cache_dtype, teacher=config.teacher == "frozen")
+        cache_targets(model, examples, config.anchor_top_k, cache_dtype, teacher=config.teacher == "frozen",
+                      target=spec)
         cache_targets(model, held, config.anchor_top_k, cache_dtype, teacher=False)
     cache_seconds = time.perf_counter() - cache_started
     if not any(ex.targets for ex in examples):
@@ -339,7 +422,8 @@ def _train_prepared(model, tokenizer, records, config, heldout, on_step, should_
 
     # Every record starts at its base value, so the curve has a point for records not in the first batch.
     latest = {ex.record_id: {"logp_error": ex.base_error_logp, "logp_teacher": ex.teacher_error_logp,
-                             "drift": 0.0} for ex in examples}
+                             "drift": 0.0, "target_logp": list(ex.base_target_logp),
+                             "right_logp": ex.base_right_logp} for ex in examples}
     history: list[dict[str, Any]] = []
     step, stopped = 0, "steps"
     sums = _StepSums()
@@ -442,7 +526,7 @@ def _train_prepared(model, tokenizer, records, config, heldout, on_step, should_
     accelerator.wait_for_everyone()
     return TrainResult(model, config, history, step, stopped, [ex.record_id for ex in examples],
                        [ex.record_id for ex in held], cache_seconds, time.perf_counter() - run_started, checksums,
-                       accelerator.process_index, examples)
+                       accelerator.process_index, examples, [ex.record_id for ex in examples if ex.placebo_defaulted])
 
 
 class _StepSums:
@@ -545,6 +629,9 @@ def main(argv: list[str] | None = None) -> int:
                   + f"  {row['seconds']:.2f}s", flush=True)
 
         result = train(model, tokenizer, records, config, heldout=heldout, on_step=report)
+        if state.is_main_process and result.placebo_defaulted:
+            print(f"{len(result.placebo_defaulted)} of {len(records)} records had no stored placebo: used the default "
+                  "(records.default_placebo)", flush=True)
         if state.is_main_process:
             save_run(result, args.out, tokenizer, force=args.force, merge=args.merge)
             print(f"saved to {args.out} ({result.steps} steps, stopped: {result.stopped})", flush=True)

@@ -1,0 +1,199 @@
+"""Target constructions against their formulas computed naively, one position and one token at a time, from full
+forward passes of the tiny random model; the cached training targets and the studio's gradient map against the
+same; placebo defaults and the one-line errors for bad input."""
+
+import math
+
+import pytest
+import torch
+
+from opd_studio.objective import build_example, cache_targets, right_text
+from opd_studio.records import Hint, Record, default_placebo, placebo_for, placebo_text
+from opd_studio.scoring import HintScorer, place_hints, splice
+from opd_studio.targets import TargetSpec, banned_tokens, construct, leak_sets
+from opd_studio.train import TrainConfig, build_parser, train
+from opd_studio.trajectory import TrajectoryError, build_trajectory
+from tests.conftest import ADD, random_llama
+
+REVEAL = dict(ADD, hints=[{"message": 1, "char": 10, "text": "(Hint: 17 + 25 = 42.) ",
+                           "source": "verifier:arithmetic", "rationale": "17 + 25 = 42, not 32"}])
+
+
+@pytest.fixture(scope="module")
+def small_model(tokenizer):
+    """Peaked but not saturated distributions: the constructions differ visibly from each other."""
+    return random_llama(tokenizer, 4)
+
+
+@torch.no_grad()
+def full_logp(model, ids):
+    return torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)  # (T, V)
+
+
+def naive_passes(model, tokenizer, record, placebo=None):
+    """Per target position: (t, y, log p, log q, log z, hinted ids, teacher row) from three uncached forwards."""
+    trajectory = build_trajectory(tokenizer, record)
+    hints = record.hints
+    placed = place_hints(tokenizer, trajectory, hints)
+    hinted, position = splice(trajectory.input_ids, placed)
+    z_placed = place_hints(tokenizer, trajectory, [placebo_for(h, placebo) for h in hints])
+    z_ids, z_position = splice(trajectory.input_ids, z_placed)
+    log_p, log_q, log_z = (full_logp(model, ids) for ids in (trajectory.input_ids, hinted, z_ids))
+    example = build_example(tokenizer, record, "turn")
+    return [(t, trajectory.input_ids[t], log_p[t - 1], log_q[position[t] - 1], log_z[z_position[t] - 1], hinted,
+             position[t] - 1, placed) for t in example.targets]
+
+
+def naive_target(kind, y, lp, lq, lz, alpha=1.0, nats=0.5, banned=()):
+    """The module docstring's formulas, token by token in float64."""
+    V = lp.shape[0]
+    if kind == "hinted":
+        return lq
+    if kind == "contrast":
+        scores = [lp[v] + alpha * (lq[v] - lz[v]) for v in range(V)]
+        top = max(scores)
+        norm = top + math.log(sum(math.exp(s - top) for s in scores))
+        return torch.tensor([s - norm for s in scores], dtype=torch.float64)
+    if kind == "evidence":
+        return lq if float(lq[y] - lz[y]) < -nats else lp
+    if kind == "unleaked":
+        keep = [v for v in range(V) if v not in banned or v == y]
+        norm = torch.logsumexp(lq[keep], 0)
+        out = torch.full((V,), -math.inf, dtype=torch.float64)
+        out[keep] = lq[keep] - norm
+        return out
+
+
+def assert_same_distribution(got, expected):
+    # compare probabilities: -1e4 ("banned", finite) and -inf are both zero
+    torch.testing.assert_close(got.double().exp(), expected.exp(), atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind,alpha", [("hinted", 1.0), ("contrast", 1.0), ("contrast", 2.5), ("evidence", 1.0),
+                                        ("unleaked", 1.0)])
+def test_cached_targets_equal_naive_formula(tokenizer, small_model, kind, alpha):
+    record = Record.from_dict(REVEAL)
+    spec = TargetSpec(kind, alpha=alpha, evidence_nats=0.2)
+    example = build_example(tokenizer, record, "turn", placebo="default" if spec.needs_placebo else None)
+    with torch.no_grad():
+        cache_targets(small_model, [example], 16, torch.float32, target=spec)
+    naive = naive_passes(small_model, tokenizer, record)
+    assert [t for t, *_ in naive] == example.targets and len(example.targets) == 4
+    trained = []
+    for n, (t, y, lp, lq, lz, hinted, row, placed) in enumerate(naive):
+        prefix = example.input_ids[: placed[0].insert_at]
+        banned = banned_tokens(prefix, [p.ids for p in placed], hinted[row])
+        expected = naive_target(kind, y, lp, lq, lz, alpha, 0.2, banned)
+        assert_same_distribution(torch.log_softmax(example.teacher_logits[n].double(), -1), expected)
+        trained.append(float(lq[y] - lz[y]) < -0.2)
+    if kind == "evidence":
+        assert example.target_trained.tolist() == trained
+    # the metric's teacher value is the target's own probability of the error tokens
+    expected_error = sum(naive_target(kind, y, lp, lq, lz, alpha, 0.2,
+                                      banned_tokens(example.input_ids[:48], [p.ids for p in placed], hinted[row]))[y]
+                         for t, y, lp, lq, lz, hinted, row, placed in naive if t in example.errors)
+    assert example.teacher_error_logp == pytest.approx(float(expected_error), abs=1e-3)
+
+
+def test_the_constructions_differ_where_they_should(tokenizer, small_model):
+    """contrast with α → 0 is the student; the unleaked target puts no mass on the hint's own tokens."""
+    record = Record.from_dict(REVEAL)
+    (t, y, lp, lq, lz, hinted, row, placed), *_ = naive_passes(small_model, tokenizer, record)
+    weak = construct(TargetSpec("contrast", alpha=1e-6), lq[None], torch.tensor([y]), lp[None], lz[None]).logp[0]
+    torch.testing.assert_close(weak.double().exp(), lp.exp(), atol=1e-5, rtol=1e-4)
+    sets = leak_sets(build_trajectory(tokenizer, record).input_ids, hinted, [(p.insert_at, p.ids) for p in placed],
+                     [t], [row])
+    assert sets[0] and y not in sets[0] - {y}
+    from opd_studio.targets import banned_mask
+
+    target = construct(TargetSpec("unleaked"), lq[None], torch.tensor([y]), banned=banned_mask(sets, lq.shape[0],
+                                                                                                "cpu")).logp[0]
+    assert float(target[sorted(sets[0] - {y})].exp().sum()) < 1e-12
+    assert float(lq[sorted(sets[0] - {y})].exp().sum()) > 1e-6  # and the hinted teacher had some there
+
+
+def test_gradient_map_equals_naive_passes(tokenizer, small_model):
+    record = Record.from_dict(REVEAL)
+    scorer = HintScorer(small_model, tokenizer, build_trajectory(tokenizer, record))
+    frame = scorer.gradient_map(record.hints, TargetSpec("contrast", alpha=2.0), placebo="default")
+    naive = naive_passes(small_model, tokenizer, record)
+    assert frame.i.tolist() == [t for t, *_ in naive]
+    for row, (t, y, lp, lq, lz, *_rest) in zip(frame.itertuples(), naive):
+        r = naive_target("contrast", y, lp, lq, lz, alpha=2.0)
+        assert row.p_student == pytest.approx(float(lp[y].exp()), abs=1e-5)
+        assert row.p_hinted == pytest.approx(float(lq[y].exp()), abs=1e-5)
+        assert row.p_placebo == pytest.approx(float(lz[y].exp()), abs=1e-5)
+        assert row.p_target == pytest.approx(float(r[y].exp()), abs=1e-5)
+        assert row.kl_target == pytest.approx(float((r.exp() * (r - lp)).sum()), abs=1e-4)
+        assert row.push == pytest.approx(float(r[y] - lp[y]), abs=1e-3)
+        assert row.weight == pytest.approx(1 / len(naive)) and row.trained
+        assert [p for _, p in row.top_target] == sorted((p for _, p in row.top_target), reverse=True)
+    with pytest.raises(ValueError, match="needs a placebo"):
+        scorer.gradient_map(record.hints, TargetSpec("contrast"), placebo=None)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Placebos, right answers, bad input
+
+
+def test_default_placebo_keeps_the_frame_and_the_place():
+    hint = Hint(text=" (Hint: 356 + 478 = 834.)", message=1, char=7, placement="inline")
+    placebo = default_placebo(hint)
+    assert placebo.text == " (Hint: check this step.)" and (placebo.message, placebo.char) == (1, 7)
+    assert placebo_text("(Hint: a much longer hint about carrying the one over.) ").startswith("(Hint: look at")
+    assert placebo_text("(Hint: x) ", body="keep going.") == "(Hint: keep going.) "
+    stored = Hint(text="(Hint: 42.)", message=1, char=7, placebo="(Hint: hmm.)")
+    assert placebo_for(stored).text == "(Hint: hmm.)" and placebo_for(stored, "other").text == "(Hint: hmm.)"
+    assert placebo_for(hint, "(Hint: other.)").text == "(Hint: other.)"
+    # stored with the record, and read back; records without it stay as they were
+    record = Record.from_dict(dict(ADD, hints=[dict(ADD["hints"][0], placebo=" (Hint: check.) ")]))
+    assert Record.from_dict(record.to_dict()).hints[0].placebo == " (Hint: check.) "
+    assert "placebo" not in Record.from_dict(ADD).to_dict()["hints"][0]
+
+
+def test_right_text_comes_from_the_verifier_rationale(tokenizer):
+    assert right_text(Record.from_dict(REVEAL)) == "42"
+    assert right_text(Record.from_dict(ADD)) is None
+    example = build_example(tokenizer, Record.from_dict(REVEAL))
+    assert tokenizer.decode([example.right_token]) == "4"
+
+
+def test_bad_input_is_one_line_that_says_what_to_do(tokenizer, small_model):
+    for bad, match in [(dict(alpha=0.0), "alpha must be in"), (dict(alpha=9.0), "alpha must be in"),
+                       (dict(target="oracle"), "not one of"), (dict(target="contrast", teacher="live"),
+                                                               "needs the frozen teacher")]:
+        with pytest.raises(ValueError, match=match) as info:
+            TrainConfig(**bad)
+        assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="has no placebo; store one") as info:
+        build_example(tokenizer, Record.from_dict(REVEAL), placebo="stored")
+    assert "\n" not in str(info.value)
+    long_placebo = " (Hint: " + "check " * 5000 + ")"
+    scorer = HintScorer(small_model, tokenizer, build_trajectory(tokenizer, Record.from_dict(REVEAL)))
+    with pytest.raises(TrajectoryError, match="longer than the model's context.*shorter placebo") as info:
+        scorer.score(Record.from_dict(REVEAL).hints, placebo=long_placebo)
+    assert "\n" not in str(info.value)
+    args = build_parser().parse_args(["--data", "d", "--out", "o", "--target", "contrast", "--alpha", "1.5"])
+    assert args.target == "contrast" and args.alpha == 1.5
+
+
+def test_training_with_each_construction_keeps_a_timeline(tokenizer, small_model):
+    import copy
+
+    record = Record.from_dict(REVEAL)
+    for kind in ("contrast", "evidence", "unleaked"):
+        result = train(copy.deepcopy(small_model), tokenizer, [record],
+                       TrainConfig(target=kind, alpha=2.0, steps=2, lr=5e-3, drift_threshold=None))
+        assert result.steps == 2 and result.examples[0].teacher_logits is not None
+        assert result.placebo_defaulted == ([record.id] if kind != "unleaked" else [])
+        line = result.timeline(record.id)
+        assert line.steps == [0, 1, 2] and line.positions == result.examples[0].targets
+        assert len(line.p_target) == 3 and all(len(p) == len(line.positions) for p in line.p_target)
+        assert line.right_text == "42" and line.p_right is not None and len(line.p_right) == 3
+        assert line.p_target[0] != line.p_target[-1]  # the student moved
+        # step 0 is the base: the timeline's first row equals the scorer's p_before
+        table = HintScorer(small_model, tokenizer, build_trajectory(tokenizer, record)).score([])
+        for i, p in zip(line.positions, line.p_target[0]):
+            assert p == pytest.approx(math.exp(table.loc[i, "logp_before"]), rel=1e-4)
+        frame = line.frame()
+        assert len(frame) == 3 * len(line.positions) and set(frame.step) == {0, 1, 2}
