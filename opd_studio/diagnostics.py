@@ -5,6 +5,9 @@
                        collateral(k) = mean_{k≤i<s} |log q_k(y_i) − log p(y_i)|   (tokens the hint should not move)
     text comparison    several hint texts at one point, to the end of the turn: drop on the error span, mean
                        |Δ log p| on the turn's other tokens, selectivity = −drop / (collateral + 0.01)
+    content drop       both report beside `drop` the drop of a placebo (a content-free hint of the same shape at the
+                       same place, `records.placebo_text`) and content_drop = drop − placebo_drop: the part of
+                       the drop that what the hint says explains, not that a parenthetical is there at all
     flags              per target position of a hinted trajectory: `leak` — the teacher's top token is a token
                        only the hint contains (the student cannot know it at inference); `continues_hint` — the
                        teacher's top token is what followed the same token inside the hint (the teacher copies the
@@ -16,10 +19,12 @@ the right, which needs no attention mask: with causal attention no real token ev
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import torch
 
-from .records import Hint
+from .records import Hint, placebo_text
 from .scoring import HintScorer, logits_from_hidden, place_hints
 
 PAD_ID = 0  # any id: right padding is never attended to by real tokens
@@ -53,8 +58,20 @@ def _before(scorer: HintScorer, positions: range) -> torch.Tensor:
     return _logp_of(scorer.model, hidden[[i - 1 for i in positions]], [ids[i] for i in positions])
 
 
-def position_sweep(scorer: HintScorer, hint_text: str, error: tuple[int, int], window: int = 12) -> pd.DataFrame:
-    """One row per insertion point k (student tokens in `window` before the error start, and the start itself)."""
+def _placebo_of(text: str, placebo: str | None) -> str | None:
+    if placebo is None:
+        return None
+    if not placebo.strip():
+        raise ValueError("the placebo text is empty: give a content-free text, 'default', or None for no placebo")
+    return placebo_text(text) if placebo == "default" else placebo
+
+
+def position_sweep(scorer: HintScorer, hint_text: str, error: tuple[int, int], window: int = 12,
+                   placebo: str | None = "default") -> pd.DataFrame:
+    """One row per insertion point k (student tokens in `window` before the error start, and the start itself).
+
+    With `placebo` ("default": `records.placebo_text(hint_text)`; a text; None: none) the placebo is swept the same
+    way: columns placebo_drop and content_drop = drop − placebo_drop."""
     trajectory, tokenizer = scorer.trajectory, scorer.tokenizer
     start, end = error
     if not trajectory.student_mask[start]:
@@ -65,25 +82,34 @@ def position_sweep(scorer: HintScorer, hint_text: str, error: tuple[int, int], w
     hint_ids = tokenizer(hint_text, add_special_tokens=False)["input_ids"]
     if not hint_ids:
         raise ValueError("the hint text is empty")
+    placebo = _placebo_of(hint_text, placebo)
+    placebo_ids = tokenizer(placebo, add_special_tokens=False)["input_ids"] if placebo is not None else None
     ids = trajectory.input_ids
     shared = points[0]
-    suffixes = [ids[shared:k] + hint_ids + ids[k:end] for k in points]
-    hidden = _batched_hidden(scorer, shared, suffixes)
+    inserted = [hint_ids] + ([placebo_ids] if placebo_ids else [])
+    suffixes = [ids[shared:k] + h + ids[k:end] for h in inserted for k in points]
+    hidden = _batched_hidden(scorer, shared, suffixes)  # hint at every point, then the placebo at every point
     before = _before(scorer, range(points[0], end))  # log p(y_i), i = points[0] … end-1
-    rows = []
-    for b, k in enumerate(points):
+
+    def error_drop(b: int, k: int, h: list[int]) -> tuple[float, float]:
         # original token i ≥ k sits at suffix index (i - shared) + len(h); its prediction is one row earlier
         affected = range(k, end)
-        rows_idx = [(i - shared) + len(hint_ids) - 1 for i in affected]
-        after = _logp_of(scorer.model, hidden[b, rows_idx], [ids[i] for i in affected])
-        delta = after - before[k - points[0]:]
-        error_delta = delta[start - k:]
+        rows_idx = [(i - shared) + len(h) - 1 for i in affected]
+        delta = _logp_of(scorer.model, hidden[b, rows_idx], [ids[i] for i in affected]) - before[k - points[0]:]
         collateral = delta[: start - k].abs().mean().item() if start > k else 0.0
-        rows.append({"insert_at": k, "before_token": trajectory.token_texts[k],
-                     "drop": error_delta.sum().item(),
-                     "p_error_before": before[start - points[0]:].sum().exp().item(),
-                     "p_error_after": error_delta.sum().exp().item() * before[start - points[0]:].sum().exp().item(),
-                     "collateral": collateral})
+        return delta[start - k:].sum().item(), collateral
+
+    rows = []
+    for b, k in enumerate(points):
+        drop, collateral = error_drop(b, k, hint_ids)
+        row = {"insert_at": k, "before_token": trajectory.token_texts[k], "drop": drop,
+               "p_error_before": before[start - points[0]:].sum().exp().item(),
+               "p_error_after": math.exp(drop) * before[start - points[0]:].sum().exp().item(),
+               "collateral": collateral}
+        if placebo_ids:
+            row["placebo_drop"] = error_drop(len(points) + b, k, placebo_ids)[0]
+            row["content_drop"] = drop - row["placebo_drop"]
+        rows.append(row)
     table = pd.DataFrame(rows)
     # Recommend the strongest drop among points whose collateral stays small; ties go to the point nearest the error.
     quiet = table[table.collateral <= max(0.05, table.collateral.min())]
@@ -93,14 +119,20 @@ def position_sweep(scorer: HintScorer, hint_text: str, error: tuple[int, int], w
 
 
 def compare_hint_texts(scorer: HintScorer, texts: list[str], anchor: int, error: tuple[int, int] | None = None,
-                       placement: str = "inline", template: str | None = None) -> pd.DataFrame:
-    """Rank candidate hint texts at one anchor by their drop on the error span and their selectivity."""
+                       placement: str = "inline", template: str | None = None,
+                       placebo: str | None = "default") -> pd.DataFrame:
+    """Rank candidate hint texts at one anchor by their drop on the error span and their selectivity.
+
+    With `placebo` ("default": each text's `records.placebo_text`; a text; None: none), also each text's
+    placebo_drop and content_drop = drop − placebo_drop (the ranking stays by the raw drop)."""
     if not texts:
         raise ValueError("give at least one hint text to compare")
     trajectory, tokenizer = scorer.trajectory, scorer.tokenizer
     start, end = error or (anchor, anchor + 1)
     turn_end = trajectory.turn_end(anchor)
-    candidates = [Hint(text=t, token=anchor, placement=placement, template=template) for t in texts]
+    placebos = [_placebo_of(t, placebo) for t in texts] if placebo is not None else []
+    distinct = list(dict.fromkeys(placebos))  # candidates of the same frame share one placebo
+    candidates = [Hint(text=t, token=anchor, placement=placement, template=template) for t in [*texts, *distinct]]
     placed = [place_hints(tokenizer, trajectory, [hint])[0] for hint in candidates]
     shared = min(p.insert_at for p in placed)
     ids = trajectory.input_ids
@@ -119,6 +151,11 @@ def compare_hint_texts(scorer: HintScorer, texts: list[str], anchor: int, error:
         collateral = others.abs().mean().item() if len(others) else 0.0
         rows.append({"text": p.hint.text, "n_tokens": len(p.ids), "drop": drop, "collateral": collateral,
                      "selectivity": -drop / (collateral + 0.01)})
+    placebo_rows = {text: row["drop"] for text, row in zip(distinct, rows[len(texts):])}
+    rows = rows[: len(texts)]
+    for row, text in zip(rows, placebos):
+        row["placebo_drop"] = placebo_rows[text]
+        row["content_drop"] = row["drop"] - row["placebo_drop"]
     table = pd.DataFrame(rows).sort_values(["drop", "selectivity"], ascending=[True, False], ignore_index=True)
     table.insert(0, "rank", range(1, len(table) + 1))
     return table

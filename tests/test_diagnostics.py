@@ -3,7 +3,7 @@
 import pytest
 
 from opd_studio.diagnostics import compare_hint_texts, hint_flags, position_sweep, summarize_flags
-from opd_studio.records import Hint, Record
+from opd_studio.records import Hint, Record, placebo_text
 from opd_studio.scoring import HintScorer
 from opd_studio.trajectory import build_trajectory
 from tests.conftest import ADD, MULTI_TURN
@@ -24,6 +24,15 @@ def test_sweep_equals_one_by_one_scoring(tiny_model, tokenizer):
         assert row.drop == pytest.approx(one_by_one_drop(tiny_model, tokenizer, trajectory, " (carry the 1) ",
                                                          row.insert_at, error), abs=1e-4)
     assert sweep.recommended.sum() == 1
+    # the placebo, swept the same way, against one-by-one scoring of the placebo text
+    placebo = placebo_text(" (carry the 1) ")
+    assert placebo == " (check this step.) "
+    for row in sweep.itertuples():
+        assert row.placebo_drop == pytest.approx(one_by_one_drop(tiny_model, tokenizer, trajectory, placebo,
+                                                                 row.insert_at, error), abs=1e-4)
+        assert row.content_drop == pytest.approx(row.drop - row.placebo_drop, abs=1e-9)
+    assert "content_drop" not in position_sweep(HintScorer(tiny_model, tokenizer, trajectory), " (x) ", error,
+                                                window=2, placebo=None)
 
 
 def test_sweep_stays_inside_the_turn_and_rejects_context(tiny_model, tokenizer):
@@ -45,6 +54,12 @@ def test_text_comparison_equals_one_by_one_scoring(tiny_model, tokenizer):
     for row in table.itertuples():
         assert row.drop == pytest.approx(one_by_one_drop(tiny_model, tokenizer, trajectory, row.text, 48, (48, 50)),
                                          abs=1e-4)
+        placebo = one_by_one_drop(tiny_model, tokenizer, trajectory, placebo_text(row.text), 48, (48, 50))
+        assert row.placebo_drop == pytest.approx(placebo, abs=1e-4)
+        assert row.content_drop == pytest.approx(row.drop - placebo, abs=1e-4)
+    # texts of different frames get different placebos: " (check this step.) " and " check this step. "
+    assert table.set_index("text").loc[" [42] ", "placebo_drop"] != table.set_index("text").loc[
+        " (short) ", "placebo_drop"]
 
 
 @pytest.mark.integration

@@ -144,3 +144,55 @@ def test_logits_from_hidden_equals_the_model_head(tiny_model):
     with torch.no_grad():
         hidden = tiny_model.get_decoder()(input_ids=ids).last_hidden_state[0]
         torch.testing.assert_close(logits_from_hidden(tiny_model, hidden), tiny_model(ids).logits[0].float())
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The placebo lane
+
+
+def test_placebo_columns_equal_naive_full_forward(tiny_model, tokenizer):
+    from opd_studio.records import default_placebo
+    from opd_studio.scoring import PLACEBO_COLUMNS, STYLE_MIN_DROP, STYLE_SHARE
+
+    trajectory = build_trajectory(tokenizer, Record.from_dict(MULTI_TURN))
+    hints = [Hint(text=" (Hint: tool says 18.)", message=4, char=6), Hint(text=" (check Rome)", message=6, char=8)]
+    table = HintScorer(tiny_model, tokenizer, trajectory).score(hints, span="response", placebo="default")
+    assert list(table.columns) == COLUMNS + PLACEBO_COLUMNS
+    placebos = [default_placebo(h) for h in hints]
+    assert table.attrs["placebo"] == [" (Hint: check this step.)", " (check this step.)"]
+    reference = naive_table(tiny_model, tokenizer, trajectory, placebos)
+    assert_matches_naive(table.rename(columns={"logp_placebo": "logp_after", "rank_placebo": "rank_after",
+                                               "logp_after": "_", "rank_after": "__"}),
+                         {i: {"logp_after": r["logp_after"], "rank_after": r["rank_after"]}
+                          for i, r in reference.items()})
+    student = table[table.student & (table.i > 0)]
+    assert (student.content_drop == student.logp_after - student.logp_placebo).all()
+    raw, placebo_drop = student.logp_after - student.logp_before, student.logp_placebo - student.logp_before
+    assert (student["style"] == ((raw < -STYLE_MIN_DROP) & (placebo_drop <= STYLE_SHARE * raw))).all()
+    assert student.content_drop.abs().max() > 0  # the hints differ from their placebos somewhere
+    assert not table.loc[~table.student, "style"].any()
+
+
+def test_placebo_pass_has_its_own_cache(tiny_model, tokenizer):
+    """Editing the hint reruns only the hinted suffix; the placebo, unchanged, is not run again."""
+    trajectory = build_trajectory(tokenizer, Record.from_dict(MULTI_TURN))
+    scorer = HintScorer(tiny_model, tokenizer, trajectory)
+    seen = []
+    original_forward = tiny_model.model.forward
+
+    def counting_forward(*args, **kwargs):
+        seen.append(kwargs["input_ids"].shape[1])
+        return original_forward(*args, **kwargs)
+
+    tiny_model.model.forward = counting_forward
+    try:
+        scorer.score([Hint(text=" (Hint: one)", message=4, char=6)], placebo="default")
+        first = len(seen)
+        edited = scorer.score([Hint(text=" (Hint: one, edited)", message=4, char=6)], placebo="default")
+    finally:
+        del tiny_model.model.forward
+    assert first == 3 and len(seen) == 4  # original, hinted, placebo; then the edited hint only
+    fresh = HintScorer(tiny_model, tokenizer, trajectory).score([Hint(text=" (Hint: one, edited)", message=4, char=6)],
+                                                                placebo="default")
+    np.testing.assert_allclose(edited.logp_placebo.to_numpy(float), fresh.logp_placebo.to_numpy(float), atol=1e-4,
+                               equal_nan=True)
