@@ -3,8 +3,8 @@
 `generate(model, tokenizer, messages, …)` → (Record, DataFrame). The record carries the new assistant message and
 its exact sampled ids (`response_token_ids`), so scoring never re-tokenizes the rollout. The prompt ids are those
 `trajectory.build_trajectory` produces for the conversation, so the rollout and its later scoring agree token for
-token. The table has one row per generated token: `text`, `token_id`, `logp`, `rank`, `entropy`, `top` — from the
-model's raw distribution (temperature 1), whatever temperature sampled it.
+token. The table has one row per generated token: `text`, `token_id`, `logp`, `rank`, `entropy`, `top` ([text, p]
+pairs), `top_ids`, `top_logp` — from the model's raw distribution (temperature 1), whatever temperature sampled it.
 """
 
 from __future__ import annotations
@@ -109,4 +109,5 @@ def _token_table(tokenizer, ids: list[int], logprobs: torch.Tensor, top_k: int) 
         "rank": rank.tolist(), "entropy": entropy.tolist(),
         "top": [[[text(int(t)), float(p)] for t, p in zip(row_ids, row_lp.exp())]
                 for row_ids, row_lp in zip(top_ids.tolist(), top_lp)],
+        "top_ids": top_ids.tolist(), "top_logp": top_lp.tolist(),
     })

@@ -1,0 +1,144 @@
+"""Generation through OpenAI-compatible servers: a real one this project did not write (llama-cpp-python's server on
+the default GGUF, where installed), and the failures a user meets (nothing listening, a server without logprobs),
+each one clear line with nothing left in the output."""
+
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from opd_studio.batching import GenerationJob
+from opd_studio.headless import generate_file
+from opd_studio.records import Record
+from opd_studio.remote import RemoteConfig, RemoteError, RemoteGenerator
+from opd_studio.rollout import SamplingConfig
+from opd_studio.scoring import score_record
+
+QUESTION = [{"role": "user", "content": "What is 17 + 25?"}]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_server_is_one_clear_error_and_writes_nothing(tmp_path, tokenizer):
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    output = tmp_path / "rollouts.jsonl"
+    with pytest.raises(RemoteError, match=r"cannot reach .* is the server running"):
+        generate_file([Record("a", QUESTION)], output, [SamplingConfig()], tokenizer=tokenizer,
+                      remote=RemoteConfig(url))
+    assert list(tmp_path.iterdir()) == []
+
+
+class NoLogprobs(BaseHTTPRequestHandler):
+    """A chat server that ignores logprobs (as some hosted APIs do)."""
+
+    def log_message(self, *args):
+        pass
+
+    def _json(self, payload):
+        body = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        self._json({"data": [{"id": "plain"}]})
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._json({"choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": "42"}}]})
+
+
+def test_server_without_logprobs_is_one_clear_error_and_writes_nothing(tmp_path, tokenizer):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NoLogprobs)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        output = tmp_path / "rollouts.jsonl"
+        records = [Record(f"r{n}", QUESTION) for n in range(3)]
+        with pytest.raises(RemoteError, match="returned no logprobs") as error:
+            generate_file(records, output, [SamplingConfig()], tokenizer=tokenizer,
+                          remote=RemoteConfig(f"http://127.0.0.1:{server.server_port}/v1"))
+        assert "\n" not in str(error.value)
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# llama-cpp-python's OpenAI-compatible server (a separate virtualenv: `make llama-server`)
+
+
+def llama_python() -> str | None:
+    candidate = os.environ.get("LLAMA_SERVER_PYTHON") or str(ROOT / ".venv-llama" / "bin" / "python")
+    if not Path(candidate).is_file():
+        return None
+    found = subprocess.run([candidate, "-c", "import llama_cpp.server"], capture_output=True)
+    return candidate if found.returncode == 0 else None
+
+
+@pytest.fixture(scope="module")
+def llama_server():
+    python = llama_python()
+    if python is None:
+        pytest.skip("llama-cpp-python's server is not installed (make llama-server builds it; run by make bench)")
+    from opd_studio.model import default_gguf_path
+
+    port = free_port()
+    process = subprocess.Popen([python, "-m", "llama_cpp.server", "--model", str(default_gguf_path()),
+                                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+                                "--logits_all", "true"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(url + "/models", timeout=1)
+                break
+            except OSError:
+                if process.poll() is not None:
+                    pytest.fail(f"llama_cpp.server exited: {process.stderr.read()[-2000:].decode()}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("endpoint", ["chat", "completions"])
+def test_llama_cpp_server_rollouts_score_exactly(llama_server, default_model, tmp_path, endpoint):
+    model, tokenizer = default_model
+    records = [Record("add", QUESTION), Record("colour", [{"role": "user", "content": "Name three colours."}])]
+    output = tmp_path / "rollouts.jsonl"
+    summary = generate_file(records, output, [SamplingConfig(max_new_tokens=24, temperature=0.8, seed=1)],
+                            tokenizer=tokenizer,
+                            remote=RemoteConfig(llama_server, endpoint=endpoint, top_logprobs=3, concurrency=1))
+    assert summary.done == 2
+    rollouts = [Record.from_dict(json.loads(line)) for line in output.read_text().splitlines()]
+    for rollout in rollouts:
+        remote = rollout.meta["remote"]
+        assert remote["token_ids"] in ("server", "bytes"), remote["token_ids"]
+        assert rollout.response_token_ids
+        assert tokenizer.decode(rollout.response_token_ids) == rollout.messages[-1]["content"]
+        # the server's log-probs of its own sampled tokens agree with the local model on the same ids
+        # (same weights; llama.cpp runs them quantized, so within a tolerance), where the prompts agree
+        table = score_record(model, tokenizer, rollout)
+        local = table[table.student].logp_before.tolist()[: len(remote["logprobs"])]
+        close = sum(abs(a - b) < 0.5 for a, b in zip(local, remote["logprobs"]))
+        assert close >= 0.8 * len(local), (local, remote["logprobs"])
+
