@@ -4,4 +4,4 @@ The engine (model, trajectory, rollout, scoring, losses, hints, train, store) im
 `opd_studio.ui` is the thin app on top.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -5,6 +5,8 @@ fine-tune, the whole model in safetensors — and `run.json`: the run's settings
 per-process weight checksums. Loading an adapter onto the same base model reproduces the trained probabilities
 exactly (the adapter is the only thing that changed). Writes go to a temporary directory renamed into place, so a
 killed process leaves either the old run or the new one.
+
+Layers point one way: this module builds on `train` (what a run is), and `train` knows nothing of files.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .train import DriftError, is_lora, worst_drift
+
 RUN_FILE = "run.json"
 
 
 def save_run(result, directory: str | os.PathLike, tokenizer=None, force: bool = False, merge: bool = False) -> Path:
     """Write `result` (a `train.TrainResult`) to `directory`. Refuses, with `train.DriftError`, a run whose final
     drift is over its threshold unless `force`. `merge`: also write the merged full model to `directory/merged`."""
-    from .train import DriftError, is_lora, worst_drift
-
     if result.drift_exceeded and not force:
         raise DriftError(f"drift {worst_drift(result.final):.4f} nats/token is over the threshold "
                          f"{result.config.drift_threshold}: the run is not saved (force to save it anyway)")
@@ -64,8 +66,6 @@ def export_merged(model, tokenizer, directory: str | os.PathLike) -> Path:
     """Write a standalone model with the adapter merged into the weights (safetensors), plus the tokenizer.
 
     Merges a copy, so `model` keeps its adapter (and the base stays reachable with the adapter disabled)."""
-    from .train import is_lora
-
     merged = copy.deepcopy(model).merge_and_unload() if is_lora(model) else model
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -77,8 +77,6 @@ def export_merged(model, tokenizer, directory: str | os.PathLike) -> Path:
 
 def reset_to_base(model):
     """The base model: the adapter removed (peft `unload`, no merge). A model without an adapter is returned as is."""
-    from .train import is_lora
-
     return model.unload() if is_lora(model) else model
 
 

@@ -1,17 +1,23 @@
-"""`python -m opd_studio …`: the engine on JSONL files, for the rollouts of a real training run.
+"""`opd-studio …` (or `python -m opd_studio …`): the studio's work from a shell, on the same store the studio uses.
 
-    python -m opd_studio generate --input prompts.jsonl --output rollouts.jsonl [--temperature 0.7 --samples 4]
-    python -m opd_studio propose  --hint-model arithmetic --input rollouts.jsonl --output proposed.jsonl
-    python -m opd_studio score    --input proposed.jsonl --output scores.jsonl   (or .parquet)
-    python -m opd_studio serve    --port 8000     (an OpenAI-compatible endpoint for the model, on loopback)
+    opd-studio generate --input prompts.jsonl --output rollouts.jsonl [--temperature 0.7 --samples 4] [--run N]
+    opd-studio propose  --hint-model arithmetic --input rollouts.jsonl --output proposed.jsonl
+    opd-studio score    --input proposed.jsonl --output scores.parquet [--run N | --adapter DIR]
+    opd-studio train    [--data curated.jsonl] --steps 10 --target contrast     (records the run in the store)
+    opd-studio runs     list | use N | reset | show N
+    opd-studio curated  list | export --output F | import F | revisions ID | restore ID REV | delete ID
+    opd-studio serve    --port 8000     (an OpenAI-compatible endpoint for the model, on loopback)
+    opd-studio app      (the studio in the browser)
 
-Every command reads everything and validates before it writes, and writes through a temporary file, so a failure
-leaves no half-written output. Errors are one line on stderr and exit code 2 (bad input) or 1 (anything else).
+The store is the studio's: `OPD_STUDIO_DATA` (default ./opd_data). Every command reads everything and validates
+before it writes, and writes through a temporary file, so a failure leaves no half-written output. Errors are one
+line on stderr and exit code 2 (bad input) or 1 (anything else).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -19,15 +25,19 @@ from pathlib import Path
 from .records import RecordError, read_records, write_atomic, write_records
 
 
-def _add_model_args(parser: argparse.ArgumentParser) -> None:
+def _add_model_args(parser: argparse.ArgumentParser, weights: bool = True) -> None:
     parser.add_argument("--model", default="default", help="'default', a hub id, a local directory or a .gguf file")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
     parser.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow a model's own code to run")
+    if weights:
+        trained = parser.add_mutually_exclusive_group()
+        trained.add_argument("--run", type=int, help="use the weights of run N of the store (opd-studio runs list)")
+        trained.add_argument("--adapter", help="use a saved adapter directory (a run directory)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m opd_studio", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="opd-studio", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     gen = commands.add_parser("generate", help="sample an assistant turn for every record")
@@ -61,7 +71,72 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--output", required=True, help=".jsonl (one token a line) or .parquet")
     score.add_argument("--span", default="turn", choices=["error", "turn", "response"], help="loss span")
     score.add_argument("--top-k", type=int, default=5, help="alternatives listed per token")
+
+    _add_train_parser(commands)
+
+    runs = commands.add_parser("runs", help="training runs in the store: list, use, reset, show").add_subparsers(
+        dest="action", required=True)
+    runs.add_parser("list", help="every run: settings, how it ended, drift, which one is in use")
+    runs.add_parser("use", help="make run N the active weights (the studio and --run use them)").add_argument(
+        "run", type=int)
+    runs.add_parser("reset", help="back to the base weights")
+    runs.add_parser("show", help="one run's settings and per-step metrics").add_argument("run", type=int)
+
+    curated = commands.add_parser("curated", help="the curated set: list, export, import, revisions, restore")
+    actions = curated.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="records with their status, prompt, answer and hint")
+    listing.add_argument("--status", choices=["all", "pending", "accepted", "rejected"], default="accepted")
+    export = actions.add_parser("export", help="write the curated set to a file")
+    export.add_argument("--output", required=True, help="the file (or folder, for datasets formats)")
+    export.add_argument("--format", default=None, help="jsonl or parquet (default: from the suffix)")
+    export.add_argument("--status", choices=["all", "pending", "accepted", "rejected"], default="accepted")
+    imported = actions.add_parser("import", help="bring in a file: a curated export keeps its review status, plain "
+                                                 "rollouts go to the review queue; reviewed records are never replaced")
+    imported.add_argument("file")
+    actions.add_parser("revisions", help="every version of a record").add_argument("id")
+    restore = actions.add_parser("restore", help="make an earlier revision of a record current (nothing is lost)")
+    restore.add_argument("id")
+    restore.add_argument("rev", type=int)
+    delete = actions.add_parser("delete", help="delete a record (soft: --undo brings it back)")
+    delete.add_argument("id")
+    delete.add_argument("--undo", action="store_true")
+
+    app = commands.add_parser("app", help="open the studio in the browser")
+    app.add_argument("--host", default=None, help="default 127.0.0.1 (GRADIO_SERVER_NAME)")
+    app.add_argument("--port", type=int, default=None, help="default 7860 (GRADIO_SERVER_PORT)")
     return parser
+
+
+def _number_or_none(kind, text: str):
+    return None if text.lower() == "none" else kind(text)
+
+
+def _add_train_parser(commands) -> None:
+    """`train`: every `TrainConfig` field is a flag (transformers' HfArgumentParser, help from the field metadata)."""
+    from transformers import HfArgumentParser
+
+    from .train import TrainConfig
+
+    flags = HfArgumentParser(TrainConfig, add_help=False)
+    for action in flags._actions:  # "none" for the settings whose default is None (no top-k, no drift stop)
+        if action.dest in ("top_k", "drift_threshold", "max_grad_norm") and action.type is not None:
+            action.type = functools.partial(_number_or_none, action.type)
+            action.help = f"{action.help or ''} a number, or 'none'".strip()
+    train = commands.add_parser("train", parents=[flags], help="train on the curated set; the run is recorded in the "
+                                                               "store and becomes the active weights",
+                                description="Train on the store's curated set (accepted records, accepted hints), or "
+                                            "on --data. Runs under `accelerate launch` unchanged.")
+    _add_model_args(train, weights=False)
+    train.add_argument("--data", help="train on this JSONL instead of the store's curated set")
+    train.add_argument("--unreviewed", action="store_true",
+                       help="with --data: also train on hints no one accepted (status proposed or edited)")
+    train.add_argument("--heldout", help="JSONL records only measured for drift (default: the demo held-out rollouts "
+                                         "of the curated records' families)")
+    train.add_argument("--no-heldout", action="store_true", help="measure no held-out drift")
+    train.add_argument("--out", help="also copy the run (adapter + run.json) to this directory")
+    train.add_argument("--merge", action="store_true", help="with --out: also write the merged model to OUT/merged")
+    train.add_argument("--force", action="store_true", help="save even when drift is over the threshold")
+    train.add_argument("--keep-weights", action="store_true", help="record the run but keep the active weights")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,16 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     from .model import ModelLoadError
     from .trajectory import TrajectoryError
 
+    from .train import DriftError
+
+    commands = {"generate": _generate, "score": _score, "propose": _propose, "serve": _serve, "train": _train,
+                "runs": _runs, "curated": _curated, "app": _app}
     try:
-        if args.command == "generate":
-            _generate(args)
-        elif args.command == "score":
-            _score(args)
-        elif args.command == "propose":
-            _propose(args)
-        elif args.command == "serve":
-            _serve(args)
-    except (RecordError, TrajectoryError, ModelLoadError, ValueError) as exc:
+        commands[args.command](args)
+    except (RecordError, TrajectoryError, ModelLoadError, DriftError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -91,10 +163,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load(args):
+    """The model and tokenizer of --model, carrying --run N's or --adapter's weights when given."""
     from .model import load_model
 
     _quiet_transformers()
-    return load_model(args.model, args.device, args.dtype, trust_remote_code=args.trust_remote_code)
+    model, tokenizer = load_model(args.model, args.device, args.dtype, trust_remote_code=args.trust_remote_code)
+    adapter = getattr(args, "adapter", None)
+    if getattr(args, "run", None) is not None:
+        run = _workspace().store.run(args.run)
+        if run is None or not run["adapter_path"]:
+            raise ValueError(f"run {args.run} has no saved weights in {_workspace().store.path} "
+                             "(see opd-studio runs list)")
+        adapter = run["adapter_path"]
+    if adapter:
+        from .adapters import load_adapter
+
+        try:
+            model = load_adapter(model, adapter)
+        except FileNotFoundError as exc:
+            raise ValueError(str(exc)) from None
+    return model, tokenizer
+
+
+def _workspace():
+    from .workspace import Workspace
+
+    return Workspace.open()
 
 
 def _quiet_transformers() -> None:
@@ -197,3 +291,130 @@ def _serve(args) -> None:
         server.serve_forever()
     except KeyboardInterrupt:
         server.server_close()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The workspace: train, runs, curated, app
+
+
+def _train(args) -> None:
+    import dataclasses
+    import math
+    import os
+    import shutil
+
+    import torch
+    from accelerate import PartialState
+
+    from .model import load_model
+    from .train import TrainConfig, train
+    from .workspace import heldout_records
+
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    workspace = _workspace()
+    if args.data:
+        records = read_records(args.data)
+        unreviewed = sum(h.status in ("proposed", "edited") for r in records for h in r.hints)
+        if unreviewed and not args.unreviewed:
+            raise ValueError(f"{args.data} has {unreviewed} hint(s) no one accepted (status proposed or edited): "
+                             "review them first (opd-studio curated import, then the studio), or pass --unreviewed "
+                             "to train on them as they are")
+        keep = ("accepted", "proposed", "edited") if args.unreviewed else ("accepted",)
+        for record in records:
+            record.hints = [h for h in record.hints if h.status in keep]
+    else:
+        records = workspace.training_records()
+        if not records:
+            raise ValueError(f"the curated set in {workspace.store.path} is empty: accept hinted records in the "
+                             "studio, import an export (opd-studio curated import FILE), or pass --data")
+    heldout = [] if args.no_heldout else read_records(args.heldout) if args.heldout else heldout_records(records)
+    # Without CUDA, processes started by `accelerate launch --multi_gpu` (torchrun) form a CPU (gloo) group only
+    # when the state is created with cpu=True; `accelerate launch --cpu` starts a single process.
+    state = PartialState(cpu=not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower()
+                         in ("1", "true", "yes"))
+    _quiet_transformers()
+    device = "cpu" if state.device.type == "cpu" else str(state.device)
+    model, tokenizer = load_model(args.model, device=device, dtype=args.dtype,
+                                  trust_remote_code=args.trust_remote_code)
+
+    def report(row: dict) -> None:
+        print(f"step {row['step']:>3}  loss {row['loss']:.4f}  drift {row['drift']:.4f}"
+              + (f"  held-out {row['drift_heldout']:.4f}" if not math.isnan(row["drift_heldout"]) else "")
+              + f"  {row['seconds']:.2f}s", file=sys.stderr, flush=True)
+
+    result = train(model, tokenizer, records, config, heldout=heldout or None, on_step=report)
+    if state.is_main_process:
+        outcome = workspace.register_run(result, tokenizer, activate=not args.keep_weights, force=args.force)
+        print(f"{outcome.message} ({result.steps} steps, stopped by {result.stopped})", file=sys.stderr)
+        if not outcome.saved:
+            raise ValueError(outcome.message)
+        if args.out:
+            from .adapters import export_merged
+
+            source = workspace.store.runs_dir / f"run-{outcome.run_id}"
+            shutil.copytree(source, args.out, dirs_exist_ok=True)
+            if args.merge:
+                export_merged(result.model, tokenizer, Path(args.out) / "merged")
+            print(f"copied to {args.out}", file=sys.stderr)
+    state.wait_for_everyone()
+
+
+def _runs(args) -> None:
+    import pandas as pd
+
+    workspace = _workspace()
+    if args.action == "list":
+        table = workspace.runs_table()
+        print(table.to_string(index=False) if len(table) else f"no runs yet in {workspace.store.path}")
+    elif args.action == "use":
+        workspace.use_run(args.run)
+        print(f"run {args.run} is now the active weights (the studio and --run use them)", file=sys.stderr)
+    elif args.action == "reset":
+        workspace.use_run(None)
+        print("back on the base weights", file=sys.stderr)
+    elif args.action == "show":
+        run = workspace.store.run(args.run)
+        if run is None:
+            raise ValueError(f"there is no run {args.run} (see opd-studio runs list)")
+        print(json.dumps(run["config"], indent=1))
+        steps = pd.DataFrame([{k: v for k, v in row.items() if k not in ("records", "timeline")}
+                              for row in run["metrics"]])
+        print(steps.to_string(index=False))
+
+
+def _curated(args) -> None:
+    workspace = _workspace()
+    status = None if getattr(args, "status", None) == "all" else getattr(args, "status", None)
+    if args.action == "list":
+        table = workspace.curated_table(status)
+        print(table.to_string(index=False) if len(table) else "no records")
+    elif args.action == "export":
+        count = _export(workspace, args.output, args.format, status)
+        print(f"exported {count} record(s) → {args.output}", file=sys.stderr)
+    elif args.action == "import":
+        print(workspace.import_file(args.file).message(), file=sys.stderr)
+    elif args.action == "revisions":
+        print(workspace.revisions(args.id).to_string(index=False))
+    elif args.action == "restore":
+        rev = workspace.restore(args.id, args.rev)
+        print(f"{args.id}: revision {args.rev} restored as revision {rev}", file=sys.stderr)
+    elif args.action == "delete":
+        (workspace.store.restore if args.undo else workspace.store.delete)(args.id)
+        print(f"{args.id}: {'restored' if args.undo else 'deleted (opd-studio curated delete --undo brings it back)'}",
+              file=sys.stderr)
+
+
+def _export(workspace, output: str, fmt: str | None, status: str | None) -> int:
+    fmt = fmt or ("parquet" if str(output).endswith(".parquet") else "jsonl")
+    if fmt in ("jsonl", "parquet"):
+        if not str(output).endswith(f".{fmt}"):
+            raise ValueError(f"--format {fmt} writes a .{fmt} file; name the output accordingly")
+        return workspace.export(output, status)
+    raise ValueError(f"unknown export format {fmt!r}; choose jsonl or parquet")
+
+
+def _app(args) -> None:
+    from .ui import build_app, launch
+
+    options = {k: v for k, v in (("server_name", args.host), ("server_port", args.port)) if v is not None}
+    launch(build_app(), **options)
