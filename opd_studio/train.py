@@ -39,11 +39,9 @@ FSDP included). On CPUs the same `--multi_gpu` command works: without CUDA the p
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -109,7 +107,7 @@ class TrainConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
-    target_modules: str | list[str] = "all-linear"
+    target_modules: str = "all-linear"  # or comma-separated module names (a list works from Python)
     full_finetune: bool = False
     # Held-out drift is measured every `heldout_every` steps (it costs one forward of the held-out records).
     heldout_every: int = 1
@@ -563,84 +561,10 @@ def _agree(accelerator, flag: bool) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Command line: python -m opd_studio.train / accelerate launch -m opd_studio.train
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m opd_studio.train",
-        description="Train on a curated JSONL set (records with hints); writes the adapter and run.json to --out. "
-                    "Runs under `accelerate launch` unchanged.")
-    parser.add_argument("--data", required=True, help="curated JSONL records with hints")
-    parser.add_argument("--out", required=True, help="output directory (adapter, run.json)")
-    parser.add_argument("--heldout", help="JSONL records only measured for drift")
-    parser.add_argument("--model", default="default", help="'default', a hub id, a local directory or a .gguf")
-    parser.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16")
-    parser.add_argument("--merge", action="store_true", help="also write the merged model to OUT/merged")
-    parser.add_argument("--force", action="store_true", help="save even when drift is over the threshold")
-    for f in dataclasses.fields(TrainConfig):
-        default = f.default
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(default, bool):
-            parser.add_argument(flag, type=_boolean, default=default, metavar="true|false")
-        elif f.name in ("top_k", "drift_threshold"):
-            kind = int if f.name == "top_k" else float
-            parser.add_argument(flag, type=lambda s, kind=kind: None if s.lower() == "none" else kind(s),
-                                default=default, help="a number, or 'none'")
-        elif f.name == "target_modules":
-            parser.add_argument(flag, default=default, help="'all-linear' or comma-separated module names")
-        else:
-            parser.add_argument(flag, type=type(default), default=default)
-    return parser
-
-
-def _boolean(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    from accelerate import PartialState
-
-    from .adapters import save_run
-    from .model import ModelLoadError, load_model
-    from .records import RecordError, read_records
-    from .trajectory import TrajectoryError
-
-    args = build_parser().parse_args(argv)
-    config_args = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    # Without CUDA, processes started by `accelerate launch --multi_gpu` (torchrun) form a CPU (gloo) group only
-    # when the state is created with cpu=True; `accelerate launch --cpu` starts a single process.
-    state = PartialState(cpu=not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower()
-                         in ("1", "true", "yes"))
-    try:
-        config = TrainConfig(**config_args)
-        records = read_records(args.data)
-        heldout = read_records(args.heldout) if args.heldout else None
-        device = "cpu" if state.device.type == "cpu" else str(state.device)
-        model, tokenizer = load_model(args.model, device=device, dtype=args.dtype)
-
-        def report(row: dict) -> None:
-            print(f"step {row['step']:>3}  loss {row['loss']:.4f}  drift {row['drift']:.4f}"
-                  + (f"  held-out {row['drift_heldout']:.4f}" if not math.isnan(row["drift_heldout"]) else "")
-                  + f"  {row['seconds']:.2f}s", flush=True)
-
-        result = train(model, tokenizer, records, config, heldout=heldout, on_step=report)
-        if state.is_main_process and result.placebo_defaulted:
-            print(f"{len(result.placebo_defaulted)} of {len(records)} records had no stored placebo: used the default "
-                  "(records.default_placebo)", flush=True)
-        if state.is_main_process:
-            save_run(result, args.out, tokenizer, force=args.force, merge=args.merge)
-            print(f"saved to {args.out} ({result.steps} steps, stopped: {result.stopped})", flush=True)
-        state.wait_for_everyone()
-    except (RecordError, TrajectoryError, ModelLoadError, DriftError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
+# `python -m opd_studio.train` / `accelerate launch -m opd_studio.train`: the command line's `train` (cli.py), which
+# also records the run in the store.
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from opd_studio.cli import main
+
+    sys.exit(main(["train", *sys.argv[1:]]))

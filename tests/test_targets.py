@@ -11,7 +11,8 @@ from opd_studio.objective import build_example, cache_targets, right_text
 from opd_studio.records import Hint, Record, default_placebo, placebo_for, placebo_text
 from opd_studio.scoring import HintScorer, place_hints, splice
 from opd_studio.targets import TargetSpec, banned_tokens, construct, leak_sets
-from opd_studio.train import TrainConfig, build_parser, train
+from opd_studio.cli import build_parser
+from opd_studio.train import TrainConfig, train
 from opd_studio.trajectory import TrajectoryError, build_trajectory
 from tests.conftest import ADD, random_llama
 
@@ -173,7 +174,7 @@ def test_bad_input_is_one_line_that_says_what_to_do(tokenizer, small_model):
     with pytest.raises(TrajectoryError, match="longer than the model's context.*shorter placebo") as info:
         scorer.score(Record.from_dict(REVEAL).hints, placebo=long_placebo)
     assert "\n" not in str(info.value)
-    args = build_parser().parse_args(["--data", "d", "--out", "o", "--target", "contrast", "--alpha", "1.5"])
+    args = build_parser().parse_args(["train", "--data", "d", "--out", "o", "--target", "contrast", "--alpha", "1.5"])
     assert args.target == "contrast" and args.alpha == 1.5
 
 

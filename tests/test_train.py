@@ -20,7 +20,8 @@ from opd_studio.losses import per_token_loss
 from opd_studio.records import Record, write_records
 from opd_studio.objective import HiddenAt, batch_loss, build_example, cache_targets
 from opd_studio.scoring import HintScorer, logits_from_hidden
-from opd_studio.train import DriftError, TrainConfig, build_parser, prepare_model, train, weights_checksum
+from opd_studio.cli import build_parser
+from opd_studio.train import DriftError, TrainConfig, prepare_model, train, weights_checksum
 from opd_studio.trajectory import build_trajectory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -337,14 +338,14 @@ def test_two_process_accelerate_launch_agrees_on_weights(tokenizer, small_model,
     small_model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
     write_records(tmp_path / "curated.jsonl", records(ADD, LONGER))
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", OPD_STUDIO_DATA=str(tmp_path / "data"))
     # `--multi_gpu` starts the processes through torchrun; without CUDA our state joins them in a CPU (gloo) group.
     # (`--cpu --num_processes 2` starts one process: accelerate only launches multi-CPU through mpirun.)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
                str(29500 + os.getpid() % 1000), "-m", "opd_studio.train", "--data", str(tmp_path / "curated.jsonl"),
                "--out", str(tmp_path / "run"), "--model", str(tmp_path / "model"), "--steps", "2",
-               "--batch-size", "1", "--lr", "5e-3", "--drift-threshold", "none"]
+               "--batch-size", "1", "--lr", "5e-3", "--drift-threshold", "none", "--unreviewed", "--no-heldout"]
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     run = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -358,7 +359,7 @@ def test_two_process_accelerate_launch_agrees_on_weights(tokenizer, small_model,
 
 
 def test_cli_flags_cover_every_setting():
-    args = build_parser().parse_args(["--data", "d.jsonl", "--out", "o", "--top-k", "none", "--full-finetune",
+    args = build_parser().parse_args(["train", "--data", "d.jsonl", "--out", "o", "--top-k", "none", "--full-finetune",
                                       "true", "--target-modules", "q_proj,v_proj", "--drift-threshold", "0.1"])
     assert args.top_k is None and args.full_finetune is True and args.drift_threshold == 0.1
     assert args.target_modules == "q_proj,v_proj"
