@@ -184,23 +184,38 @@ CURATED_COLUMNS = ["id", "status", "prompt", "answer", "hint", "reviewer", "upda
 # The workspace
 
 
+class ReadOnlyError(ValueError):
+    """A write to a workspace the caller may only read (an anonymous visitor on a Space); the message says why."""
+
+
 @dataclass
 class Workspace:
     store: Store
     user: str | None = None  # the signed-in name on a Space; None when the studio runs for one person
+    read_only: str | None = None  # why this caller may not write (None: they may); see access.py
 
     @classmethod
     def open(cls, path: str | Path | None = None, user: str | None = None) -> "Workspace":
         return cls(Store(path), user)
 
+    @property
+    def writable(self) -> bool:
+        return self.read_only is None
+
+    def require_write(self, action: str) -> None:
+        if self.read_only is not None:
+            raise ReadOnlyError(f"{self.read_only}: you cannot {action} here")
+
     # -- records in -----------------------------------------------------------------------------------------------
 
     def add_rollouts(self, records: list[Record], origin: str, model=None) -> AddReport:
         """Generated or uploaded rollouts go to the review queue; a reviewed record is never replaced."""
+        self.require_write("add records")
         return self.store.add(records, origin=origin, model=model_label(model) if model is not None else None)
 
     def import_file(self, path) -> AddReport:
         """A curated export keeps its review status; plain rollouts go to the review queue (`Store.import_file`)."""
+        self.require_write("import records")
         return self.store.import_file(path)
 
     def export(self, path, status: str | None = "accepted") -> int:
@@ -212,6 +227,7 @@ class Workspace:
                span: str | None = None, seconds: float = 0.0, as_right: bool = False) -> Record:
         """The reviewer's verdict on `record` as edited: `accepted` (needs a hint, or `as_right`), `rejected` or
         `pending`. The previous version stays in the record's revisions. Returns what was stored."""
+        self.require_write("review records")
         if as_right:  # nothing wrong: stored without hints or error span, it only anchors training
             record = copy.deepcopy(record)
             record.hints, record.error, status = [], None, "accepted"
@@ -224,10 +240,16 @@ class Workspace:
                         review_seconds=max(0.0, seconds), note="kept as right" if as_right else status)
         return consistent(record, status)
 
+    def delete(self, record_id: str, undo: bool = False) -> None:
+        """Soft delete (`undo` brings the record back)."""
+        self.require_write("delete records")
+        (self.store.restore if undo else self.store.delete)(record_id)
+
     def revisions(self, record_id: str) -> pd.DataFrame:
         return self.store.revisions(record_id)
 
     def restore(self, record_id: str, rev: int) -> int:
+        self.require_write("restore revisions")
         return self.store.restore_revision(record_id, rev, reviewer=self.user)
 
     def training_records(self) -> list[Record]:
@@ -265,6 +287,7 @@ class Workspace:
                      force: bool = False) -> RunOutcome:
         """Record a finished run in the store and save its adapter under the runs directory; make it the active run
         (`activate`). A run whose drift is over its threshold is recorded but not saved (unless `force`)."""
+        self.require_write("train")
         count = len(result.record_ids)
         run_id = self.store.add_run(result.config.to_dict(), result.history,
                                     name=name or f"{count} record{'s' if count != 1 else ''}", status=result.stopped)
@@ -281,6 +304,7 @@ class Workspace:
 
     def use_run(self, run_id: int | None) -> None:
         """Make `run_id` the active weights (None: the base weights)."""
+        self.require_write("change the weights")
         self.store.set_active_run(run_id)
 
     def latest_run(self) -> int | None:
@@ -293,6 +317,7 @@ class Workspace:
 
         Every run starts from the base weights, so runs compare. The first report comes before any work (the
         teacher's targets are cached before step 0, which takes a while on a CPU)."""
+        self.require_write("train")
         records = self.training_records()
         if not records:
             raise ValueError("the curated set is empty: accept some hinted records first")
