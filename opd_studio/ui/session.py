@@ -23,6 +23,7 @@ from ..records import ErrorSpan, Hint, Record, parse_records
 from ..rollout import SamplingConfig, generate
 from ..scoring import LOSS_SPANS, HintScorer
 from ..store import Store
+from ..workspace import Workspace, rollout_id
 from ..trajectory import build_trajectory
 from . import incremental
 
@@ -141,12 +142,30 @@ def use_weights(session: Session, model, tokenizer, base: bool, version: int) ->
 
 
 def generate_and_open(session: Session, model, tokenizer, source: Record, sampling: SamplingConfig,
-                      hint_model=None) -> Session:
-    """Roll out the assistant's answer to `source`'s conversation, then open it."""
-    record, _ = generate(model, tokenizer, source.messages, sampling, tools=source.tools,
-                         record_id=f"{source.id}-s{sampling.seed}-t{sampling.temperature:g}", meta=source.meta)
+                      hint_model=None, workspace: Workspace | None = None) -> Session:
+    """Roll out the assistant's answer to `source`'s conversation, then open it.
+
+    The rollout's id comes from its content (`workspace.rollout_id`). When the workspace already holds it (the same
+    prompt, weights and sampling give the same rollout), the stored record opens, with the reviewer's hints:
+    generating again never replaces reviewed work. Otherwise the new rollout goes to the review queue (when the
+    workspace may be written), with the hint model's proposal."""
+    record, _ = generate(model, tokenizer, source.messages, sampling, tools=source.tools, record_id=source.id,
+                         meta=source.meta)
     record.reference = source.reference
-    return open_record(session, model, tokenizer, record, hint_model)
+    record.id = rollout_id(source.id, record)
+    stored = workspace.store.get(record.id) if workspace is not None else None
+    if stored is not None:
+        session = open_record(session, model, tokenizer, stored, hint_model)
+        status = workspace.store.status_of(record.id)
+        session.notice = (f"this rollout is already in the workspace ({status}); it opened as stored"
+                          + (", with the reviewed hints" if status != "pending" and stored.hints else ""))
+        return session
+    session = open_record(session, model, tokenizer, record, hint_model)
+    if workspace is not None and workspace.writable:
+        proposed = copy.deepcopy(session.record)
+        proposed.hints = copy.deepcopy(session.hints)
+        workspace.add_rollouts([proposed], origin="generated", model=model)
+    return session
 
 
 def parse_upload(path: str | None, max_bytes: int = 20_000_000) -> list[Record]:
@@ -282,35 +301,25 @@ def undo(session: Session) -> Session:
 # Reviewing
 
 
-def reviewed_record(session: Session, status: str) -> Record:
-    """The record as it will be stored: working hints with their review status, positions as message + char."""
+def reviewed_record(session: Session) -> Record:
+    """The record as it will be stored: the working hints, positions as message + char (the store makes their
+    statuses agree with the record's)."""
     record = copy.deepcopy(session.record)
     record.hints = copy.deepcopy(session.hints)
-    if status in ("accepted", "rejected"):
-        for hint in record.hints:
-            hint.status = status
     return record
 
 
-def review(session: Session, store: Store, status: str, reviewer: str | None = None,
+def review(session: Session, workspace: Workspace | Store, status: str, reviewer: str | None = None,
            as_right: bool = False) -> Record:
-    """Save the open record with `status` (accepted / rejected / pending); returns what was stored.
+    """Save the open record with `status` (accepted / rejected / pending) through the workspace, which keeps the
+    previous version as a revision; returns what was stored.
 
     `as_right`: the reviewer found nothing wrong. The record is accepted without hints or error span, so in training
     it only anchors its tokens to the base model (the drift guard holds it in place)."""
     _require_open(session)
-    if as_right:
-        record = copy.deepcopy(session.record)
-        record.hints, record.error, status = [], None, "accepted"
-    elif status == "accepted" and not session.hints:
-        raise ValueError("accepting needs a hint: click a token to place one, keep the record as right, or "
-                         "reject it")
-    else:
-        record = reviewed_record(session, status)
-    model = session.scorer.model.config.name_or_path
-    store.save(record, status, model=model, tokenizer=getattr(session.scorer.tokenizer, "name_or_path", model),
-               reviewer=reviewer or "anonymous", span=session.span,
-               review_seconds=max(0.0, time.time() - session.opened_at))
+    workspace = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    record = workspace.review(reviewed_record(session), status, model=session.scorer.model, reviewer=reviewer,
+                              span=session.span, seconds=time.time() - session.opened_at, as_right=as_right)
     session.record = record
     session.opened_at = time.time()
     return record
