@@ -15,10 +15,19 @@ PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0
 
 
 def _layout(figure: go.Figure, title: str, y_title: str, height: int = 300) -> go.Figure:
-    figure.update_layout(title=title, height=height, margin=dict(l=50, r=20, t=40, b=40), template="plotly_white",
-                         yaxis_title=y_title, legend=dict(orientation="h", y=1.12, x=1, xanchor="right"),
-                         hovermode="x unified")
+    # The legend sits under the plot, left-aligned: on a narrow screen it wraps downwards instead of covering data.
+    figure.update_layout(title=dict(text=title, font=dict(size=14)), height=height,
+                         margin=dict(l=50, r=20, t=40, b=40), template="plotly_white", yaxis_title=y_title,
+                         legend=dict(orientation="h", yanchor="top", y=-0.18, x=0, xanchor="left"),
+                         hovermode="x unified", modebar=dict(orientation="v"))  # the toolbar off the title
     return figure
+
+
+def _integer_steps(figure: go.Figure, steps: pd.Series) -> None:
+    """Ticks on whole steps only (no 0.5, 1.5, …), at most about ten of them."""
+    last = int(steps.max()) if len(steps) else 1
+    figure.update_xaxes(title="step", tickmode="linear", tick0=0, dtick=max(1, -(-last // 10)), tickformat="d",
+                        range=[-0.3, max(last, 1) + 0.3])
 
 
 def label(text: str) -> str:
@@ -93,7 +102,23 @@ def training_figure(per_record: pd.DataFrame) -> go.Figure:
         color = PALETTE[n % len(PALETTE)]
         figure.add_trace(go.Scatter(x=rows.step, y=rows.p_error, name=html.escape(str(record_id)),
                                     mode="lines+markers", line=dict(color=color)))
-        figure.add_trace(go.Scatter(x=rows.step, y=rows.p_teacher, mode="lines", showlegend=False,
-                                    line=dict(dash="dash", color=color), name=f"{html.escape(str(record_id))} teacher"))
-    figure.update_layout(xaxis_title="step", yaxis_range=[0, 1.02])
-    return _layout(figure, "p(error tokens) under the student (dashed: the hinted teacher)", "p", height=320)
+        # The teacher's target: dashed, with open markers, drawn over the axis so it stays visible near p = 0.
+        figure.add_trace(go.Scatter(x=rows.step, y=rows.p_teacher, mode="lines+markers", showlegend=False,
+                                    line=dict(dash="dash", color=color, width=2.5),
+                                    marker=dict(symbol="diamond-open", size=9, color=color), cliponaxis=False,
+                                    name=f"{html.escape(str(record_id))} teacher"))
+    figure.update_layout(yaxis_range=[-0.04, 1.04])
+    _integer_steps(figure, per_record.step)
+    return _layout(figure, "p(error tokens): student (solid) vs hinted teacher (dashed ◇)", "p", height=340)
+
+
+def loss_figure(steps: pd.DataFrame) -> go.Figure:
+    """Loss and drift (mean KL(trained ‖ base), nats/token) per step."""
+    figure = go.Figure()
+    if not steps.empty:
+        for column, name in (("loss", "loss"), ("drift", "drift (curated, untouched tokens)"),
+                             ("drift_heldout", "drift (held-out)")):
+            if column in steps and steps[column].notna().any():
+                figure.add_trace(go.Scatter(x=steps.step, y=steps[column], name=name, mode="lines+markers"))
+        _integer_steps(figure, steps.step)
+    return _layout(figure, "Loss and drift (mean KL(trained ‖ base), nats/token)", "", height=300)

@@ -20,8 +20,9 @@ def client(tmp_path_factory):
 
 
 def outputs(result):
-    strip, status, _logprob, _kl, hint_text, placement, _template, proposals, counts = result
-    return dict(strip=strip, status=status, hint=hint_text, placement=placement, proposals=proposals, counts=counts)
+    strip, status, _logprob, _kl, hint_text, placement, _template, proposals, counts, queue = result[:10]
+    return dict(strip=strip, status=status, hint=hint_text, placement=placement, proposals=proposals, counts=counts,
+                queue=queue)
 
 
 def test_generate_move_edit_accept_export(client):

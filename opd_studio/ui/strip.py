@@ -4,11 +4,16 @@ Token text is untrusted (it is model output or an uploaded file): every piece of
 and so do the hint texts. Chips carry their index in `data-i` (the studio's JS turns a click into "move the hint
 here"); hint tokens are drawn as ghost chips with no index, so the numbering stays that of the original trajectory.
 Whitespace is made visible (· for spaces, ↵ for newlines), message boundaries are marked with the role.
+
+After an edit the strip may arrive in two updates (`ui.incremental`): first with exact numbers up to just past the
+error span and the rest marked pending (`opd-pending`, `data-stage='window'`), then whole (`data-stage='full'`).
+The strip's script moves the hint chip at the click, before the server answers, and marks what will change pending.
 """
 
 from __future__ import annotations
 
 import html
+import itertools
 import math
 
 import pandas as pd
@@ -29,6 +34,25 @@ def _mix(color: tuple[int, int, int], amount: float) -> str:
 
 
 RED, BLUE, PURPLE = (220, 38, 38), (37, 99, 235), (124, 58, 237)
+_renders = itertools.count()  # each render differs, so the page always takes it (and drops any local preview)
+
+LEGENDS = {
+    "before": ("p(token) under the student", "likely", "unlikely", f"rgb(255,255,255), {_mix(RED, 1)}"),
+    "after": ("p(token) under the hinted teacher", "likely", "unlikely", f"rgb(255,255,255), {_mix(RED, 1)}"),
+    "delta": ("Δ log p, teacher − student", "hint lowered p", "raised", f"{_mix(RED, 1)}, rgb(255,255,255), "
+              f"{_mix(BLUE, 1)}"),
+    "kl": ("KL(teacher ‖ student) per token", "0", "≥ 5 nats", f"rgb(255,255,255), {_mix(PURPLE, 1)}"),
+}
+
+
+def legend(view: str) -> str:
+    title, low, high, stops = LEGENDS[view]
+    return (f"<div class='opd-legend'><b>{title}</b> <span>{low}</span>"
+            f"<span class='opd-ramp' style='background:linear-gradient(90deg, {stops})'></span><span>{high}</span>"
+            "<span class='opd-ghost opd-key'>hint</span><span class='opd-tok opd-error opd-key'>error</span>"
+            "<span class='opd-tok opd-target opd-key'>in the loss</span>"
+            "<span class='opd-tok opd-context opd-key'>prompt (not clickable)</span>"
+            "<span class='opd-tok opd-pending opd-key'>updating</span></div>")
 
 
 def token_color(row, view: str) -> str:
@@ -63,16 +87,25 @@ def _tooltip(row) -> str:
         f"{_top_rows(row.top_before, row.top_after)}</table></span>")
 
 
-def render_strip(table: pd.DataFrame, view: str = "delta", trajectory=None, show_template: bool = False) -> str:
+def render_strip(table: pd.DataFrame, view: str = "delta", trajectory=None, show_template: bool = False,
+                 oneshot: bool = False) -> str:
     """HTML for the whole trajectory: generated tokens, the content of user and tool messages (greyed), role labels.
-    Chat-template tokens and the system prompt are left out unless `show_template`."""
+    Chat-template tokens and the system prompt are left out unless `show_template`. Rows from
+    `table.attrs["pending_from"]` on are drawn pending (their teacher numbers are on the way). `oneshot`: the
+    strip's script does not preview moves (the old path, for the latency benchmark)."""
     if view not in VIEWS:
         raise ValueError(f"view {view!r} is not one of {', '.join(VIEWS)}")
     hints_at: dict[int, list[dict]] = {}
     for hint in table.attrs.get("hints", []):
         hints_at.setdefault(hint["insert_at"], []).append(hint)
     error = table.attrs.get("error_span") or (-1, -1)
-    parts = [f"<div class='opd-strip' data-view='{view}' tabindex='-1'>"]
+    pending_from = table.attrs.get("pending_from")
+    pending_from = len(table) if pending_from is None else pending_from
+    first = (table.attrs.get("hints") or [{}])[0]
+    parts = [f"<div class='opd-strip' data-view='{view}' tabindex='-1' data-render='{next(_renders)}' "
+             f"data-stage='{'window' if pending_from < len(table) else 'full'}' data-hint='{first.get('anchor', '')}' "
+             f"data-placement='{html.escape(first.get('placement', 'inline'))}' data-oneshot='{int(oneshot)}'>",
+             legend(view)]
     previous_message = None
     visible_context = _visible_context(trajectory, show_template)
     for row in table.itertuples():
@@ -91,18 +124,28 @@ def render_strip(table: pd.DataFrame, view: str = "delta", trajectory=None, show
             classes.append("opd-error")
         if row.target:
             classes.append("opd-target")
+        pending = row.i >= pending_from and row.student
+        if pending:
+            classes.append("opd-pending")
         scored = not pd.isna(row.logp_before)
         data = f" data-i='{row.i}'"
         if scored:
             data += (f" data-p='{math.exp(row.logp_before):.4f}' data-kl='{row.kl:.4f}'"
                      f" data-low='{int(math.exp(row.logp_before) < LOW_P)}' data-highkl='{int(row.kl > HIGH_KL)}'")
-        tip = _tooltip(row) if scored else ""
+        tip = (_pending_tip(row) if pending else _tooltip(row)) if scored else ""
         newline = "<br>" if row.text.endswith("\n") else ""
-        parts.append(f"<span class='{' '.join(classes)}'{data} tabindex='0' "
-                     f"style='background:{token_color(row, view)}'>{_visible(row.text)}{tip}</span>{newline}")
+        color = "transparent" if pending and view != "before" else token_color(row, view)
+        focusable = " tabindex='0'" if row.student else ""  # prompt tokens are not stops on the way to the strip
+        parts.append(f"<span class='{' '.join(classes)}'{data}{focusable} "
+                     f"style='background:{color}'>{_visible(row.text)}{tip}</span>{newline}")
     parts.append("<div class='opd-detail' aria-live='polite'>Hover or focus a token to see its probabilities."
                  "</div></div>")
     return "".join(parts)
+
+
+def _pending_tip(row) -> str:
+    return (f"<span class='opd-tip' role='tooltip'><b>#{row.i} {_visible(row.text)}</b>"
+            f"<span>p before {math.exp(row.logp_before):.3f} · the hinted numbers are on the way</span></span>")
 
 
 def _visible_context(trajectory, show_template: bool) -> set[int]:
@@ -123,12 +166,16 @@ def _visible_context(trajectory, show_template: bool) -> set[int]:
 STRIP_CSS = """
 .opd-strip { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 14px; line-height: 2.1;
              padding: 8px; border: 1px solid #e5e7eb; border-radius: 8px; background: #fff; color: #111; }
+.opd-strip:focus { outline: none; }
 .opd-tok { display: inline-block; line-height: 1.4; padding: 2px 1px; margin: 1px; border-radius: 3px;
-           cursor: pointer; border: 1px solid transparent; white-space: pre; }
-.opd-tok:hover, .opd-tok:focus { outline: 2px solid #111; z-index: 5; }
-.opd-context { color: #9ca3af; }
+           border: 1px solid transparent; white-space: pre; }
+.opd-student { cursor: pointer; }
+.opd-student:hover, .opd-student:focus { outline: 2px solid #111; z-index: 5; }
+.opd-context { color: #9ca3af; cursor: default; }
 .opd-target { border-bottom: 2px solid #111; }
 .opd-error { border: 2px solid #f59e0b; }
+.opd-pending { color: #6b7280; background-image: repeating-linear-gradient(135deg, rgba(107,114,128,.16) 0 3px,
+               transparent 3px 6px) !important; }
 .opd-ghost { display: inline-block; line-height: 1.4; padding: 2px 4px; margin: 1px 2px; border: 1px dashed #7c3aed;
              border-radius: 4px; color: #7c3aed;
              background: #f5f3ff; font-style: italic; white-space: pre; }
@@ -137,42 +184,100 @@ STRIP_CSS = """
 .opd-role-assistant { background: #2563eb; } .opd-role-tool { background: #059669; }
 .opd-role-user { background: #4b5563; } .opd-role-system { background: #9ca3af; }
 .opd-tip { display: none; }
+.opd-legend { font-family: system-ui, sans-serif; font-size: 12px; line-height: 1.6; color: #374151;
+              margin-bottom: 6px; display: flex; flex-wrap: wrap; gap: 4px 8px; align-items: center; }
+.opd-ramp { display: inline-block; width: 90px; height: 10px; border: 1px solid #d1d5db; border-radius: 2px; }
+.opd-key { font-size: 11px; cursor: default; }
 .opd-detail { margin-top: 8px; padding: 6px 8px; border-top: 1px solid #e5e7eb; font-size: 12px; line-height: 1.5;
               color: #374151; min-height: 3.2em; }
 .opd-detail span { display: block; }
 .opd-detail table { margin-top: 4px; border-collapse: collapse; }
 .opd-detail td, .opd-detail th { padding: 0 10px 0 0; white-space: pre; text-align: left; }
+.opd-detail.opd-flash { background: #fef3c7; transition: background 0.2s; }
 """
 
 # Event delegation on the component's root survives every re-render of its value. The details panel shows a copy of
 # the hovered token's hidden `.opd-tip` (markup we escaped on the server), so nothing floats over other blocks.
+# A click (or Enter) on a generated token moves the hint chip there at once and marks every token whose numbers will
+# change as pending; the server's answer then replaces the strip. On touch, a long press shows a token's details
+# instead of moving the hint. After each redraw, focus comes back to the strip unless the user is typing.
 STRIP_JS = """
-const show = (event) => {
-  const chip = event.target.closest && event.target.closest('.opd-tok');
+const strip = () => element.querySelector('.opd-strip');
+const tokens = () => Array.from(element.querySelectorAll('.opd-tok[data-i]'));
+const show = (target) => {
+  const chip = target && target.closest && target.closest('.opd-tok[data-i]');
   const panel = element.querySelector('.opd-detail');
   const tip = chip && chip.querySelector('.opd-tip');
   if (panel && tip) panel.innerHTML = tip.innerHTML;
 };
-element.addEventListener('mouseover', show);
-element.addEventListener('focusin', show);
-const tokens = () => Array.from(element.querySelectorAll('.opd-tok'));
+const cue = (message) => {
+  const panel = element.querySelector('.opd-detail');
+  if (panel) { panel.textContent = message; panel.classList.add('opd-flash');
+               setTimeout(() => panel.classList.remove('opd-flash'), 900); }
+  if (window.opdCue) window.opdCue(message);
+};
+element.addEventListener('mouseover', (event) => show(event.target));
+element.addEventListener('focusin', (event) => show(event.target));
+const preview = (chip) => {
+  const root = strip();
+  if (!root || root.dataset.oneshot === '1' || root.dataset.placement === 'feedback') return;
+  let ghost = root.querySelector('.opd-ghost:not(.opd-key)');
+  const old = ghost && ghost.nextElementSibling && ghost.nextElementSibling.dataset
+    ? Number(ghost.nextElementSibling.dataset.i) : Number(chip.dataset.i);
+  if (!ghost) { ghost = document.createElement('span'); ghost.className = 'opd-ghost';
+                ghost.textContent = '·(Hint:·check·this·step·again.)'; }
+  chip.before(ghost);
+  const from = Math.min(old, Number(chip.dataset.i));
+  for (const t of tokens()) if (Number(t.dataset.i) >= from && t.classList.contains('opd-student'))
+    t.classList.add('opd-pending');
+  root.dataset.stage = 'local'; root.dataset.hint = chip.dataset.i;
+};
+const place = (chip) => {
+  if (!chip.classList.contains('opd-student')) { cue('prompt tokens cannot take a hint: click a generated token'); return; }
+  preview(chip);
+  trigger('click', {token: Number(chip.dataset.i)});
+};
+let pressTimer = null, pressed = false;
+element.addEventListener('pointerdown', (event) => {
+  if (event.pointerType !== 'touch') return;
+  pressed = false; clearTimeout(pressTimer);
+  const target = event.target;
+  pressTimer = setTimeout(() => { pressed = true; show(target); }, 450);
+});
+for (const name of ['pointerup', 'pointercancel', 'pointermove'])
+  element.addEventListener(name, () => clearTimeout(pressTimer));
+element.addEventListener('contextmenu', (event) => { if (pressed) event.preventDefault(); });
 element.addEventListener('click', (event) => {
-  const chip = event.target.closest('.opd-tok');
-  if (chip && chip.dataset.i !== undefined) trigger('click', {token: Number(chip.dataset.i)});
+  if (pressed) { pressed = false; return; }
+  const chip = event.target.closest('.opd-tok[data-i]');
+  if (chip) place(chip);
 });
 element.addEventListener('keydown', (event) => {
-  const chip = event.target.closest('.opd-tok');
+  const chip = event.target.closest('.opd-tok[data-i]');
   if (!chip) return;
-  const all = tokens(); const at = all.indexOf(chip);
+  const all = tokens().filter((t) => t.classList.contains('opd-student')); const at = all.indexOf(chip);
   const jump = (flag) => { for (let k = at + 1; k < all.length; k++) if (all[k].dataset[flag] === '1') return all[k]; };
   let next = null;
-  if (event.key === 'ArrowRight') next = all[at + 1];
-  else if (event.key === 'ArrowLeft') next = all[at - 1];
-  else if (event.key === 'n') next = jump('low');
-  else if (event.key === 'm') next = jump('highkl');
-  else if (event.key === 'Enter' || event.key === ' ') { trigger('click', {token: Number(chip.dataset.i)}); }
+  if (event.key === 'ArrowRight') next = all[at + 1] || cue('this is the last token');
+  else if (event.key === 'ArrowLeft') next = all[at - 1] || cue('this is the first token');
+  else if (event.key === 'n') next = jump('low') || cue('no later token below p 0.1');
+  else if (event.key === 'm') next = jump('highkl') || cue('no later token with KL above 1');
+  else if (event.key === 'Enter' || event.key === ' ') place(chip);
   else return;
   event.preventDefault(); event.stopPropagation();
   if (next) next.focus();
 });
+const typing = (t) => t && (t.tagName === 'TEXTAREA' || t.isContentEditable ||
+  (t.tagName === 'INPUT' && !['radio', 'checkbox', 'range', 'button', 'submit', 'file'].includes(t.type)));
+let rendered = null;
+new MutationObserver(() => {
+  const root = strip();
+  if (!root || root.dataset.render === rendered) return;  // only a new render from the server, not a hover
+  rendered = root.dataset.render;
+  const active = document.activeElement;
+  if (typing(active) || (element.contains(active) && active !== root) || !element.offsetParent) return;
+  const target = root && (root.querySelector(`.opd-tok[data-i='${root.dataset.hint}']`) ||
+                          root.querySelector('.opd-tok.opd-student'));
+  if (target) target.focus({preventScroll: true});
+}).observe(element, {childList: true, subtree: true});
 """

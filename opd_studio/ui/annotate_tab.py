@@ -1,0 +1,611 @@
+"""The Inspect & annotate tab: its layout, its events, and the handlers they call (thin: validate, call the session
+action, render). The work happens in `ui.session`, `ui.incremental` and the engine.
+
+Edits answer in up to three steps: the page moves the hint chip at once (the strip's script), the server sends the
+numbers from the hint to just past the error span, then the whole strip; the plots follow in a chained event. Every
+record that opens (generate, upload, next, previous, after a review) runs the chosen hint model; its proposals are
+remembered per record, and the queue shows which records have them.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import threading
+
+import gradio as gr
+
+from .. import plots
+from ..diagnostics import compare_hint_texts, hint_flags, position_sweep, summarize_flags
+from ..records import Record
+from ..rollout import SamplingConfig
+from . import session as actions
+from .common import counts_markdown, gpu, guarded, guarded_stream, model, model_turn, opened, store, synced, weights
+from .strip import STRIP_JS, VIEWS, render_strip
+
+HINT_MODEL_CHOICES = ["auto", "arithmetic", "tools", "reference", "critic", "manual"]
+ONESHOT = os.environ.get("OPD_STUDIO_ONESHOT") == "1"  # the old path (no preview, no window, no speculation): bench
+EMPTY_STRIP = ("<div class='opd-strip' data-render='empty'>No rollout open yet. Pick a demo task and press "
+               "<b>Generate</b>, write a prompt, or upload rollouts (JSONL).</div>")
+FIRST_STATUS = ("**Start here:** pick a demo task (or switch to *Prompt*) and press **Generate**, or upload a JSONL "
+                "file of rollouts. Then click a token to move the hint, `a` accept, `x` reject, `j` next. "
+                "Press `?` for all keys.")
+KEYS = [("click / Enter", "move the hint before the token"), ("← →", "previous / next token"),
+        ("n / m", "next low-p / high-KL token"), ("a", "accept"), ("x", "reject"), ("r", "keep as right (no hint)"),
+        ("u", "undo"), ("j / k", "next / previous record"), ("e", "edit the hint text"),
+        ("Esc", "leave a text box (back to the strip)"), ("s", "go to the strip"), ("?", "show / hide this")]
+KEYS_MARKDOWN = " · ".join(f"`{key}` {what}" for key, what in KEYS)
+
+# Proposals per (hint model, record id), from whichever session opened the record or the background prefetch.
+PROPOSALS: dict[tuple[str, str], object] = {}
+
+
+class RememberedHintModel:
+    """A hint model whose answers are kept per record, so the queue can show them and reopening costs nothing."""
+
+    def __init__(self, name: str, hint_model):
+        self.name, self.hint_model = name, hint_model
+
+    def propose(self, record: Record):
+        key = (self.name, record.id)
+        if key not in PROPOSALS:
+            PROPOSALS[key] = self.hint_model.propose(record)
+        return PROPOSALS[key]
+
+
+def hint_model_for(name: str, record: Record):
+    if name in (None, "manual"):
+        return None
+    chat = None
+    if name == "critic":
+        from ..hints.critic import LocalChat
+
+        chat = LocalChat(*model())
+    return RememberedHintModel(name, actions.hint_model_for(name, record, chat=chat))
+
+
+def prefetch_proposals(records: list[Record], name: str, limit: int = 200) -> None:
+    """Run the hint model over queued records in the background (the critic under the model lock, a few only)."""
+    if name in (None, "manual"):
+        return
+
+    def work() -> None:
+        from .incremental import MODEL_LOCK
+
+        for record in records[: 3 if name == "critic" else limit]:
+            if record.hints or (name, record.id) in PROPOSALS:
+                continue
+            try:
+                if name == "critic":
+                    with MODEL_LOCK:
+                        hint_model_for(name, record).propose(record)
+                else:
+                    hint_model_for(name, record).propose(record)
+            except Exception:  # noqa: BLE001 - a record the hint model cannot read is proposed when opened
+                continue
+
+    threading.Thread(target=work, daemon=True).start()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Views
+
+
+def status_markdown(session: actions.Session) -> str:
+    if session.record is None:
+        return FIRST_STATUS
+    record, table = session.record, session.table
+    which = "base weights" if session.base_weights else f"{weights().label} weights"
+    parts = [f"**{record.id}** · {len(table)} tokens · loss span: {session.span} · {which}"]
+    anchors = [h["anchor"] for h in table.attrs.get("hints", [])]
+    if anchors:
+        row = table.loc[anchors[0]]
+        parts.append(f"at the hint: p({row.text!r}) {math.exp(row.logp_before):.3f} → "
+                     f"{math.exp(row.logp_after):.3f}")
+    else:
+        parts.append("no hint: click a token to place one, `r` if the answer is right, `x` to reject")
+    if session.notice:
+        parts.append(f"⚠ {session.notice}")
+    return " · ".join(parts)
+
+
+def queue_markdown(session: actions.Session, name: str | None, around: int = 6) -> str:
+    """The review queue near the open record: each record's status, and whether the hint model proposed a hint."""
+    table = store().table()
+    if table.empty:
+        return "*The review queue is empty: generate or upload rollouts.*"
+    ids, statuses = table.id.tolist(), dict(zip(table.id, table.status))
+    current = session.record.id if session.record else None
+    at = ids.index(current) if current in ids else 0
+    lines = []
+    for record_id in ids[max(0, at - 2): max(0, at - 2) + around]:
+        proposed = PROPOSALS.get((name, record_id))
+        mark = ("· **proposed**" if proposed is not None and proposed.proposals
+                else "· nothing to propose" if proposed is not None else "")
+        here = "▶ " if record_id == current else ""
+        lines.append(f"{here}`{actions._md_escape(record_id)}` {statuses[record_id]} {mark}")
+    proposed = sum(1 for record_id in ids if (name, record_id) in PROPOSALS)
+    return f"**Queue** · {len(ids)} records · {proposed} run through the hint model  \n" + "  \n".join(lines)
+
+
+# [session, strip, status, logprob plot, KL plot, hint text, placement, template, proposals, counts, queue,
+#  apply, accept, reject, keep as right, undo]
+N_ACTION_BUTTONS = 5
+
+
+def render(session: actions.Session, view: str, hint_model_name: str | None = None, queue: bool = True):
+    """Everything that shows the open record. Plots are left as they are (`gr.skip()`): they follow in a chained
+    event (`on_plots`), so what the user did answers first. `queue`: also redraw the counts and the queue."""
+    is_open = session.record is not None
+    buttons = [gr.update(interactive=is_open)] * N_ACTION_BUTTONS
+    counts = counts_markdown() if queue else gr.skip()
+    queue_md = queue_markdown(session, hint_model_name) if queue else gr.skip()
+    if not is_open:
+        return (session, EMPTY_STRIP, status_markdown(session), None, None, "", "inline",
+                gr.update(value="", visible=False), "", counts, queue_md, *buttons)
+    hint = session.hints[0] if session.hints else None
+    placement = hint.placement if hint else "inline"
+    return (session, render_strip(session.table, view, session.scorer.trajectory, oneshot=ONESHOT),
+            status_markdown(session), gr.skip(), gr.skip(),
+            hint.text if hint else "", placement,
+            gr.update(value=(hint.template or "") if hint else "", visible=placement == "template"),
+            actions.proposals_markdown(session), counts, queue_md, *buttons)
+
+
+@guarded
+def on_plots(session: actions.Session):
+    """The log-prob and KL plots of the open record (None, None when nothing is open)."""
+    if session is None or session.record is None or session.table.attrs.get("pending_from") is not None:
+        return None, None
+    return plots.logprob_figure(session.table), plots.kl_figure(session.table)
+
+
+@guarded
+def on_queue(session: actions.Session, hint_model_name: str):
+    return queue_markdown(session, hint_model_name)
+
+
+@guarded
+def on_hint_fields(session: actions.Session):
+    """The hint box, placement and template as the session holds them (after a refused edit: they never disagree)."""
+    hint = session.hints[0] if session.record is not None and session.hints else None
+    placement = hint.placement if hint else "inline"
+    return (hint.text if hint else "", placement,
+            gr.update(value=(hint.template or "") if hint else "", visible=placement == "template"))
+
+
+@guarded
+def on_redraw(session: actions.Session, view: str):
+    """The strip again (after a refused click, so the page's preview of the move goes away)."""
+    if session.record is None:
+        return EMPTY_STRIP
+    return render_strip(session.table, view, session.scorer.trajectory, oneshot=ONESHOT)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Handlers
+
+
+def _open(session: actions.Session, record: Record, hint_model_name: str | None) -> actions.Session:
+    with model_turn(session):
+        current_model, tokenizer = model()
+        session.hint_model_name = hint_model_name or "manual"
+        session = opened(actions.open_record(session, current_model, tokenizer, record,
+                                             hint_model_for(hint_model_name, record)))
+    return session if ONESHOT else actions.speculate(session)
+
+
+@guarded
+@gpu
+def on_generate(session, source_kind, demo_id, prompt, temperature, top_p, max_tokens, seed, hint_model_name, view):
+    if source_kind == "Demo task":
+        source = next((r for r in actions.demo_tasks() if r.id == demo_id), None)
+        if source is None:
+            raise ValueError("choose a demo task")
+    else:
+        if not prompt or not prompt.strip():
+            raise ValueError("write a prompt first")
+        if len(prompt) > 8000:
+            raise ValueError(f"the prompt has {len(prompt)} characters; keep it under 8000")
+        source = Record(id=f"prompt-{abs(hash(prompt)) % 10**8}", messages=[{"role": "user", "content": prompt}])
+    sampling = SamplingConfig(max_new_tokens=int(max_tokens), temperature=float(temperature), top_p=float(top_p),
+                              seed=int(seed))
+    with model_turn(session):
+        current_model, tokenizer = model()
+        session.hint_model_name = hint_model_name
+        session = opened(actions.generate_and_open(session, current_model, tokenizer, source, sampling,
+                                                   hint_model_for(hint_model_name, source)))
+    store().save(session.record, model=current_model.config.name_or_path)
+    if not ONESHOT:
+        actions.speculate(session)
+    return render(session, view, hint_model_name)
+
+
+@guarded
+@gpu
+def on_upload(session, file, hint_model_name, view):
+    records = actions.parse_upload(file)
+    for record in records:
+        store().save(record)
+    session = _open(session, records[0], hint_model_name)
+    prefetch_proposals(records[1:], hint_model_name)
+    gr.Info(f"Imported {len(records)} record(s) into the review queue.")
+    return (*render(session, view, hint_model_name), None)  # clear the file box, ready for the next upload
+
+
+def _edited(session, view, change):
+    """Stream an edit: the window around the hint and the error first, then the whole strip (one update when the
+    table was speculated, or on the old one-shot path)."""
+    session = synced(session)
+    # A generator may resume on another worker thread: the model lock is taken per step, never across a yield.
+    with model_turn(session):
+        session = change(session, actions.rescore if ONESHOT else actions.rescore_window)
+    yield render(session, view, queue=False)
+    if session.table.attrs.get("pending_from") is not None:
+        with model_turn(session):
+            session = actions.rescore(session)
+        yield render(session, view, queue=False)
+
+
+@guarded_stream
+def on_token_click(session, view, evt: gr.EventData):
+    token = getattr(evt, "token", None)
+    if token is None:
+        raise ValueError("click a token of the strip")
+    yield from _edited(session, view, lambda s, score: actions.move_hint(s, int(token), score=score))
+
+
+@guarded_stream
+def on_move(session, token, view):
+    if token is None:
+        raise ValueError("give a token index")
+    yield from _edited(session, view, lambda s, score: actions.move_hint(s, int(token), score=score))
+
+
+@guarded_stream
+def on_edit(session, text, placement, template, view):
+    yield from _edited(session, view, lambda s, score: actions.edit_hint(s, text, placement, template or None,
+                                                                        score=score))
+
+
+@guarded
+def on_span(session, span, view):
+    session = synced(session)
+    if session.record is None:
+        return render(session, view, queue=False)
+    with model_turn(session):
+        return render(actions.set_span(session, span), view, queue=False)
+
+
+@guarded
+def on_view(session, view):
+    return render(session, view, queue=False)
+
+
+@guarded
+def on_undo(session, view):
+    session = synced(session)
+    with model_turn(session):
+        return render(actions.undo(session), view, queue=False)
+
+
+@guarded
+def on_use_proposal(session, number, view):
+    with model_turn(session):
+        return render(actions.use_proposal(session, int(number or 1) - 1), view, queue=False)
+
+
+@guarded
+def on_score_with(session, which, view):
+    current = weights()
+    with model_turn(session):
+        session = actions.use_weights(session, current.model, current.tokenizer, which == "base", current.version)
+    return render(session, view, queue=False)
+
+
+def _neighbour(record_id: str | None, step: int, status: str | None) -> Record | None:
+    """The record after/before `record_id` in the review queue (store order), restricted to `status`."""
+    table = store().table()
+    ids = table.id.tolist()
+    if not ids:
+        return None
+    at = ids.index(record_id) if record_id in ids else -1
+    order = ids[at + 1:] + ids[:at] if step > 0 else list(reversed(ids[:at])) + list(reversed(ids[at + 1:]))
+    statuses = dict(zip(table.id, table.status))
+    for candidate in order:
+        if status is None or statuses[candidate] == status:
+            return store().get(candidate)
+    return None
+
+
+@guarded
+@gpu
+def on_review(status, session, reviewer, text, placement, template, hint_model_name, view):
+    """Save the open record as the page shows it (an unapplied hint text is applied first), then open the next
+    pending record with the hint model run on it."""
+    actions._require_open(session)
+    hint = session.hints[0] if session.hints else None
+    if status == "accepted" and hint and text and text.strip() and (
+            (text, placement, template or None) != (hint.text, hint.placement, hint.template)):
+        with model_turn(session):
+            session = actions.edit_hint(synced(session), text, placement, template or None)
+    as_right = status == "right"
+    stored = actions.review(session, store(), "accepted" if as_right else status, reviewer, as_right=as_right)
+    gr.Info(f"{stored.id}: kept as right (its tokens anchor training)" if as_right else f"{stored.id}: {status}")
+    following = _neighbour(stored.id, +1, "pending")
+    if following is not None:
+        session = _open(session, following, hint_model_name)
+    return render(session, view, hint_model_name)
+
+
+@guarded
+@gpu
+def on_step(step, session, queue_status, hint_model_name, view):
+    current = session.record.id if session.record else None
+    following = _neighbour(current, step, None if queue_status == "all" else queue_status)
+    if following is None:
+        raise ValueError(f"no other {queue_status} record in the queue" if queue_status != "all"
+                         else "the queue is empty: generate or upload rollouts")
+    return render(_open(session, following, hint_model_name), view, hint_model_name)
+
+
+@guarded
+@gpu
+def on_sweep(session, window):
+    actions._require_open(session)
+    if not session.hints:
+        raise ValueError("place a hint first")
+    error = session.table.attrs.get("error_span") or (session.table.attrs["hints"][0]["anchor"],) * 2
+    error = (error[0], max(error[1], error[0] + 1))
+    with model_turn(session):
+        sweep = position_sweep(session.scorer, session.hints[0].inserted_text, error, window=int(window))
+    return gr.update(value=plots.sweep_figure(sweep), visible=True), gr.update(value=sweep.round(3), visible=True)
+
+
+@guarded
+@gpu
+def on_compare(session, candidates):
+    actions._require_open(session)
+    texts = [t for t in (candidates or "").split("\n") if t.strip()]
+    if not session.hints:
+        raise ValueError("place a hint first")
+    anchor = session.table.attrs["hints"][0]["anchor"]
+    with model_turn(session):
+        comparison = compare_hint_texts(session.scorer, texts, anchor, session.table.attrs.get("error_span"))
+    return (gr.update(value=plots.comparison_figure(comparison), visible=True),
+            gr.update(value=comparison.round(3), visible=True))
+
+
+@guarded
+@gpu
+def on_flags(session):
+    actions._require_open(session)
+    with model_turn(session):
+        flags = hint_flags(session.scorer, session.hints, session.table)
+    summary = summarize_flags(flags)
+    text = (f"{summary['targets']} target positions · **{summary['leaks']} leak** (teacher's top token only in the "
+            f"hint) · **{summary['continues_hint']} copy the hint** · max teacher mass on hint-only tokens "
+            f"{summary['max_p_hint_only']:.3f}")
+    return text, gr.update(value=flags.round(3), visible=True)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Keys and layout
+
+
+# One keyboard model: keys act unless a text field has focus (radios, sliders and buttons do not swallow them);
+# Escape leaves a text field for the strip; a key with nothing to do says so (`opdCue`).
+KEYS_JS = """
+() => {
+  const typing = (t) => t && (t.tagName === 'TEXTAREA' || t.isContentEditable || t.tagName === 'SELECT' ||
+    (t.tagName === 'INPUT' && !['radio', 'checkbox', 'range', 'button', 'submit', 'file'].includes(t.type)));
+  let cueTimer = null;
+  window.opdCue = (message) => {
+    let box = document.getElementById('opd-keycue');
+    if (!box) { box = document.createElement('div'); box.id = 'opd-keycue'; box.setAttribute('role', 'status');
+                document.body.appendChild(box); }
+    box.textContent = message; box.classList.add('opd-shown');
+    clearTimeout(cueTimer); cueTimer = setTimeout(() => box.classList.remove('opd-shown'), 1600);
+  };
+  const focusStrip = () => {
+    const root = document.querySelector('#opd-strip .opd-strip');
+    if (!root) return;
+    const chip = root.querySelector(`.opd-tok[data-i='${root.dataset.hint}']`) || root.querySelector('.opd-student');
+    (chip || root).focus({preventScroll: false});
+  };
+  const press = (id, what) => {
+    const button = document.getElementById(id);
+    if (!button || button.disabled) { window.opdCue(`${what}: open a record first (Generate or upload)`); return; }
+    button.click();
+  };
+  const buttons = {a: ['opd-accept', 'accept'], x: ['opd-reject', 'reject'], r: ['opd-right', 'keep as right'],
+                   u: ['opd-undo', 'undo'], j: ['opd-next', 'next'], k: ['opd-prev', 'previous']};
+  document.addEventListener('keydown', (event) => {
+    const t = event.target;
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (typing(t)) {
+      if (event.key === 'Escape') { t.blur(); focusStrip(); event.preventDefault(); }
+      return;
+    }
+    const legend = document.getElementById('opd-keys');
+    if (buttons[event.key]) press(...buttons[event.key]);
+    else if (event.key === 'e') {
+      const box = document.querySelector('#opd-hint-text textarea');
+      if (box) box.focus();
+    } else if (event.key === 's') focusStrip();
+    else if (event.key === '?' && legend) legend.classList.toggle('opd-shown');
+    else if (event.key === 'Escape' && legend) legend.classList.remove('opd-shown');
+    else return;
+    event.preventDefault();
+  });
+}
+"""
+
+# The page updates the hint chip's text at Apply / Enter, before the server answers, and marks what follows pending.
+PREVIEW_TEXT_JS = """
+(text) => {
+  const root = document.querySelector('#opd-strip .opd-strip');
+  const ghost = root && root.querySelector('.opd-ghost:not(.opd-key)');
+  if (ghost && text && text.trim() && root.dataset.oneshot !== '1') {
+    ghost.textContent = text.replaceAll(' ', '·').replaceAll('\\n', '↵');
+    const from = Number(root.dataset.hint);
+    for (const t of root.querySelectorAll('.opd-tok.opd-student'))
+      if (Number(t.dataset.i) >= from) t.classList.add('opd-pending');
+    root.dataset.stage = 'local';
+  }
+  return text;
+}
+"""
+
+CSS = """
+#opd-counts { text-align: right; }
+.opd-help { font-size: 12px; color: #6b7280; }
+#opd-keys { display: none; }
+#opd-keys.opd-shown { display: block; }
+#opd-keycue { position: fixed; left: 50%; bottom: 24px; transform: translateX(-50%); background: #111827; color: #fff;
+              padding: 6px 14px; border-radius: 6px; font-size: 13px; opacity: 0; transition: opacity .15s;
+              pointer-events: none; z-index: 1000; }
+#opd-keycue.opd-shown { opacity: 0.92; }
+/* one message where the user acted (the toast): no per-component error badges over the content */
+.wrap.error, .wrap .error, .status-tracker.error { display: none !important; }
+@media (max-width: 760px) {
+  #opd-main-row { flex-direction: column; }
+  #opd-left { display: contents; }
+  #opd-source { order: 1; } #opd-right { order: 2; } #opd-queue-box { order: 3; }
+  #opd-main-row > * { width: 100%; min-width: 0 !important; }
+}
+"""
+
+
+def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropdown]:
+    """The Inspect & annotate tab: layout, then its events. Returns the queue and the hint model (the page's load
+    fills the queue)."""
+    demo_choices = [(f"{r.id} · {r.messages[-1]['content'][:60]}", r.id) for r in actions.demo_tasks()]
+    with gr.Row(elem_id="opd-main-row"):
+        with gr.Column(scale=1, min_width=300, elem_id="opd-left"):
+            with gr.Group(elem_id="opd-source"):
+                source_kind = gr.Radio(["Demo task", "Prompt"], value="Demo task", label="Rollout source",
+                                       elem_id="opd-source-kind")
+                demo_id = gr.Dropdown(demo_choices, value=demo_choices[0][1] if demo_choices else None,
+                                      label="Demo task", elem_id="opd-demo")
+                prompt = gr.Textbox(label="Prompt", value="What is 17 + 25?", lines=2, elem_id="opd-prompt",
+                                    visible=False)
+                hint_model = gr.Dropdown(HINT_MODEL_CHOICES, value="auto", label="Hint model (runs on every record)",
+                                         elem_id="opd-hint-model")
+                with gr.Accordion("Sampling", open=False):
+                    temperature = gr.Slider(0, 1.5, value=0, step=0.05, label="Temperature (0 = greedy)")
+                    top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="Top-p")
+                    max_tokens = gr.Slider(8, 512, value=128, step=8, label="Max new tokens")
+                    seed = gr.Number(value=0, precision=0, label="Seed")
+                generate_button = gr.Button("Generate", variant="primary", elem_id="opd-generate")
+            with gr.Group(elem_id="opd-queue-box"):
+                upload = gr.File(label="…or upload rollouts (JSONL)", file_types=[".jsonl"], elem_id="opd-upload")
+                queue_status = gr.Dropdown(["pending", "accepted", "rejected", "all"], value="pending",
+                                           label="Queue: step through", elem_id="opd-queue-status")
+                with gr.Row():
+                    prev_button = gr.Button("← prev (k)", elem_id="opd-prev", size="sm")
+                    next_button = gr.Button("next (j) →", elem_id="opd-next", size="sm")
+                queue = gr.Markdown(elem_id="opd-queue")
+                reviewer = gr.Textbox(label="Reviewer", value="anonymous")
+        with gr.Column(scale=3, elem_id="opd-right"):
+            status = gr.Markdown(FIRST_STATUS, elem_id="opd-status")
+            strip = gr.HTML(EMPTY_STRIP, js_on_load=STRIP_JS, elem_id="opd-strip")
+            with gr.Row():
+                view = gr.Radio(list(VIEWS), value="delta", label="Colour by", elem_id="opd-view")
+                span = gr.Radio(["error", "turn", "response"], value="turn", label="Loss span", elem_id="opd-span")
+                score_with = gr.Radio(["current", "base"], value="current", label="Weights", elem_id="opd-weights")
+            gr.Markdown("Click a token to move the hint before it · `a` accept · `x` reject · `r` keep as right · "
+                        "`j`/`k` next/previous record · `?` all keys", elem_classes=["opd-help"])
+            gr.Markdown(KEYS_MARKDOWN, elem_id="opd-keys", elem_classes=["opd-help"])
+            with gr.Row():
+                hint_text = gr.Textbox(label="Hint text (Enter applies, Esc leaves)", scale=3,
+                                       elem_id="opd-hint-text")
+                placement = gr.Radio(["inline", "feedback", "template"], value="inline", label="Placement",
+                                     elem_id="opd-placement")
+            template = gr.Textbox(label="Template (with {hint})", visible=False, placeholder=" [note: {hint}] ",
+                                  elem_id="opd-template")
+            with gr.Row():
+                apply_button = gr.Button("Apply edit", elem_id="opd-apply", interactive=False)
+                accept_button = gr.Button("Accept (a)", variant="primary", elem_id="opd-accept", interactive=False)
+                reject_button = gr.Button("Reject (x)", variant="stop", elem_id="opd-reject", interactive=False)
+                right_button = gr.Button("Keep as right (r)", elem_id="opd-right", interactive=False)
+                undo_button = gr.Button("Undo (u)", elem_id="opd-undo", interactive=False)
+            with gr.Row(visible=False):  # API endpoints for scripted use (gradio_client)
+                move_token = gr.Number(precision=0, elem_id="opd-move-token")
+                move_button = gr.Button("move", elem_id="opd-move")
+                proposal_number = gr.Number(value=1, precision=0)
+                proposal_button = gr.Button("use proposal")
+                plots_button = gr.Button("plots")
+            proposals = gr.Markdown(elem_id="opd-proposals")
+            with gr.Tabs():
+                with gr.Tab("Probabilities"):
+                    logprob_plot = gr.Plot(elem_id="opd-logprob-plot", show_label=False)
+                    kl_plot = gr.Plot(elem_id="opd-kl-plot", show_label=False)
+                with gr.Tab("Position sweep"):
+                    window = gr.Slider(2, 32, value=12, step=1, label="Window (tokens before the error)")
+                    sweep_button = gr.Button("Sweep")
+                    sweep_plot = gr.Plot(visible=False)
+                    sweep_table = gr.Dataframe(interactive=False, visible=False)
+                with gr.Tab("Compare hint texts"):
+                    candidates = gr.Textbox(lines=4, label="Candidate hint texts, one per line",
+                                            value=" (Hint: recompute this step.)\n (Hint: check the carry.)"
+                                                  "\n (Note: continue.)")
+                    compare_button = gr.Button("Compare")
+                    compare_plot = gr.Plot(visible=False)
+                    compare_table = gr.Dataframe(interactive=False, visible=False)
+                with gr.Tab("Leaks & contamination"):
+                    flags_button = gr.Button("Check the hint")
+                    flags_summary = gr.Markdown()
+                    flags_table = gr.Dataframe(interactive=False, visible=False)
+
+    # -- events -------------------------------------------------------------------------------------------------
+    quick = dict(show_progress="hidden")  # edits redraw in place, without a spinner over every output
+    shown = [session, strip, status, logprob_plot, kl_plot, hint_text, placement, template, proposals, counts, queue,
+             apply_button, accept_button, reject_button, right_button, undo_button]
+    figures = [logprob_plot, kl_plot]
+    hint_fields = [hint_text, placement, template]
+
+    def then_plots(event):
+        event.success(on_plots, [session], figures, api_name=False, show_progress="hidden")
+        return event
+
+    source_kind.change(lambda kind: (gr.update(visible=kind == "Demo task"), gr.update(visible=kind == "Prompt")),
+                       [source_kind], [demo_id, prompt], queue=False, api_name=False, show_progress="hidden")
+    placement.change(lambda where: gr.update(visible=where == "template"), [placement], [template], queue=False,
+                     api_name=False, show_progress="hidden")
+    then_plots(generate_button.click(on_generate, [session, source_kind, demo_id, prompt, temperature, top_p,
+                                                   max_tokens, seed, hint_model, view], shown,
+                                     api_name="generate", show_progress="minimal"))
+    uploaded = upload.upload(on_upload, [session, upload, hint_model, view], [*shown, upload], api_name="upload",
+                             show_progress="minimal")
+    then_plots(uploaded).failure(lambda: None, None, [upload], api_name=False, queue=False)  # ready for another
+    then_plots(strip.click(on_token_click, [session, view], shown, api_name=False, **quick)).failure(
+        on_redraw, [session, view], [strip], api_name=False, show_progress="hidden")
+    then_plots(move_button.click(on_move, [session, move_token, view], shown, api_name="move_hint", **quick))
+    edit_inputs = [session, hint_text, placement, template, view]
+    for trigger, api in ((apply_button.click, "edit_hint"), (hint_text.submit, False)):
+        trigger(None, [hint_text], None, js=PREVIEW_TEXT_JS, api_name=False, queue=False)
+        then_plots(trigger(on_edit, edit_inputs, shown, api_name=api, **quick)).failure(on_hint_fields, [session], hint_fields, api_name=False,
+                                                         show_progress="hidden").then(
+            on_redraw, [session, view], [strip], api_name=False, show_progress="hidden")
+    then_plots(span.input(on_span, [session, span, view], shown, api_name="set_span", **quick))
+    then_plots(undo_button.click(on_undo, [session, view], shown, api_name="undo", **quick))
+    view.input(on_view, [session, view], shown, api_name=False, **quick)
+    plots_button.click(on_plots, [session], figures, api_name="plots")
+    then_plots(proposal_button.click(on_use_proposal, [session, proposal_number, view], shown,
+                                     api_name="use_proposal", **quick))
+    review_inputs = [session, reviewer, hint_text, placement, template, hint_model, view]
+    for status_name, button, api in (("accepted", accept_button, "accept"), ("right", right_button, "keep_as_right"),
+                                     ("rejected", reject_button, "reject")):
+        then_plots(button.click(functools.partial(on_review, status_name), review_inputs, shown, api_name=api,
+                                **quick)).failure(on_hint_fields, [session], hint_fields, api_name=False,
+                                                  show_progress="hidden")
+    for step, button, api in ((+1, next_button, "next"), (-1, prev_button, "previous")):
+        then_plots(button.click(functools.partial(on_step, step), [session, queue_status, hint_model, view], shown,
+                                api_name=api, **quick))
+    sweep_button.click(on_sweep, [session, window], [sweep_plot, sweep_table], api_name="sweep")
+    compare_button.click(on_compare, [session, candidates], [compare_plot, compare_table], api_name="compare")
+    flags_button.click(on_flags, [session], [flags_summary, flags_table], api_name="flags")
+    then_plots(score_with.input(on_score_with, [session, score_with, view], shown, api_name="score_with", **quick))
+    return queue, hint_model

@@ -1,0 +1,123 @@
+"""What every tab of the studio shares: the process's model and store, and the guard that turns errors into one
+message. Model work runs one event at a time (the queue's concurrency limit is 1, and `incremental.MODEL_LOCK` holds
+off the background speculation): the model is shared, the sessions are not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+
+import gradio as gr
+
+from ..model import ModelLoadError, load_model_cached
+from ..records import RecordError
+from ..store import Store
+from ..trajectory import TrajectoryError
+from . import incremental
+from . import session as actions
+from . import training
+
+log = logging.getLogger("opd_studio.ui")
+MODEL_SPEC = os.environ.get("OPD_STUDIO_MODEL", "default")
+USER_ERRORS = (ValueError, RecordError, TrajectoryError, ModelLoadError, KeyError)
+
+try:  # On a ZeroGPU Space, model work runs under spaces.GPU; elsewhere this is a no-op.
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:  # pragma: no cover - depends on the environment
+    def gpu(fn=None, **_):
+        return fn if fn is not None else (lambda f: f)
+
+
+@functools.lru_cache(maxsize=1)
+def _loaded() -> training.Weights:
+    return training.Weights(*load_model_cached(MODEL_SPEC))
+
+
+def weights() -> training.Weights:
+    """The process's weights, brought in line with the store's active run (see `training.Weights.sync`)."""
+    loaded = _loaded()
+    loaded.sync(store())
+    return loaded
+
+
+def model():
+    """The model as it is now (the active run's adapter, if any) and its tokenizer."""
+    current = weights()
+    return current.model, current.tokenizer
+
+
+@functools.lru_cache(maxsize=1)
+def store() -> Store:
+    return Store()
+
+
+def opened(session: actions.Session) -> actions.Session:
+    """A session just opened with `model()`: its passes belong to the current weights."""
+    session.weights_version = weights().version
+    return session
+
+
+def synced(session: actions.Session) -> actions.Session:
+    """Rebuild the session's scorer when the weights changed since it cached its passes."""
+    current = weights()
+    if session.weights_version != current.version:
+        session = actions.use_weights(session, current.model, current.tokenizer, session.base_weights,
+                                      current.version)
+    return session
+
+
+@contextlib.contextmanager
+def model_turn(session: actions.Session | None = None):
+    """A real action's turn on the model: background speculation stops and waits (at most one position)."""
+    if session is not None:
+        actions.stop_speculating(session)
+    with incremental.MODEL_LOCK:
+        yield
+
+
+def counts_markdown() -> str:
+    counts = store().counts()
+    return (f"**{counts['reviewed']} / {counts['total']} reviewed** · {counts['accepted']} curated · "
+            f"{counts['rejected']} rejected · {counts['pending']} pending")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Errors: one message where the user acted (a toast), never a traceback
+
+
+def _message(exc: Exception, name: str) -> gr.Error:
+    if isinstance(exc, (*USER_ERRORS, training.DriftError)):
+        return gr.Error(str(exc).strip("'\""), print_exception=False)
+    log.exception("unexpected error in %s", name)
+    return gr.Error(f"Unexpected error ({type(exc).__name__}): {exc}. Your work is unchanged.", print_exception=False)
+
+
+def guarded(fn):
+    """Turn user errors into a visible message and anything unexpected into a short one (logged in full)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the browser gets a message, the log gets the traceback
+            raise _message(exc, fn.__name__) from None
+    return wrapper
+
+
+def guarded_stream(fn):
+    """`guarded` for generator handlers: errors raised while streaming become messages too."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            yield from fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _message(exc, fn.__name__) from None
+    return wrapper

@@ -1,0 +1,164 @@
+"""The Train tab: a few training steps on the curated set, streamed as curves; past runs; the fix rate. Layout and
+events together; the work is `training.run_training`, `training.measure_fix_rate` and `training.runs_table`.
+
+Boxes that have nothing to show yet (plots, the adapter download, the fix-rate tables) stay hidden until they do.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+
+import gradio as gr
+import pandas as pd
+
+from .. import plots
+from . import session as actions
+from . import training
+from .common import gpu, guarded, guarded_stream, store, weights
+
+WHAT_NEXT = ("**What next.** The run's weights are in use now. *Regenerate and measure the fix rate* below: did the "
+             "flagged mistakes go away on the curated prompts, and on held-out ones (suppressed vs corrected)? On "
+             "*Inspect & annotate*, switch *Weights* between *current* and *base* to see a record under both; "
+             "*Reset to base* undoes the run, and the Runs table keeps every run to come back to.")
+
+
+def latest_run(runs: pd.DataFrame):
+    """The number the Run box starts from: the latest run (None when there is none)."""
+    return int(runs["run"].max()) if len(runs) else None
+
+
+@guarded_stream
+@gpu
+def on_train(session, steps, lr, loss, span, drift_weight, drift_threshold, lora_r, use_heldout):
+    config = training.TrainConfig(steps=int(steps), lr=float(lr), loss=loss, span=span,
+                                  drift_weight=float(drift_weight),
+                                  drift_threshold=float(drift_threshold) if drift_threshold else None,
+                                  lora_r=int(lora_r), lora_alpha=2 * int(lora_r))
+    actions.stop_speculating(session)  # the weights are about to change under it
+    session.cancel = threading.Event()
+    hidden = gr.update(visible=False)
+    yield (session, "starting: loading the curated set and caching the hinted teacher's targets…", gr.skip(),
+           gr.skip(), gr.skip(), gr.skip(), "")
+    for status, steps_frame, per_record in training.run_training(weights(), store(), config, session.cancel,
+                                                                 bool(use_heldout)):
+        shown = not per_record.empty
+        yield (session, status,
+               gr.update(value=plots.training_figure(per_record), visible=True) if shown else hidden,
+               gr.update(value=plots.loss_figure(steps_frame), visible=True) if shown else hidden,
+               gr.skip(), gr.skip(), "")
+    runs = training.runs_table(store())
+    yield session, gr.skip(), gr.skip(), gr.skip(), runs, latest_run(runs), WHAT_NEXT
+
+
+def on_cancel(session):
+    cancel = getattr(session, "cancel", None)
+    if cancel is not None:
+        cancel.set()
+    return "cancelling after the current step…"
+
+
+@guarded
+@gpu
+def on_reset():
+    store().set_active_run(None)
+    weights()
+    return "weights reset to base", training.runs_table(store())
+
+
+def _run_number(run_id) -> int:
+    if run_id is None or not float(run_id).is_integer() or run_id < 1:
+        raise ValueError("give the number of a run from the Runs table")
+    return int(run_id)
+
+
+@guarded
+@gpu
+def on_use_run(run_id):
+    store().set_active_run(_run_number(run_id))
+    current = weights()
+    return f"using the weights of run {current.run_id}", training.runs_table(store())
+
+
+@guarded
+def on_download_run(run_id):
+    """A zip of the run's directory: the peft adapter (safetensors) and run.json (settings, metrics, checksums)."""
+    number = _run_number(run_id)
+    run = store().run(number)
+    if run is None:
+        raise ValueError(f"there is no run {number}")
+    if not run["adapter_path"] or not os.path.isdir(run["adapter_path"]):
+        raise ValueError(f"run {number} has no saved weights (it was not saved: {run['status']})")
+    base = os.path.join(tempfile.mkdtemp(prefix="opd-run-"), f"opd-studio-run-{number}")
+    return gr.update(value=shutil.make_archive(base, "zip", run["adapter_path"]), visible=True)
+
+
+@guarded
+@gpu
+def on_fix_rate(samples, compare_base):
+    summary, rows = training.measure_fix_rate(weights(), store(), int(samples), bool(compare_base))
+    return gr.update(value=summary.round(3), visible=True), gr.update(value=rows, visible=True)
+
+
+@guarded
+def on_runs():
+    runs = training.runs_table(store())
+    return runs, latest_run(runs)
+
+
+def build(app: gr.Blocks, session: gr.State) -> None:
+    """The Train tab: layout, then its events (and the Runs table filled when the page loads)."""
+    gr.Markdown("Train on the curated set (accepted records). Each run starts from the base weights; the drift "
+                "guard anchors every untouched token to the base model and stops the run when drift passes the "
+                "threshold. Records kept as right only add anchors. A finished run is saved and used at once; the "
+                "Runs table keeps them all.", elem_classes=["opd-help"])
+    defaults = training.TrainConfig()  # the library's defaults (bench/effect.py --sweep chose them)
+    with gr.Row():
+        train_steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="Steps")
+        train_lr = gr.Number(value=defaults.lr, label="Learning rate")
+        train_loss = gr.Dropdown(["jsd", "forward_kl", "reverse_kl", "sampled"], value=defaults.loss, label="Loss")
+        train_span = gr.Radio(["error", "turn", "response"], value=defaults.span, label="Loss span")
+    with gr.Row():
+        train_drift_weight = gr.Number(value=defaults.drift_weight, label="Drift weight (anchor to base)")
+        train_drift_threshold = gr.Number(value=defaults.drift_threshold,
+                                          label="Stop when drift exceeds (nats/token)")
+        train_rank = gr.Slider(1, 64, value=defaults.lora_r, step=1, label="LoRA rank")
+        train_heldout = gr.Checkbox(value=True, label="Measure drift on held-out demo rollouts")
+    with gr.Row():
+        train_button = gr.Button("Train", variant="primary", elem_id="opd-train")
+        cancel_button = gr.Button("Cancel", variant="stop", elem_id="opd-cancel")
+        reset_button = gr.Button("Reset to base", elem_id="opd-reset")
+        use_run_id = gr.Number(None, label="Run", precision=0, minimum=1, elem_id="opd-run-id")
+        use_run_button = gr.Button("Use this run's weights", elem_id="opd-use-run")
+        download_run_button = gr.Button("Download its adapter", elem_id="opd-download-run")
+    run_file = gr.File(label="Adapter (peft, safetensors) and run.json, zipped", elem_id="opd-run-file",
+                       visible=False)
+    train_status = gr.Markdown(elem_id="opd-train-status")
+    train_plot = gr.Plot(elem_id="opd-train-plot", visible=False, show_label=False)
+    loss_plot = gr.Plot(elem_id="opd-loss-plot", visible=False, show_label=False)
+    what_next = gr.Markdown(elem_id="opd-train-next")
+    runs = gr.Dataframe(pd.DataFrame(columns=training.RUN_COLUMNS), interactive=False, label="Runs",
+                        elem_id="opd-runs")
+    with gr.Row():
+        fix_samples = gr.Slider(0, 5, value=2, step=1, label="Sampled answers per prompt (plus greedy)")
+        fix_compare = gr.Checkbox(value=True, label="Also under the base weights (twice the time)")
+        fix_button = gr.Button("Regenerate and measure the fix rate", elem_id="opd-fix")
+    gr.Markdown("*suppressed*: the flagged mistake is no longer produced · *corrected*: the record's verifier now "
+                "passes. A model can stop writing `= 114` without learning to add.", elem_classes=["opd-help"])
+    fix_summary = gr.Dataframe(pd.DataFrame(columns=training.FIX_RATE_COLUMNS), interactive=False,
+                               label="Fix rate: curated vs held-out", elem_id="opd-fix-summary", visible=False)
+    fix_rows = gr.Dataframe(pd.DataFrame(columns=training.ANSWER_COLUMNS), interactive=False,
+                            label="Every regenerated answer", visible=False)
+
+    train_inputs = [session, train_steps, train_lr, train_loss, train_span, train_drift_weight, train_drift_threshold,
+                    train_rank, train_heldout]
+    train_button.click(on_train, train_inputs, [session, train_status, train_plot, loss_plot, runs, use_run_id,
+                                                what_next], api_name="train", show_progress="hidden")
+    cancel_button.click(on_cancel, [session], [train_status], queue=False, api_name=False)
+    reset_button.click(on_reset, [], [train_status, runs], api_name="reset")
+    use_run_button.click(on_use_run, [use_run_id], [train_status, runs], api_name="use_run")
+    download_run_button.click(on_download_run, [use_run_id], [run_file], api_name="download_run")
+    fix_button.click(on_fix_rate, [fix_samples, fix_compare], [fix_summary, fix_rows], api_name="fix_rate")
+    app.load(on_runs, [], [runs, use_run_id], api_name=False)
