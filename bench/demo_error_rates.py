@@ -26,13 +26,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from opd_studio.hints import HINT_MODELS  # noqa: E402
+from opd_studio.hints import HINT_MODELS, VERIFIER_OF_FAMILY  # noqa: E402
 from opd_studio.records import Record, read_records, write_records  # noqa: E402
 
 TASKS = ROOT / "assets" / "demo_tasks.jsonl"
 ROLLOUTS = ROOT / "assets" / "demo_rollouts.jsonl"
 RESULTS = ROOT / "bench" / "results" / "demo_error_rates.json"
-VERIFIER_OF_FAMILY = {"arithmetic": "arithmetic", "tools": "tools", "qa": "reference"}
 SEEDS = (1, 2, 3)
 MAX_NEW_TOKENS = 128
 

@@ -27,7 +27,6 @@ import pandas as pd
 from .records import Record
 from .rollout import prompt_ids
 
-VERIFIER_OF_FAMILY = {"arithmetic": "arithmetic", "tools": "tools", "qa": "reference"}
 CONTEXT_CHARS = 24
 
 
@@ -65,7 +64,7 @@ def suppressed(signature: tuple[int, str, str], answer: str) -> bool:
 
 
 def verifiers_for(record: Record) -> list:
-    from .hints import HINT_MODELS
+    from .hints import HINT_MODELS, VERIFIER_OF_FAMILY
 
     names = []
     family = (record.meta or {}).get("family")
@@ -84,12 +83,7 @@ def corrected(record: Record, verifiers: list) -> bool | None:
     results = [v.propose(record) for v in verifiers]
     if any(r.proposals for r in results):
         return False
-    return any(not _found_nothing(r.reason) for r in results)
-
-
-def _found_nothing(reason: str) -> bool:
-    # The verifiers say "no arithmetic found", "no tool calls found …", "record has no reference/tools schema".
-    return reason.startswith(("no ", "record has no"))
+    return any(r.checked for r in results)
 
 
 # ------------------------------------------------------------------------------------------------------------------

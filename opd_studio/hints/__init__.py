@@ -21,5 +21,18 @@ HINT_MODELS: dict[str, Callable[..., HintModel]] = {
     LLMCritic.name: LLMCritic,
 }
 
-__all__ = ["HINT_MODELS", "ArithmeticVerifier", "HintModel", "HintProposal", "LLMCritic", "ProposalResult",
-           "ReferenceVerifier", "ToolCallVerifier"]
+# The verifier that judges each demo family's answers (`meta.family` of the bundled tasks).
+VERIFIER_OF_FAMILY = {"arithmetic": ArithmeticVerifier.name, "tools": ToolCallVerifier.name,
+                      "qa": ReferenceVerifier.name}
+
+
+def auto_verifier(record) -> str:
+    """The verifier to run on `record` when the user chose "auto": its family's, else what its data suggests."""
+    family = (record.meta or {}).get("family")
+    if family in VERIFIER_OF_FAMILY:
+        return VERIFIER_OF_FAMILY[family]
+    return ToolCallVerifier.name if record.tools else ReferenceVerifier.name if record.reference \
+        else ArithmeticVerifier.name
+
+__all__ = ["HINT_MODELS", "VERIFIER_OF_FAMILY", "ArithmeticVerifier", "HintModel", "HintProposal", "LLMCritic",
+           "ProposalResult", "ReferenceVerifier", "ToolCallVerifier", "auto_verifier"]

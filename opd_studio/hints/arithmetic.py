@@ -299,10 +299,11 @@ class ArithmeticVerifier:
                 checked += steps
                 proposals += [self._proposal(index, content, slip) for slip in slips]
         if proposals:
-            return ProposalResult(proposals, reason=f"{len(proposals)} of {checked} arithmetic statements are wrong")
+            return ProposalResult(proposals, reason=f"{len(proposals)} of {checked} arithmetic statements are wrong",
+                                  checked=checked)
         if not checked:
             return ProposalResult(reason="no arithmetic found")
-        return ProposalResult(reason=f"all {checked} arithmetic statements are correct")
+        return ProposalResult(reason=f"all {checked} arithmetic statements are correct", checked=checked)
 
     def _proposal(self, index: int, content: str, slip: _Slip) -> HintProposal:
         expression = content[slip.expression[0].start: slip.expression[-1].end]

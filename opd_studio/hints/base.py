@@ -42,6 +42,7 @@ class ProposalResult:
     proposals: list[HintProposal] = field(default_factory=list)
     reason: str = ""  # why there is no proposal (or a note on what was checked)
     raw: str | None = None  # raw model output, kept for inspection (LLM critic)
+    checked: int = 0  # how many things were checked (statements, tool calls, answers): 0 means nothing applied
 
 
 class HintModel(Protocol):

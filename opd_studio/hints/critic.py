@@ -210,7 +210,7 @@ class LLMCritic:
             return ProposalResult(reason="critic reply had no usable JSON", raw=raw)
         quote, hint = parsed
         if quote is None:
-            return ProposalResult(reason="critic found no mistake", raw=raw)
+            return ProposalResult(reason="critic found no mistake", raw=raw, checked=1)
         located = locate_quote(content, quote)
         if located is None:
             return ProposalResult(reason=f"critic quoted text that is not in the answer: {quote[:80]!r}", raw=raw)
@@ -220,4 +220,4 @@ class LLMCritic:
                                 rationale=f"critic quoted {quote[:80]!r}" + ("" if similarity == 1.0 else
                                                                            f" (matched at {similarity:.2f})"),
                                 confidence=0.5 * similarity, source=self.source)
-        return ProposalResult([proposal], raw=raw)
+        return ProposalResult([proposal], raw=raw, checked=1)

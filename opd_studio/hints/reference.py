@@ -149,18 +149,18 @@ class ReferenceVerifier:
         if expected_number is not None:
             span = numeric_answer(content)
             if span and parse_number(content[span[0]: span[1]]) == expected_number:
-                return ProposalResult(reason="answer matches the reference")
+                return ProposalResult(reason="answer matches the reference", checked=1)
             span = span or text_answer(content)
             confidence = 0.9
         else:
             if _contains(normalize(content), normalize(reference)):
-                return ProposalResult(reason="answer matches the reference")
+                return ProposalResult(reason="answer matches the reference", checked=1)
             span = text_answer(content)
             confidence = 0.7  # where a free-text answer sits is a guess
         given = content[span[0]: span[1]]
         body = f"the answer is {reference}." if self.style == "reveal" else f"{given} is not the answer; think again."
         hint_char, text = inline_hint(content, span[0], body)
-        return ProposalResult([HintProposal(
+        return ProposalResult(checked=1, proposals=[HintProposal(
             message=index, char_start=span[0], char_end=span[1], hint_char=hint_char, text=text,
             rationale=f"the answer is {reference!r}, the model said {given!r}", confidence=confidence,
             source=f"verifier:{self.name}")], reason="answer differs from the reference")

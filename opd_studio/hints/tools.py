@@ -281,10 +281,11 @@ class ToolCallVerifier:
                 if faults:
                     proposals.append(self._proposal(index, content, call, faults, schemas))
         if proposals:
-            return ProposalResult(proposals, reason=f"{len(proposals)} of {checked} tool calls are invalid")
+            return ProposalResult(proposals, reason=f"{len(proposals)} of {checked} tool calls are invalid",
+                                  checked=checked)
         if not checked:
             return ProposalResult(reason="no tool calls found in the assistant messages")
-        return ProposalResult(reason=f"all {checked} tool calls valid")
+        return ProposalResult(reason=f"all {checked} tool calls valid", checked=checked)
 
     def _proposal(self, index: int, content: str, call: _Call, faults: list[_Fault],
                   schemas: dict[str, dict]) -> HintProposal:

@@ -66,13 +66,10 @@ def demo_tasks() -> list[Record]:
 
 def hint_model_for(name: str, record: Record, chat=None):
     """The hint model called `name`; "auto" picks the verifier of the record's demo family."""
-    from ..hints import HINT_MODELS
+    from ..hints import HINT_MODELS, auto_verifier
 
     if name == "auto":
-        family = record.meta.get("family")
-        name = {"arithmetic": "arithmetic", "tools": "tools", "qa": "reference"}.get(family)
-        if name is None:
-            name = "tools" if record.tools else "reference" if record.reference else "arithmetic"
+        name = auto_verifier(record)
     if name == "manual":
         return None
     if name == "critic":
