@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--output", required=True, help=".jsonl (one token a line) or .parquet")
     score.add_argument("--span", default="turn", choices=["error", "turn", "response"], help="loss span")
     score.add_argument("--top-k", type=int, default=5, help="alternatives listed per token")
+    score.add_argument("--placebo", default=None, metavar="TEXT|default",
+                       help="also score a content-free hint at each hint's place and write the placebo columns: "
+                            "'default' (each hint's stored placebo, else one built from its frame) or a text")
 
     _add_train_parser(commands)
 
@@ -88,8 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--status", choices=["all", "pending", "accepted", "rejected"], default="accepted")
     export = actions.add_parser("export", help="write the curated set to a file")
     export.add_argument("--output", required=True, help="the file (or folder, for datasets formats)")
-    export.add_argument("--format", default=None, help="jsonl or parquet (default: from the suffix)")
-    export.add_argument("--status", choices=["all", "pending", "accepted", "rejected"], default="accepted")
+    export.add_argument("--format", default=None, choices=["jsonl", "parquet", "datasets", "trl-sdft", "teacher-topk"],
+                        help="jsonl, parquet (default: from the suffix), datasets (a load_from_disk folder), "
+                             "trl-sdft (prompt + privileged_context, for TRL's SDFT/SDPO trainers), teacher-topk "
+                             "(the hinted teacher's top-k per target position; runs --model)")
+    export.add_argument("--status", choices=["all", "pending", "accepted", "rejected"], default="accepted",
+                        help="jsonl / parquet / datasets: which records (trl-sdft and teacher-topk: the curated set)")
+    export.add_argument("--top-k", type=int, default=20, help="teacher-topk: token ids kept per position")
+    _add_model_args(export)
     imported = actions.add_parser("import", help="bring in a file: a curated export keeps its review status, plain "
                                                  "rollouts go to the review queue; reviewed records are never replaced")
     imported.add_argument("file")
@@ -232,7 +241,8 @@ def _score(args) -> None:
         try:
             trajectory = build_trajectory(tokenizer, record)
             hints = [h for h in record.hints if h.status != "rejected"]
-            table = HintScorer(model, tokenizer, trajectory, top_k=args.top_k).score(hints, args.span, record.error)
+            table = HintScorer(model, tokenizer, trajectory, top_k=args.top_k).score(
+                hints, args.span, record.error, placebo=args.placebo if hints else None)
         except TrajectoryError as exc:
             raise TrajectoryError(f"record {record.id!r}: {exc}") from None
         table.insert(0, "record_id", record.id)
@@ -241,7 +251,8 @@ def _score(args) -> None:
     output = Path(args.output)
     if output.suffix == ".parquet":
         # Arrow has no mixed-type lists: the [token_text, prob] pairs travel as JSON text in Parquet.
-        flat = scores.assign(**{c: scores[c].map(json.dumps) for c in ("top_before", "top_after")})
+        flat = scores.assign(**{c: scores[c].map(json.dumps) for c in ("top_before", "top_after", "top_placebo")
+                                if c in scores})
         write_atomic(output, lambda tmp: flat.to_parquet(tmp, index=False))
     else:
         rows = scores.astype(object).where(scores.notna(), None).to_dict("records")
@@ -343,6 +354,9 @@ def _train(args) -> None:
               + f"  {row['seconds']:.2f}s", file=sys.stderr, flush=True)
 
     result = train(model, tokenizer, records, config, heldout=heldout or None, on_step=report)
+    if state.is_main_process and result.placebo_defaulted:
+        print(f"{len(result.placebo_defaulted)} of {len(records)} records had no stored placebo: used the default "
+              "(records.default_placebo)", file=sys.stderr)
     if state.is_main_process:
         outcome = workspace.register_run(result, tokenizer, activate=not args.keep_weights, force=args.force)
         print(f"{outcome.message} ({result.steps} steps, stopped by {result.stopped})", file=sys.stderr)
@@ -389,7 +403,7 @@ def _curated(args) -> None:
         table = workspace.curated_table(status)
         print(table.to_string(index=False) if len(table) else "no records")
     elif args.action == "export":
-        count = _export(workspace, args.output, args.format, status)
+        count = _export(args, workspace, status)
         print(f"exported {count} record(s) → {args.output}", file=sys.stderr)
     elif args.action == "import":
         print(workspace.import_file(args.file).message(), file=sys.stderr)
@@ -404,13 +418,23 @@ def _curated(args) -> None:
               file=sys.stderr)
 
 
-def _export(workspace, output: str, fmt: str | None, status: str | None) -> int:
-    fmt = fmt or ("parquet" if str(output).endswith(".parquet") else "jsonl")
-    if fmt in ("jsonl", "parquet"):
-        if not str(output).endswith(f".{fmt}"):
-            raise ValueError(f"--format {fmt} writes a .{fmt} file; name the output accordingly")
-        return workspace.export(output, status)
-    raise ValueError(f"unknown export format {fmt!r}; choose jsonl or parquet")
+def _export(args, workspace, status: str | None) -> int:
+    """Formats that carry records (jsonl, parquet, datasets) export every record of `status`, each marked with its
+    review status; the training formats (trl-sdft, teacher-topk) export the curated set as training sees it."""
+    from .exports import export_curated
+
+    fmt = args.format or ("parquet" if str(args.output).endswith(".parquet") else "jsonl")
+    if fmt in ("jsonl", "parquet") and not str(args.output).endswith(f".{fmt}"):
+        raise ValueError(f"--format {fmt} writes a .{fmt} file; name the output accordingly")
+    if fmt in ("jsonl", "parquet", "datasets"):
+        return workspace.export(args.output, status, fmt)
+    if status != "accepted":
+        raise ValueError(f"--format {fmt} exports the curated set (accepted records); leave --status out")
+    records = workspace.training_records()
+    if not records:
+        raise ValueError(f"the curated set in {workspace.store.path} is empty")
+    model, tokenizer = _load(args)
+    return export_curated(records, fmt, args.output, model, tokenizer, top_k=args.top_k)
 
 
 def _app(args) -> None:

@@ -198,3 +198,70 @@ def test_training_with_each_construction_keeps_a_timeline(tokenizer, small_model
             assert p == pytest.approx(math.exp(table.loc[i, "logp_before"]), rel=1e-4)
         frame = line.frame()
         assert len(frame) == 3 * len(line.positions) and set(frame.step) == {0, 1, 2}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The command line, as a user runs it
+
+
+@pytest.fixture(scope="module")
+def model_dir(tokenizer, small_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("model")
+    small_model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def run_module(module, *args, env=None):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1", **(env or {}))
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300,
+                          cwd=root, env=env)
+
+
+def test_cli_score_writes_the_placebo_columns(model_dir, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from opd_studio.scoring import PLACEBO_COLUMNS
+
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps(REVEAL) + "\n")
+    for name in ("scores.jsonl", "scores.parquet"):
+        done = run_module("opd_studio", "score", "--input", str(source), "--output", str(tmp_path / name),
+                          "--model", str(model_dir), "--placebo", "default")
+        assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
+    assert set(PLACEBO_COLUMNS) <= set(rows[0])
+    three = next(r for r in rows if r["hint"])
+    assert three["content_drop"] == pytest.approx(three["logp_after"] - three["logp_placebo"], abs=1e-9)
+    table = pd.read_parquet(tmp_path / "scores.parquet")
+    assert table.loc[table.hint, "logp_placebo"].item() == pytest.approx(three["logp_placebo"], abs=1e-5)
+    assert json.loads(table.loc[table.hint, "top_placebo"].item())[0][1] > 0
+    without = run_module("opd_studio", "score", "--input", str(source), "--output", str(tmp_path / "plain.jsonl"),
+                         "--model", str(model_dir))
+    assert without.returncode == 0 and "logp_placebo" not in (tmp_path / "plain.jsonl").read_text()
+
+
+def test_train_module_runs_the_contrast_target(model_dir, tmp_path):
+    import json
+
+    data = tmp_path / "curated.jsonl"
+    data.write_text(json.dumps(REVEAL) + "\n")
+    args = ["--data", str(data), "--out", str(tmp_path / "run"), "--model", str(model_dir), "--steps", "1",
+            "--unreviewed", "--no-heldout", "--drift-threshold", "none"]
+    env = {"OPD_STUDIO_DATA": str(tmp_path / "data")}
+    done = run_module("opd_studio.train", *args, "--target", "contrast", "--alpha", "1.0", env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "1 of 1 records had no stored placebo: used the default" in done.stderr
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["config"]["target"] == "contrast" and run["targets"][REVEAL["id"]]["right_text"] == "42"
+    bad = run_module("opd_studio.train", *args, "--target", "contrast", "--alpha", "7", env=env)
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
+    assert bad.returncode == 2 and errors == [bad.stderr.splitlines()[-1]] and "alpha must be in (0, 4]" in errors[0]
