@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from .migrations import migrate
-from .records import Record, RecordError, parse_records, write_atomic
+from .records import Record, RecordError
 
 STATUSES = ("pending", "accepted", "rejected")
 REVIEWED = ("accepted", "rejected")
@@ -315,11 +315,17 @@ class Store:
 
     # -- import / export ------------------------------------------------------------------------------------------
 
-    def export(self, path: str | os.PathLike, status: str | None = "accepted") -> int:
-        """Write records to .jsonl (the data contract) or .parquet (one row per record, the record as JSON); atomic.
+    def export(self, path: str | os.PathLike, status: str | None = "accepted", fmt: str | None = None) -> int:
+        """Write records as `fmt` — jsonl (the data format), parquet (one row per record, the record as JSON) or
+        datasets (a `datasets.load_from_disk` folder); by default from the suffix — atomically (`exports.py`).
         Each record's meta carries `opd_studio: {status, reviewer, revision}`, which `import_file` reads to tell
         a curated export from plain rollouts."""
+        from .exports import export_curated
+
         path = Path(path)
+        fmt = fmt or ("parquet" if path.suffix == ".parquet" else "jsonl")
+        if fmt not in ("jsonl", "parquet", "datasets"):
+            raise ValueError(f"the store exports jsonl, parquet or datasets, not {fmt!r} (see exports.export_curated)")
         table = self.table(status=status)
         records = []
         for row in table.itertuples():
@@ -327,13 +333,9 @@ class Store:
             record.meta = {**record.meta, EXPORT_KEY: {"status": row.status, "reviewer": row.reviewer,
                                                        "revision": int(row.revision)}}
             records.append(record)
-        if path.suffix == ".parquet":
-            frame = pd.DataFrame({"id": [r.id for r in records], "record": [r.to_json() for r in records]})
-            write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
-        else:
-            write_atomic(path, lambda tmp: Path(tmp).write_text(
-                "".join(r.to_json() + "\n" for r in records), encoding="utf-8"))
-        return len(records)
+        if fmt == "datasets" and not records:
+            raise ValueError("nothing to export: no record has that status")
+        return export_curated(records, fmt, path)
 
     def import_file(self, path: str | os.PathLike, max_bytes: int = 50_000_000) -> AddReport:
         """Import .jsonl or .parquet. Records exported by the studio keep the status they were exported with
@@ -401,21 +403,14 @@ class Store:
 
 
 def read_import(path: str | os.PathLike, max_bytes: int = 50_000_000) -> list[Record]:
-    """Records from a .jsonl or .parquet file (as `Store.export` writes them), validated; a clear error otherwise."""
+    """Records from a file or folder `exports.read_input` reads (JSONL, Parquet, a datasets folder), size-checked."""
+    from .exports import read_input
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise RecordError(f"{path.name}: no such file")
-    if path.stat().st_size > max_bytes:
-        raise RecordError(f"{path.name} is {path.stat().st_size / 1e6:.1f} MB; the limit is "
-                          f"{max_bytes / 1e6:.0f} MB. Split it into smaller files.")
-    if path.suffix == ".parquet":
-        try:
-            lines = pd.read_parquet(path)["record"].tolist()
-        except Exception as exc:
-            raise RecordError(f"{path.name}: not a Parquet file exported by OPD Studio ({exc})") from None
-    else:
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError:
-            raise RecordError(f"{path.name}: not UTF-8 text") from None
-    return parse_records(lines, source=path.name)
+    size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    if size > max_bytes:
+        raise RecordError(f"{path.name} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB. "
+                          "Split it into smaller files.")
+    return read_input(path)

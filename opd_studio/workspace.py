@@ -218,8 +218,9 @@ class Workspace:
         self.require_write("import records")
         return self.store.import_file(path)
 
-    def export(self, path, status: str | None = "accepted") -> int:
-        return self.store.export(path, status)
+    def export(self, path, status: str | None = "accepted", fmt: str | None = None) -> int:
+        """jsonl / parquet / datasets, every record of `status`, marked with its review status (`Store.export`)."""
+        return self.store.export(path, status, fmt)
 
     # -- review ---------------------------------------------------------------------------------------------------
 

@@ -114,5 +114,26 @@ def test_curated_export_import_revisions_and_restore(data, capsys, tmp_path):
 
     code, _, err = cli(capsys, "curated", "restore", "add-17-25", 42)
     assert code == 2 and "no revision 42" in err
-    code, _, err = cli(capsys, "curated", "export", "--output", tmp_path / "x.csv", "--format", "csv")
-    assert code == 2 and "unknown export format" in err
+    code, _, err = cli(capsys, "curated", "export", "--output", tmp_path / "x.csv", "--format", "jsonl")
+    assert code == 2 and "name the output accordingly" in err and not (tmp_path / "x.csv").exists()
+
+
+def test_curated_exports_to_datasets_and_trl_and_back(data, capsys, tmp_path, model_dir):
+    from datasets import load_from_disk
+
+    store = Store(data / "opd_studio.sqlite")
+    store.save(Record.from_dict(ADD), "accepted", reviewer="ana")
+    store.save(Record.from_dict(MULTI_TURN), "rejected", reviewer="ana")
+    code, _, err = cli(capsys, "curated", "export", "--format", "datasets", "--status", "all",
+                       "--output", tmp_path / "all")
+    assert code == 0, err
+    assert load_from_disk(str(tmp_path / "all"))["id"] == ["add-17-25", "weather-paris"]
+    other = Store(tmp_path / "other.sqlite")
+    assert other.import_file(tmp_path / "all").new == ["add-17-25", "weather-paris"]
+    assert [other.status_of(i) for i in ("add-17-25", "weather-paris")] == ["accepted", "rejected"]
+
+    code, _, err = cli(capsys, "curated", "export", "--format", "trl-sdft", "--output", tmp_path / "trl",
+                       "--model", model_dir)
+    assert code == 0, err
+    trl = load_from_disk(str(tmp_path / "trl"))
+    assert trl["id"] == ["add-17-25"] and trl["privileged_context"] == [ADD["hints"][0]["text"].strip()]
