@@ -34,14 +34,13 @@ class Access:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"OPD_STUDIO_WRITERS={self.mode!r} is not one of per-user, owner")
+            raise ValueError(f"OPD_STUDIO_WRITERS={self.mode!r} is not one of {', '.join(MODES)}")
 
     @classmethod
     def from_env(cls) -> "Access":
-        if not os.environ.get("SPACE_ID"):
-            return cls("local")
-        return cls(os.environ.get("OPD_STUDIO_WRITERS", "per-user"),
-                   os.environ.get("OPD_STUDIO_OWNER") or os.environ.get("SPACE_AUTHOR_NAME"))
+        """`OPD_STUDIO_WRITERS` when set (local, per-user, owner); else per-user on a Space, local elsewhere."""
+        mode = os.environ.get("OPD_STUDIO_WRITERS") or ("per-user" if os.environ.get("SPACE_ID") else "local")
+        return cls(mode, os.environ.get("OPD_STUDIO_OWNER") or os.environ.get("SPACE_AUTHOR_NAME"))
 
     @property
     def signs_in(self) -> bool:

@@ -37,8 +37,8 @@ def build_app() -> gr.Blocks:
                 queue, hint_model = annotate_tab.build(session, counts)
             with gr.Tab("Train"):
                 train_tab.build(app, session)
-            with gr.Tab("Curated set"):
-                curated_tab.build(app, counts)
+            with gr.Tab("Curated set") as curated:
+                curated_tab.build(curated, counts)
         app.load(on_load, [session, hint_model], [counts, queue], api_name=False)
     return app
 

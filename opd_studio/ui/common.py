@@ -14,7 +14,9 @@ import gradio as gr
 
 from ..model import ModelLoadError, load_model_cached
 from ..records import RecordError
+from ..access import Access
 from ..store import Store
+from ..workspace import Workspace
 from ..trajectory import TrajectoryError
 from . import incremental
 from . import session as actions
@@ -52,8 +54,24 @@ def model():
 
 
 @functools.lru_cache(maxsize=1)
+def access() -> Access:
+    return Access.from_env()
+
+
+@functools.lru_cache(maxsize=64)
+def _workspace(user: str | None) -> Workspace:
+    return access().workspace(user)
+
+
+def workspace(profile: gr.OAuthProfile | None = None) -> Workspace:
+    """The workspace of whoever sent the request: locally the one workspace; on a Space the signed-in user's (or,
+    for visitors who are not signed in, the shared one, read-only). Gradio passes `profile` to any handler with a
+    `gr.OAuthProfile | None` parameter."""
+    return _workspace(getattr(profile, "username", None) if access().signs_in else None)
+
+
 def store() -> Store:
-    return Store()
+    return workspace(None).store
 
 
 def opened(session: actions.Session) -> actions.Session:
@@ -80,8 +98,8 @@ def model_turn(session: actions.Session | None = None):
         yield
 
 
-def counts_markdown() -> str:
-    counts = store().counts()
+def counts_markdown(profile: gr.OAuthProfile | None = None) -> str:
+    counts = workspace(profile).counts()
     return (f"**{counts['reviewed']} / {counts['total']} reviewed** · {counts['accepted']} curated · "
             f"{counts['rejected']} rejected · {counts['pending']} pending")
 
