@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup browser app test test-fast bench clean
+.PHONY: setup browser app test test-fast bench clean llama-server
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,8 +35,20 @@ $(VENV)/.bench-installed: requirements-bench.txt $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
 	touch $@
 
+# llama-cpp-python's OpenAI-compatible server, for the test that generates through a server we did not write
+# (tests/test_remote.py; skipped when absent). Its own virtualenv: it compiles llama.cpp (~11 min on 2 cores).
+LLAMA_VENV := .venv-llama
+$(LLAMA_VENV)/.installed:
+	test -x $(LLAMA_VENV)/bin/python || $(PYTHON) -m venv $(LLAMA_VENV)
+	$(LLAMA_VENV)/bin/pip install --quiet --disable-pip-version-check "llama-cpp-python[server]==0.3.36"
+	touch $@
+
+llama-server: $(LLAMA_VENV)/.installed
+
 # Each script prints its table (ratios measured side by side in one process) and writes bench/results/.
-bench: setup browser $(VENV)/.bench-installed
+bench: setup browser $(VENV)/.bench-installed llama-server
+	$(PY) -m pytest -q tests/test_remote.py
+	$(PY) bench/scoring.py
 	$(PY) bench/rescoring.py
 	$(PY) bench/ui_latency.py
 	$(PY) bench/training.py

@@ -7,8 +7,10 @@ each answer into a Record whose `response_token_ids` are the ids the server samp
 1. `server`: the server returned them (vLLM's `return_tokens_as_token_ids`, always asked for: "token_id:123").
 2. `bytes`: every returned token's UTF-8 `bytes` is exactly one token of the local vocabulary and together they
    decode to the content (same vocabulary as the server's model; the tokens, not a re-tokenization).
-3. `retokenized`: neither; the record has no ids and scoring re-tokenizes the content, which may differ from what
-   was sampled. `meta["remote"]["token_ids"]` says which; the CLI says so on stderr.
+3. `matched`: the server sent token texts without bytes (llama.cpp's server does; a character split over tokens
+   then loses its bytes), and the local tokenization of the content agrees with them token for token.
+4. `retokenized`: none of these; the record has no ids and scoring re-tokenizes the content, which may differ from
+   what was sampled. `meta["remote"]["token_ids"]` says which; the CLI says so on stderr.
 
 The server's own log-probs (of the sampled token and its top alternatives, under the server's sampling
 distribution) are kept in `meta["remote"]`. The conversation is rendered by the server's chat template; scoring
@@ -30,7 +32,7 @@ from typing import Iterator
 
 from .batching import GenerationJob
 from .records import Record
-from .token_bytes import ids_from_bytes
+from .token_bytes import ids_from_bytes, token_bytes
 
 ENDPOINTS = ("chat", "completions")
 _TOKEN_ID = re.compile(r"^token_id:(\d+)$")
@@ -212,7 +214,26 @@ class RemoteGenerator:
                 ids = ids[:-1]
             if ids and self._decode(ids) == content:
                 return ids, "bytes"
-        return None, "retokenized"
+        ids = self._aligned(tokens, content)
+        return (ids, "matched") if ids is not None else (None, "retokenized")
+
+    def _aligned(self, tokens: list[SampledToken], content: str) -> list[int] | None:
+        """The local tokenization of `content` if it agrees with the server's tokens one for one: same count, and
+        each server token's text is what the local token spells (servers that send text drop the bytes of a
+        character split over tokens, so a partial token may come back as "" or "\ufffd")."""
+        pieces = [t.text for t in tokens]
+        if pieces and _TOKEN_ID.match(pieces[0] or ""):
+            return None
+        ids = self.tokenizer(content, add_special_tokens=False)["input_ids"]
+        if len(ids) == len(pieces) + 1 and ids[-1] == self.tokenizer.eos_token_id:
+            ids = ids[:-1]
+        if not ids or len(ids) != len(pieces):
+            return None
+        for token_id, piece in zip(ids, pieces):
+            spelled = token_bytes(self.tokenizer, token_id)
+            if piece not in (spelled.decode("utf-8", "ignore"), spelled.decode("utf-8", "replace")):
+                return None
+        return ids
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)

@@ -92,27 +92,30 @@ def llama_python() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def llama_server():
+def llama_server(tmp_path_factory):
     python = llama_python()
     if python is None:
         pytest.skip("llama-cpp-python's server is not installed (make llama-server builds it; run by make bench)")
     from opd_studio.model import default_gguf_path
 
     port = free_port()
-    process = subprocess.Popen([python, "-m", "llama_cpp.server", "--model", str(default_gguf_path()),
-                                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-                                "--logits_all", "true"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path_factory.mktemp("llama") / "server.log"  # a file, not a pipe: llama.cpp logs a lot
+    with log.open("wb") as handle:
+        process = subprocess.Popen([python, "-m", "llama_cpp.server", "--model", str(default_gguf_path()),
+                                    "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+                                    "--logits_all", "true"], stdout=handle, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        for _ in range(120):
+        for _ in range(240):
             try:
                 urllib.request.urlopen(url + "/models", timeout=1)
                 break
             except OSError:
                 if process.poll() is not None:
-                    pytest.fail(f"llama_cpp.server exited: {process.stderr.read()[-2000:].decode()}")
+                    pytest.fail(f"llama_cpp.server exited: {log.read_text(errors='replace')[-2000:]}")
                 time.sleep(0.5)
+        else:
+            pytest.fail(f"llama_cpp.server did not answer in 120 s: {log.read_text(errors='replace')[-2000:]}")
         yield url
     finally:
         process.terminate()
@@ -123,7 +126,8 @@ def llama_server():
 @pytest.mark.parametrize("endpoint", ["chat", "completions"])
 def test_llama_cpp_server_rollouts_score_exactly(llama_server, default_model, tmp_path, endpoint):
     model, tokenizer = default_model
-    records = [Record("add", QUESTION), Record("colour", [{"role": "user", "content": "Name three colours."}])]
+    records = [Record("add", QUESTION),
+               Record("emoji", [{"role": "user", "content": "Name three colours, with an emoji each 🌞."}])]
     output = tmp_path / "rollouts.jsonl"
     summary = generate_file(records, output, [SamplingConfig(max_new_tokens=24, temperature=0.8, seed=1)],
                             tokenizer=tokenizer,
@@ -132,7 +136,9 @@ def test_llama_cpp_server_rollouts_score_exactly(llama_server, default_model, tm
     rollouts = [Record.from_dict(json.loads(line)) for line in output.read_text().splitlines()]
     for rollout in rollouts:
         remote = rollout.meta["remote"]
-        assert remote["token_ids"] in ("server", "bytes"), remote["token_ids"]
+        # llama.cpp's server sends token text without bytes: ids from the bytes of the text, or, where a
+        # character is split over tokens, the local tokenization checked token for token against its texts
+        assert remote["token_ids"] in ("bytes", "matched"), remote["token_ids"]
         assert rollout.response_token_ids
         assert tokenizer.decode(rollout.response_token_ids) == rollout.messages[-1]["content"]
         # the server's log-probs of its own sampled tokens agree with the local model on the same ids
