@@ -214,10 +214,14 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tokenizer, sma
 # The loop
 
 
-def test_frozen_teacher_stays_frozen_and_base_weights_untouched(tokenizer, small_model):
+@pytest.mark.parametrize("target", ["hinted", "contrast"])
+def test_frozen_teacher_stays_frozen_and_base_weights_untouched(tokenizer, small_model, target):
+    """The cached targets, the placebo pass included for the contrast, equal the targets recomputed after training
+    under the base weights."""
     model = fresh(small_model)
     base_before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = train(model, tokenizer, records(ADD, LONGER), TrainConfig(steps=3, lr=5e-3, drift_threshold=None))
+    result = train(model, tokenizer, records(ADD, LONGER), TrainConfig(steps=3, lr=5e-3, drift_threshold=None,
+                                                                       target=target, alpha=2.0))
     trained = result.model
     cached = [ex.teacher_logits.clone() for ex in result.examples]
     # The base weights did not move: only the adapter trained.
@@ -228,7 +232,7 @@ def test_frozen_teacher_stays_frozen_and_base_weights_untouched(tokenizer, small
     # Recomputing the teacher now (adapter disabled) gives exactly the cached targets: the teacher did not move…
     recomputed = [copy.copy(ex) for ex in result.examples]
     with torch.no_grad(), trained.disable_adapter():
-        cache_targets(trained, recomputed, 8, torch.float32)
+        cache_targets(trained, recomputed, 8, torch.float32, target=result.config.target_spec)
     for old, new in zip(cached, recomputed):
         torch.testing.assert_close(new.teacher_logits, old, atol=1e-5, rtol=0)
     # …while the student did (a random model hardly reacts to hints; the error probability falling is tested on
