@@ -446,7 +446,7 @@ KEYS_JS = """
 PREVIEW_TEXT_JS = """
 (text) => {
   const root = document.querySelector('#opd-strip .opd-strip');
-  const ghost = root && root.querySelector('.opd-ghost:not(.opd-key)');
+  const ghost = root && root.querySelector('.opd-ghost');
   if (ghost && text && text.trim() && root.dataset.oneshot !== '1') {
     ghost.textContent = text.replaceAll(' ', '·').replaceAll('\\n', '↵');
     const from = Number(root.dataset.hint);
@@ -469,10 +469,12 @@ CSS = """
 #opd-keycue.opd-shown { opacity: 0.92; }
 /* one message where the user acted (the toast): no per-component error badges over the content */
 .wrap.error, .wrap .error, .status-tracker.error { display: none !important; }
+#opd-status [data-testid=status-tracker], #opd-proposals [data-testid=status-tracker],
+#opd-queue [data-testid=status-tracker] { display: none !important; }  /* no timer text over the words */
 @media (max-width: 760px) {
   #opd-main-row { flex-direction: column; }
-  #opd-left { display: contents; }
-  #opd-source { order: 1; } #opd-right { order: 2; } #opd-queue-box { order: 3; }
+  #opd-side { display: contents; }
+  #opd-source { order: 1; } #opd-main { order: 2; } #opd-queue-box { order: 3; }
   #opd-main-row > * { width: 100%; min-width: 0 !important; }
 }
 """
@@ -483,7 +485,7 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
     fills the queue)."""
     demo_choices = [(f"{r.id} · {r.messages[-1]['content'][:60]}", r.id) for r in actions.demo_tasks()]
     with gr.Row(elem_id="opd-main-row"):
-        with gr.Column(scale=1, min_width=300, elem_id="opd-left"):
+        with gr.Column(scale=1, min_width=300, elem_id="opd-side"):
             with gr.Group(elem_id="opd-source"):
                 source_kind = gr.Radio(["Demo task", "Prompt"], value="Demo task", label="Rollout source",
                                        elem_id="opd-source-kind")
@@ -508,7 +510,7 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
                     next_button = gr.Button("next (j) →", elem_id="opd-next", size="sm")
                 queue = gr.Markdown(elem_id="opd-queue")
                 reviewer = gr.Textbox(label="Reviewer", value="anonymous")
-        with gr.Column(scale=3, elem_id="opd-right"):
+        with gr.Column(scale=3, elem_id="opd-main"):
             status = gr.Markdown(FIRST_STATUS, elem_id="opd-status")
             strip = gr.HTML(EMPTY_STRIP, js_on_load=STRIP_JS, elem_id="opd-strip")
             with gr.Row():
@@ -523,7 +525,7 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
                                        elem_id="opd-hint-text")
                 placement = gr.Radio(["inline", "feedback", "template"], value="inline", label="Placement",
                                      elem_id="opd-placement")
-            template = gr.Textbox(label="Template (with {hint})", visible=False, placeholder=" [note: {hint}] ",
+            template = gr.Textbox("", label="Template (with {hint})", visible=False, placeholder=" [note: {hint}] ",
                                   elem_id="opd-template")
             with gr.Row():
                 apply_button = gr.Button("Apply edit", elem_id="opd-apply", interactive=False)

@@ -49,10 +49,10 @@ def legend(view: str) -> str:
     title, low, high, stops = LEGENDS[view]
     return (f"<div class='opd-legend'><b>{title}</b> <span>{low}</span>"
             f"<span class='opd-ramp' style='background:linear-gradient(90deg, {stops})'></span><span>{high}</span>"
-            "<span class='opd-ghost opd-key'>hint</span><span class='opd-tok opd-error opd-key'>error</span>"
-            "<span class='opd-tok opd-target opd-key'>in the loss</span>"
-            "<span class='opd-tok opd-context opd-key'>prompt (not clickable)</span>"
-            "<span class='opd-tok opd-pending opd-key'>updating</span></div>")
+            "<span class='opd-key opd-key-hint'>hint</span><span class='opd-key opd-key-error'>error</span>"
+            "<span class='opd-key opd-key-target'>in the loss</span>"
+            "<span class='opd-key opd-key-context'>prompt (not clickable)</span>"
+            "<span class='opd-key opd-key-pending'>updating</span></div>")
 
 
 def token_color(row, view: str) -> str:
@@ -130,7 +130,8 @@ def render_strip(table: pd.DataFrame, view: str = "delta", trajectory=None, show
         scored = not pd.isna(row.logp_before)
         data = f" data-i='{row.i}'"
         if scored:
-            data += (f" data-p='{math.exp(row.logp_before):.4f}' data-kl='{row.kl:.4f}'"
+            data += (f" data-p='{math.exp(row.logp_before):.4f}' data-q='{math.exp(row.logp_after):.4f}'"
+                     f" data-kl='{row.kl:.4f}'"
                      f" data-low='{int(math.exp(row.logp_before) < LOW_P)}' data-highkl='{int(row.kl > HIGH_KL)}'")
         tip = (_pending_tip(row) if pending else _tooltip(row)) if scored else ""
         newline = "<br>" if row.text.endswith("\n") else ""
@@ -187,7 +188,12 @@ STRIP_CSS = """
 .opd-legend { font-family: system-ui, sans-serif; font-size: 12px; line-height: 1.6; color: #374151;
               margin-bottom: 6px; display: flex; flex-wrap: wrap; gap: 4px 8px; align-items: center; }
 .opd-ramp { display: inline-block; width: 90px; height: 10px; border: 1px solid #d1d5db; border-radius: 2px; }
-.opd-key { font-size: 11px; cursor: default; }
+.opd-key { font-size: 11px; line-height: 1.4; padding: 1px 4px; border-radius: 3px; border: 1px solid transparent; }
+.opd-key-hint { border: 1px dashed #7c3aed; color: #7c3aed; background: #f5f3ff; font-style: italic; }
+.opd-key-error { border: 2px solid #f59e0b; } .opd-key-target { border-bottom: 2px solid #111; }
+.opd-key-context { color: #9ca3af; }
+.opd-key-pending { color: #6b7280; background-image: repeating-linear-gradient(135deg, rgba(107,114,128,.16) 0 3px,
+                   transparent 3px 6px); }
 .opd-detail { margin-top: 8px; padding: 6px 8px; border-top: 1px solid #e5e7eb; font-size: 12px; line-height: 1.5;
               color: #374151; min-height: 3.2em; }
 .opd-detail span { display: block; }
@@ -221,7 +227,7 @@ element.addEventListener('focusin', (event) => show(event.target));
 const preview = (chip) => {
   const root = strip();
   if (!root || root.dataset.oneshot === '1' || root.dataset.placement === 'feedback') return;
-  let ghost = root.querySelector('.opd-ghost:not(.opd-key)');
+  let ghost = root.querySelector('.opd-ghost');
   const old = ghost && ghost.nextElementSibling && ghost.nextElementSibling.dataset
     ? Number(ghost.nextElementSibling.dataset.i) : Number(chip.dataset.i);
   if (!ghost) { ghost = document.createElement('span'); ghost.className = 'opd-ghost';
