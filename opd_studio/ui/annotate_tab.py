@@ -10,9 +10,11 @@ remembered per record, and the queue shows which records have them.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import threading
+import time
 
 import gradio as gr
 
@@ -20,10 +22,14 @@ from .. import plots
 from ..diagnostics import compare_hint_texts, hint_flags, position_sweep, summarize_flags
 from ..records import Record
 from ..rollout import SamplingConfig
+from ..scoring import HintScorer
+from ..trajectory import build_trajectory
 from . import session as actions
 from .common import counts_markdown, gpu, guarded, guarded_stream, model, model_turn, opened, store, synced, weights
+from .incremental import MODEL_LOCK
 from .strip import STRIP_JS, VIEWS, render_strip
 
+log = logging.getLogger("opd_studio.ui")
 HINT_MODEL_CHOICES = ["auto", "arithmetic", "tools", "reference", "critic", "manual"]
 ONESHOT = os.environ.get("OPD_STUDIO_ONESHOT") == "1"  # the old path (no preview, no window, no speculation): bench
 EMPTY_STRIP = ("<div class='opd-strip' data-render='empty'>No rollout open yet. Pick a demo task and press "
@@ -71,8 +77,6 @@ def prefetch_proposals(records: list[Record], name: str, limit: int = 200) -> No
         return
 
     def work() -> None:
-        from .incremental import MODEL_LOCK
-
         for record in records[: 3 if name == "critic" else limit]:
             if record.hints or (name, record.id) in PROPOSALS:
                 continue
@@ -134,9 +138,11 @@ def queue_markdown(session: actions.Session, name: str | None, around: int = 6) 
 N_ACTION_BUTTONS = 5
 
 
-def render(session: actions.Session, view: str, hint_model_name: str | None = None, queue: bool = True):
+def render(session: actions.Session, view: str, hint_model_name: str | None = None, queue: bool = True,
+           done: str = ""):
     """Everything that shows the open record. Plots are left as they are (`gr.skip()`): they follow in a chained
-    event (`on_plots`), so what the user did answers first. `queue`: also redraw the counts and the queue."""
+    event (`on_plots`), so what the user did answers first. `queue`: also redraw the counts and the queue. `done`:
+    what the last action did, said at the end of the status line (a toast per record would pile up)."""
     is_open = session.record is not None
     buttons = [gr.update(interactive=is_open)] * N_ACTION_BUTTONS
     counts = counts_markdown() if queue else gr.skip()
@@ -147,7 +153,7 @@ def render(session: actions.Session, view: str, hint_model_name: str | None = No
     hint = session.hints[0] if session.hints else None
     placement = hint.placement if hint else "inline"
     return (session, render_strip(session.table, view, session.scorer.trajectory, oneshot=ONESHOT),
-            status_markdown(session), gr.skip(), gr.skip(),
+            status_markdown(session) + (f" · ✓ {done}" if done else ""), gr.skip(), gr.skip(),
             hint.text if hint else "", placement,
             gr.update(value=(hint.template or "") if hint else "", visible=placement == "template"),
             actions.proposals_markdown(session), counts, queue_md, *buttons)
@@ -188,12 +194,71 @@ def on_redraw(session: actions.Session, view: str):
 
 
 def _open(session: actions.Session, record: Record, hint_model_name: str | None) -> actions.Session:
-    with model_turn(session):
+    """Open `record` with the hint model run on it: from the read-ahead when it prepared this very record."""
+    name = hint_model_name or "manual"
+    ready = session.prefetched
+    if (ready is not None and ready.record.id == record.id and ready.hint_model_name == name
+            and ready.weights_version == weights().version and ready.base_weights == session.base_weights
+            and ready.span == session.span):
+        actions.stop_speculating(session)
+        ready.opened_at = time.time()
+        session = ready
+    else:
+        with model_turn(session):
+            current_model, tokenizer = model()
+            session.hint_model_name = name
+            session = opened(actions.open_record(session, current_model, tokenizer, record,
+                                                 hint_model_for(name, record)))
+    return read_ahead(session)
+
+
+def read_ahead(session: actions.Session) -> actions.Session:
+    """While the user reads: open the next pending record of the queue (so that a, x, r and j move on at once),
+    then score the hint positions the user is likely to click (`incremental.Speculator`). A real action stops it;
+    the model lock is taken one piece at a time, so an action waits for at most one piece."""
+    if ONESHOT or session.record is None:
+        return session
+    following = _neighbour(session.record.id, +1, "pending")
+    name = session.hint_model_name
+    first = None
+    if (following is not None and name != "critic"
+            and (session.prefetched is None or session.prefetched.record.id != following.id)):
+        like = actions.Session(span=session.span, base_weights=session.base_weights, hint_model_name=name)
+
+        def first(stop: threading.Event) -> None:
+            session.prefetched = _prepare(following, like, stop)
+    return actions.speculate(session, first=first)
+
+
+def _prepare(record: Record, like: actions.Session, stop: threading.Event) -> actions.Session | None:
+    """`record` opened as `_open` would open it, in pieces (tokens and proposal; original pass; hinted pass)."""
+    try:
         current_model, tokenizer = model()
-        session.hint_model_name = hint_model_name or "manual"
-        session = opened(actions.open_record(session, current_model, tokenizer, record,
-                                             hint_model_for(hint_model_name, record)))
-    return session if ONESHOT else actions.speculate(session)
+        version = weights().version
+        hint_model = hint_model_for(like.hint_model_name, record)
+        if hint_model is not None and not record.hints:
+            hint_model.propose(record)  # remembered: open_record below asks again
+        scorer = HintScorer(current_model, tokenizer, build_trajectory(tokenizer, record),
+                            base_weights=like.base_weights)
+        for piece in (scorer.original_pass, scorer._before_stats, None):
+            with MODEL_LOCK:
+                if stop.is_set():
+                    return None
+                if piece is not None:
+                    piece()
+                else:
+                    ready = actions.open_record(like, current_model, tokenizer, record, hint_model, scorer=scorer)
+        ready.weights_version = version
+        return ready
+    except Exception:  # noqa: BLE001 - the record opens the ordinary way when the user gets there, with its error
+        log.debug("read-ahead of %s failed", record.id, exc_info=True)
+        return None
+
+
+def _await_read_ahead(session: actions.Session, timeout_s: float = 20) -> None:
+    """The next record is being prepared in the background: wait for it rather than start over."""
+    if session.speculator is not None and session.prefetched is None:
+        session.speculator.first_done.wait(timeout_s)
 
 
 @guarded
@@ -217,9 +282,7 @@ def on_generate(session, source_kind, demo_id, prompt, temperature, top_p, max_t
         session = opened(actions.generate_and_open(session, current_model, tokenizer, source, sampling,
                                                    hint_model_for(hint_model_name, source)))
     store().save(session.record, model=current_model.config.name_or_path)
-    if not ONESHOT:
-        actions.speculate(session)
-    return render(session, view, hint_model_name)
+    return render(read_ahead(session), view, hint_model_name)
 
 
 @guarded
@@ -246,6 +309,7 @@ def _edited(session, view, change):
         with model_turn(session):
             session = actions.rescore(session)
         yield render(session, view, queue=False)
+    read_ahead(session)
 
 
 @guarded_stream
@@ -325,6 +389,7 @@ def on_review(status, session, reviewer, text, placement, template, hint_model_n
     """Save the open record as the page shows it (an unapplied hint text is applied first), then open the next
     pending record with the hint model run on it."""
     actions._require_open(session)
+    _await_read_ahead(session)
     hint = session.hints[0] if session.hints else None
     if status == "accepted" and hint and text and text.strip() and (
             (text, placement, template or None) != (hint.text, hint.placement, hint.template)):
@@ -332,17 +397,22 @@ def on_review(status, session, reviewer, text, placement, template, hint_model_n
             session = actions.edit_hint(synced(session), text, placement, template or None)
     as_right = status == "right"
     stored = actions.review(session, store(), "accepted" if as_right else status, reviewer, as_right=as_right)
-    gr.Info(f"{stored.id}: kept as right (its tokens anchor training)" if as_right else f"{stored.id}: {status}")
+    done = (f"saved {stored.id} as right (its tokens anchor training)" if as_right
+            else f"saved {stored.id} as {status}")
     following = _neighbour(stored.id, +1, "pending")
     if following is not None:
         session = _open(session, following, hint_model_name)
-    return render(session, view, hint_model_name)
+    else:
+        done += " · the queue has no pending record left"
+    return render(session, view, hint_model_name, done=actions._md_escape(done))
 
 
 @guarded
 @gpu
 def on_step(step, session, queue_status, hint_model_name, view):
     current = session.record.id if session.record else None
+    if step > 0 and queue_status == "pending":
+        _await_read_ahead(session)
     following = _neighbour(current, step, None if queue_status == "all" else queue_status)
     if following is None:
         raise ValueError(f"no other {queue_status} record in the queue" if queue_status != "all"

@@ -31,7 +31,7 @@ from ..scoring import HintScorer, forward_reusing, splice, target_mask
 WINDOW_AFTER_ERROR = 8  # tokens after the error span scored in the first update
 MODEL_LOCK = threading.RLock()  # one model pass at a time: real actions and speculation never run side by side
 SPECULATION_BUDGET_BYTES = 32_000_000  # per open record: the finished tables kept in memory
-SPECULATION_START_S = 0.8  # speculation starts after this long without an action (the user reads first)
+SPECULATION_START_S = 0.3  # speculation starts after this long without an action (the user reads first)
 SPECULATION_MAX_TOKENS = 1024  # longer records: one position's pass costs seconds, so nothing is speculated
 
 
@@ -102,26 +102,39 @@ def table_bytes(table: pd.DataFrame) -> int:
 class Speculator:
     """Scores likely hint positions in a background thread; `get` serves a finished table, `stop` yields."""
 
-    def __init__(self, scorer: HintScorer, budget_bytes: int = SPECULATION_BUDGET_BYTES):
+    def __init__(self, scorer: HintScorer, budget_bytes: int = SPECULATION_BUDGET_BYTES,
+                 tables: dict[tuple, pd.DataFrame] | None = None):
         # A scorer of its own (its hinted-pass cache is its own), sharing the record's original pass and before-stats.
         self.scorer = HintScorer(scorer.model, scorer.tokenizer, scorer.trajectory, top_k=scorer.top_k,
                                  chunk_size=scorer.chunk_size, base_weights=scorer.base_weights)
         self.scorer._original, self.scorer._before = scorer.original_pass(), scorer._before_stats()
-        self.budget_bytes, self.used_bytes = budget_bytes, 0
-        self.tables: dict[tuple, pd.DataFrame] = {}
+        self.tables: dict[tuple, pd.DataFrame] = dict(tables or {})  # still valid: same record, same weights
+        self.budget_bytes, self.used_bytes = budget_bytes, sum(map(table_bytes, self.tables.values()))
         self.stop = threading.Event()
+        self.first_done = threading.Event()  # set once `first` (see `start`) has finished or given up
         self.thread: threading.Thread | None = None
 
     def start(self, candidates: list[tuple[list[Hint], str, ErrorSpan | None]],
-              delay_s: float = SPECULATION_START_S) -> "Speculator":
-        if len(self.scorer.trajectory) <= SPECULATION_MAX_TOKENS and candidates:
-            self.thread = threading.Thread(target=self._run, args=(candidates, delay_s), daemon=True)
+              delay_s: float = SPECULATION_START_S, first=None) -> "Speculator":
+        """Score `candidates` in a background thread after `delay_s`; `first(stop)` runs before them (the studio
+        opens the next record of the queue there)."""
+        if len(self.scorer.trajectory) > SPECULATION_MAX_TOKENS:
+            candidates = []
+        if candidates or first:
+            self.thread = threading.Thread(target=self._run, args=(candidates, delay_s, first), daemon=True)
             self.thread.start()
+        else:
+            self.first_done.set()
         return self
 
-    def _run(self, candidates, delay_s: float) -> None:
-        if self.stop.wait(delay_s):
-            return
+    def _run(self, candidates, delay_s: float, first=None) -> None:
+        try:
+            if self.stop.wait(delay_s):
+                return
+            if first is not None:
+                first(self.stop)
+        finally:
+            self.first_done.set()
         for hints, span, error in candidates:
             key = hints_key(hints, span, error)
             if key in self.tables:

@@ -49,6 +49,7 @@ class Session:
     cancel: threading.Event | None = None  # set by the Cancel button to stop a training run between steps
     speculator: incremental.Speculator | None = None  # likely next tables, scored while the user reads
     hint_model_name: str = "manual"  # the hint model that runs on every record this session opens
+    prefetched: "Session | None" = None  # the next record of the queue, opened in the background (`speculate`)
 
     @property
     def error(self) -> ErrorSpan | None:
@@ -85,8 +86,10 @@ def hint_model_for(name: str, record: Record, chat=None):
 # Opening records
 
 
-def open_record(session: Session, model, tokenizer, record: Record, hint_model=None) -> Session:
-    """Tokenize and score `record`; run `hint_model` when the record has no hints yet."""
+def open_record(session: Session, model, tokenizer, record: Record, hint_model=None,
+                scorer: HintScorer | None = None) -> Session:
+    """Tokenize and score `record`; run `hint_model` when the record has no hints yet. `scorer`: one already made
+    for this record (its cached passes are used)."""
     trajectory = build_trajectory(tokenizer, record)
     if len(trajectory) > MAX_TRAJECTORY_TOKENS:
         raise ValueError(f"record {record.id!r} has {len(trajectory)} tokens; the studio opens up to "
@@ -99,7 +102,8 @@ def open_record(session: Session, model, tokenizer, record: Record, hint_model=N
         record.hints = [p.to_hint() for p in proposals[:1]]
         if proposals and record.error is None:
             record.error = proposals[0].to_error()
-    new = Session(record=record, scorer=HintScorer(model, tokenizer, trajectory, base_weights=session.base_weights),
+    scorer = scorer or HintScorer(model, tokenizer, trajectory, base_weights=session.base_weights)
+    new = Session(record=record, scorer=scorer,
                   span=session.span, base_weights=session.base_weights, weights_version=session.weights_version,
                   hints=[h for h in record.hints if h.status != "rejected"], proposals=proposals,
                   proposal_reason=reason or (f"{len(proposals)} proposal(s)" if proposals else ""),
@@ -108,17 +112,21 @@ def open_record(session: Session, model, tokenizer, record: Record, hint_model=N
     return rescore(new)
 
 
-def speculate(session: Session) -> Session:
-    """Start scoring, in the background, the hint positions the user is likely to click next."""
+def speculate(session: Session, first=None) -> Session:
+    """Start scoring, in the background, the hint positions the user is likely to click next (after `first(stop)`,
+    see `incremental.Speculator.start`). Tables already speculated for this record are kept."""
     stop_speculating(session)
-    if session.record is None or not session.hints:
+    if session.record is None:
         return session
-    error = session.table.attrs.get("error_span")
-    start = error[0] if error else session.table.attrs["hints"][0]["anchor"]
-    sets = incremental.candidate_hints(session.hints, [p.to_hint() for p in session.proposals[1:4]], start,
-                                       session.scorer.trajectory)
-    session.speculator = incremental.Speculator(session.scorer).start([(h, session.span, session.error)
-                                                                       for h in sets])
+    sets = []
+    if session.hints:
+        error = session.table.attrs.get("error_span")
+        start = error[0] if error else session.table.attrs["hints"][0]["anchor"]
+        sets = incremental.candidate_hints(session.hints, [p.to_hint() for p in session.proposals[1:4]], start,
+                                           session.scorer.trajectory)
+    kept = session.speculator.tables if session.speculator is not None else None
+    session.speculator = incremental.Speculator(session.scorer, tables=kept).start(
+        [(h, session.span, session.error) for h in sets], first=first)
     return session
 
 
