@@ -59,13 +59,17 @@ def decoder_hidden(model, sequences: list[list[int]], pad_id: int) -> list[torch
     for b, seq in enumerate(sequences):
         ids[b, : len(seq)] = torch.tensor(seq)
         mask[b, : len(seq)] = 1
-    out = model.get_decoder()(input_ids=ids.to(model.device), attention_mask=mask.to(model.device))
+    out = model.get_decoder()(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                              use_cache=False)
     hidden = out.last_hidden_state  # (B, T, H)
     return [hidden[b, : len(seq)] for b, seq in enumerate(sequences)]
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # Batched scoring
+
+
+GROUP_BATCHES = 4  # batches of passes per group of records: hidden states of a group are held until it is scored
 
 
 @dataclass
@@ -135,10 +139,12 @@ def prepare_scoring(tokenizer, records: list[Record], include_rejected: bool = F
 def score_records(model, tokenizer, jobs: list[ScoreJob], span: str = "turn", top_k: int = 5,
                   batch_size: int = 16, max_batch_tokens: int = 32768,
                   on_tokens=None) -> Iterator[tuple[Record, pd.DataFrame]]:
-    """(record, table) for every job, as `scoring.score_record` would give it; batches of records of similar
-    length, each batch's passes run together. `on_tokens(n)` is told how many tokens each batch ran."""
+    """(record, table) for every job, as `scoring.score_record` would give it. Records of similar length are taken
+    GROUP_BATCHES batches at a time, their sequences sorted by length into batches (a wider pool pads less), and
+    their tables yielded when the group's passes are done. `on_tokens(n)` is told how many tokens each group ran."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    record_batches = length_batches([j.n_tokens for j in jobs], batch_size, max_batch_tokens * 2)
+    record_batches = length_batches([j.n_tokens for j in jobs], batch_size * GROUP_BATCHES,
+                                    max_batch_tokens * GROUP_BATCHES * 2)
     for record_batch in record_batches:
         group = [jobs[n] for n in record_batch]
         sequences = list(dict.fromkeys(s for job in group for s in job.sequences))
