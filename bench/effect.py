@@ -16,8 +16,17 @@ For each training setting: train on the curated set, then measure
   on the untouched student tokens of the curated set and on the held-out / unrelated greedy rollouts.
 Writes bench/results/effect.json, an HTML plot (and a PNG when kaleido is installed), and prints a table.
 
+Target constructions (`--targets`, issue 10; `opd_studio/targets.py`) are compared in the columns knowledge-editing
+work uses: *efficacy* = curated greedy answers corrected (beside suppressed), *generalization* = held-out greedy
+answers corrected (and held-out answers the base got right that break), *specificity* = unrelated greedy answers
+unchanged (whole / first sentence) and the neighbourhood KL (mean KL(trained ‖ base) per token on the unrelated QA
+rollouts), *loops* = curated and held-out answers (greedy, and sampled when asked for) that loop (`loops`: a run of ≥ 4 words
+repeated 3 times, or a stretch of ≥ 2 characters repeated 5 times in a row), *drift* = KL on the curated records'
+untouched tokens. Written to bench/results/effect_targets.json.
+
     python bench/effect.py                 # the default setting
     python bench/effect.py --sweep         # every setting in SWEEP (slow on CPU: minutes per setting)
+    python bench/effect.py --targets --samples 0    # every construction in TARGET_SWEEP, greedy answers only
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import copy
 import dataclasses
 import json
 import math
+import re
 import sys
 import time
 import warnings
@@ -42,9 +52,10 @@ from opd_studio.fix_rate import (FixRateConfig, corrected, fix_rate, regenerate,
                                  verifiers_for)
 from opd_studio.hints import HINT_MODELS  # noqa: E402
 from opd_studio.model import load_model  # noqa: E402
+from opd_studio.objective import cache_targets, heldout_drift, heldout_example  # noqa: E402
 from opd_studio.records import Record, read_records, write_records  # noqa: E402
 from opd_studio.rollout import SamplingConfig, generate  # noqa: E402
-from opd_studio.train import TrainConfig, train  # noqa: E402
+from opd_studio.train import TrainConfig, base_weights, train  # noqa: E402
 
 TASKS = ROOT / "assets" / "demo_tasks.jsonl"
 DEMO_ROLLOUTS = ROOT / "assets" / "demo_rollouts.jsonl"
@@ -70,6 +81,20 @@ SWEEP = {
     # Records without hints only add anchors (objective.py): replay of another family's rollouts (tool calls, never
     # evaluated here) widens what the guard holds in place beyond the curated arithmetic answers.
     "+ tool-call rollouts as replay anchors": {"anchors": [("tools", "curation")]},
+}
+
+# Target constructions at the default training setting (10 steps, JSD, drift weight 3), most telling first (a run
+# on a shared CPU may be cut short; results are written after every setting), then the contrast trained harder and
+# under another loss.
+TARGET_SWEEP = {
+    "hinted": {"target": "hinted"},
+    "contrast α=2": {"target": "contrast", "alpha": 2.0},
+    "contrast α=1": {"target": "contrast", "alpha": 1.0},
+    "evidence (τ=0.5)": {"target": "evidence"},
+    "unleaked": {"target": "unleaked"},
+    "contrast α=2, lr 3e-4": {"target": "contrast", "alpha": 2.0, "lr": 3e-4},
+    "contrast α=2, forward KL": {"target": "contrast", "alpha": 2.0, "loss": "forward_kl"},
+    "contrast α=0.5": {"target": "contrast", "alpha": 0.5},
 }
 
 
@@ -134,13 +159,30 @@ def first_sentence(answer: str) -> str:
     return answer[: min(ends) + 1].strip() if ends else answer.strip()
 
 
+_WORDS = re.compile(r"\S+")
+_REPEATED_STRETCH = re.compile(r"(.{2,}?)\1{4,}", re.DOTALL)
+
+
+def loops(answer: str, n: int = 4, times: int = 3) -> bool:
+    """The answer repeats itself: some run of `n` words occurs `times` times or more, or a stretch of ≥ 2
+    characters is repeated 5 times in a row ("= 7*27 = 7*27 = 7*27 …", "4242424242…")."""
+    words = _WORDS.findall(answer)
+    counts: dict[tuple, int] = {}
+    for i in range(len(words) - n + 1):
+        gram = tuple(words[i: i + n])
+        counts[gram] = counts.get(gram, 0) + 1
+        if counts[gram] >= times:
+            return True
+    return _REPEATED_STRETCH.search(answer) is not None
+
+
 def is_right(task: Record, answer: str) -> bool | None:
     return corrected(Record(task.id, [*task.messages, {"role": "assistant", "content": answer}],
                             reference=task.reference), verifiers_for(task))
 
 
-def evaluate(model, tokenizer, curated, heldout, unrelated_tasks, base_unrelated) -> dict:
-    rows = fix_rate(model, tokenizer, curated, heldout, FixRateConfig(samples=2, max_new_tokens=MAX_NEW_TOKENS))
+def evaluate(model, tokenizer, curated, heldout, unrelated_tasks, base_unrelated, samples: int = 2) -> dict:
+    rows = fix_rate(model, tokenizer, curated, heldout, FixRateConfig(samples=samples, max_new_tokens=MAX_NEW_TOKENS))
     now = unrelated_answers(model, tokenizer, unrelated_tasks)
     unchanged = [a == b for a, b in zip(now, base_unrelated)]
     first_unchanged = [first_sentence(a) == first_sentence(b) for a, b in zip(now, base_unrelated)]
@@ -155,8 +197,19 @@ def evaluate(model, tokenizer, curated, heldout, unrelated_tasks, base_unrelated
             "unrelated": [{"task": t.id, "answer": a} for t, a in zip(unrelated_tasks, now)]}
 
 
+def neighbourhood_kl(model, tokenizer, records: list[Record], batch_size: int = 8) -> float:
+    """Mean KL(model ‖ base) per student token of `records` (the unrelated QA rollouts): the base is the model with
+    its adapter disabled."""
+    examples = [heldout_example(tokenizer, r) for r in records]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.no_grad(), base_weights(model):
+        cache_targets(model, examples, 64, torch.float32, teacher=False)
+    total, count = heldout_drift(model, examples, pad, model.device, batch_size)
+    return total / max(count, 1)
+
+
 def run_setting(name, changes, model, tokenizer, curated, heldout, unrelated_tasks, base_unrelated,
-                drift_records) -> dict:
+                drift_records, neighbourhood=None, samples: int = 2) -> dict:
     changes = dict(changes)
     curated_ids = {r.id for r in curated}
     anchors = [dataclasses.replace(r, hints=[], error=None) for family, split in changes.pop("anchors", [])
@@ -173,7 +226,9 @@ def run_setting(name, changes, model, tokenizer, curated, heldout, unrelated_tas
            "p_error_after": float(last.p_error.mean()), "p_teacher": float(first.p_teacher.mean()),
            "drift": result.final["drift"], "drift_heldout": result.final["drift_heldout"],
            "curve": frame.to_dict("records"), "steps_curve": result.steps_frame().to_dict("records")}
-    out.update(evaluate(result.model, tokenizer, curated, heldout, unrelated_tasks, base_unrelated))
+    out.update(evaluate(result.model, tokenizer, curated, heldout, unrelated_tasks, base_unrelated, samples))
+    if neighbourhood:
+        out["neighbourhood_kl"] = neighbourhood_kl(result.model, tokenizer, neighbourhood)
     return out
 
 
@@ -210,6 +265,50 @@ def table(settings: list[dict], base: dict) -> str:
             f"{rate(f, 'heldout', 'sampled', 'corrected'):.0%} | {s['unrelated_right']:.0%} (−{s['unrelated_broken']}, "
             f"+{s['unrelated_fixed']}) | {s['unrelated_unchanged']:.0%} / {s['unrelated_first_sentence_unchanged']:.0%} | "
             f"{s['drift']:.4f} / {s['drift_heldout']:.4f} |")
+    return "\n".join(lines)
+
+
+def greedy_verdicts(setting: dict, split: str) -> dict[str, dict]:
+    return {a["record"]: a for a in setting["answers"] if a["split"] == split and a["mode"] == "greedy"}
+
+
+def editing_metrics(setting: dict, base: dict) -> dict:
+    """The knowledge-editing columns of one setting (see the module docstring), as numbers."""
+    f = setting["fix_rate"]
+    base_held = greedy_verdicts(base, "heldout")
+    held = greedy_verdicts(setting, "heldout")
+    answers = [a for a in setting["answers"] if a["split"] in ("curated", "heldout")]
+    suppressed = rate(f, "curated", "greedy", "suppressed")
+    efficacy = rate(f, "curated", "greedy", "corrected")
+    return {"efficacy": efficacy, "suppressed": suppressed,
+            "corrected_per_suppressed": efficacy / suppressed if suppressed else math.nan,
+            "generalization": rate(f, "heldout", "greedy", "corrected"),
+            "heldout_broken": sum(bool(base_held[r]["corrected"]) and not held[r]["corrected"] for r in held),
+            "unrelated_unchanged": setting.get("unrelated_unchanged", 1.0),
+            "unrelated_first_sentence_unchanged": setting.get("unrelated_first_sentence_unchanged", 1.0),
+            "unrelated_broken": setting.get("unrelated_broken", 0),
+            "neighbourhood_kl": setting.get("neighbourhood_kl", 0.0),
+            "loops": sum(loops(a["answer"]) for a in answers) / len(answers),
+            "drift": setting.get("drift", 0.0)}
+
+
+def editing_table(settings: list[dict], base: dict) -> str:
+    lines = ["| target | steps | p(err) before → after (target) | efficacy: curated corrected (suppressed) | "
+             "generalization: held-out corrected (right answers broken) | specificity: unrelated unchanged, whole / "
+             "1st sentence (right broken) | neighbourhood KL | loops | drift |",
+             "|---|---:|---|---|---|---|---:|---:|---:|"]
+
+    def line(name, steps, p_err, m):
+        return (f"| {name} | {steps} | {p_err} | {m['efficacy']:.0%} ({m['suppressed']:.0%}) | "
+                f"{m['generalization']:.0%} ({m['heldout_broken']}) | {m['unrelated_unchanged']:.0%} / "
+                f"{m['unrelated_first_sentence_unchanged']:.0%} ({m['unrelated_broken']}) | "
+                f"{m['neighbourhood_kl']:.4f} | {m['loops']:.0%} | {m['drift']:.4f} |")
+
+    lines.append(line("base model", 0, "", editing_metrics(base, base)))
+    for s in settings:
+        steps = f"{s['steps']}{' (' + s['stopped'] + ')' if s['stopped'] != 'steps' else ''}"
+        p_err = f"{s['p_error_before']:.3f} → {s['p_error_after']:.3f} ({s['p_teacher']:.3f})"
+        lines.append(line(s["name"], steps, p_err, editing_metrics(s, base)))
     return "\n".join(lines)
 
 
@@ -250,11 +349,14 @@ def plot(settings: list[dict], path: Path) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", action="store_true", help="run every setting in SWEEP")
-    parser.add_argument("--only", nargs="*", help="names of SWEEP settings to run")
+    parser.add_argument("--targets", action="store_true", help="run every construction in TARGET_SWEEP")
+    parser.add_argument("--samples", type=int, default=2, help="sampled answers per prompt besides the greedy one")
+    parser.add_argument("--only", nargs="*", help="names of SWEEP (or, with --targets, TARGET_SWEEP) settings")
     parser.add_argument("--stem", help="name of the results under bench/results/ (default: effect, or "
                                        "effect_sweep for several settings)")
     args = parser.parse_args()
-    names = args.only or (list(SWEEP) if args.sweep else ["default"])
+    sweep = TARGET_SWEEP if args.targets else SWEEP
+    names = args.only or (list(sweep) if args.sweep or args.targets else ["default"])
 
     torch.manual_seed(0)
     model, tokenizer = load_model("default")
@@ -269,21 +371,26 @@ def main() -> None:
     print(f"{len(curated)} curated records: " + "; ".join(
         f"{r.id}: {r.messages[-1]['content'][:60]!r}" for r in curated), flush=True)
 
-    base = evaluate(model, tokenizer, curated, heldout, unrelated_tasks, base_unrelated)
+    base = evaluate(model, tokenizer, curated, heldout, unrelated_tasks, base_unrelated, args.samples)
     device = f"{model.device.type}, {torch.get_num_threads()} threads"
-    stem = args.stem or ("effect_sweep" if len(names) > 1 else "effect")
+    stem = args.stem or ("effect_targets" if args.targets else "effect_sweep" if len(names) > 1 else "effect")
+    # The neighbourhood: the unrelated QA rollouts, as they are (specificity's KL).
+    neighbourhood = [dataclasses.replace(r, hints=[], error=None) for r in greedy_rollouts(
+        model, tokenizer, "qa", "curation") + greedy_rollouts(model, tokenizer, "qa", "heldout")] if args.targets else None
     RESULTS.mkdir(exist_ok=True)
     settings = []
+    render = editing_table if args.targets else table
     for name in names:
-        setting = run_setting(name, SWEEP[name], model, tokenizer, curated, heldout, unrelated_tasks,
-                              base_unrelated, drift_records)
+        setting = run_setting(name, sweep[name], model, tokenizer, curated, heldout, unrelated_tasks,
+                              base_unrelated, drift_records, neighbourhood, args.samples)
         settings.append(setting)
-        print(table([setting], base).splitlines()[-1], flush=True)
+        print(render([setting], base).splitlines()[-1], flush=True)
         # Written after every setting: a sweep takes long on CPU, and what is done is kept if it is stopped.
-        report = table(settings, base)
+        report = render(settings, base)
         (RESULTS / f"{stem}.json").write_text(json.dumps(
             {"device": device, "default_config": TrainConfig().to_dict(), "curated": [r.id for r in curated],
-             "base": base, "settings": settings, "table": report}, indent=1, default=str))
+             "base": base, "settings": settings, "table": report,
+             "editing": {s["name"]: editing_metrics(s, base) for s in settings}}, indent=1, default=str))
 
     print(f"\nEffect on the demo arithmetic tasks ({model.config.name_or_path}, {device}; {len(curated)} curated, "
           f"{len(heldout)} held-out, {len(unrelated_tasks)} unrelated prompts)\n{report}")
