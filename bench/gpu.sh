@@ -64,8 +64,9 @@ for r in hinted:
 with open(f"{sys.argv[1]}/curated.jsonl", "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in hinted)
 EOF
+gpus=$("$PY" -c 'import torch; print(torch.cuda.device_count())')
 part fsdp 120 env OPD_STUDIO_DATA="$work/data" "$PY" -m accelerate.commands.launch \
-  --config_file configs/accelerate/fsdp.yaml --num_processes "$("$PY" -c 'import torch; print(torch.cuda.device_count())')" \
+  --config_file configs/accelerate/fsdp.yaml --num_processes "$gpus" \
   -m opd_studio.train --data "$work/curated.jsonl" --out "$work/run" --steps 2 --batch-size 4 \
   --drift-threshold none --no-heldout
 [ -f "$work/run/run.json" ] && cp "$work/run/run.json" "$RESULTS/gpu-fsdp-run.json"

@@ -122,13 +122,13 @@ def prepare_scoring(tokenizer, records: list[Record], include_rejected: bool = F
         try:
             trajectory = build_trajectory(tokenizer, record)
             hint_sets = [place_hints(tokenizer, trajectory, hints)]
-            if placebo is not None:
+            if placebo is not None and hints:  # a record without hints has no placebo lane
                 from .scoring import resolve_placebo
 
                 hint_sets.append(place_hints(tokenizer, trajectory, resolve_placebo(hints, placebo)))
         except TrajectoryError as exc:
             raise TrajectoryError(f"record {record.id!r}: {exc}") from None
-        job = ScoreJob(record, trajectory, hints, [tuple(trajectory.input_ids)], placebo)
+        job = ScoreJob(record, trajectory, hints, [tuple(trajectory.input_ids)], placebo if hints else None)
         for placed in hint_sets:
             if placed and any(trajectory.student_mask[i] for i in range(placed[0].insert_at, len(trajectory))):
                 job.sequences.append(tuple(splice(trajectory.input_ids, placed)[0]))

@@ -22,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-from .records import RecordError, read_records, write_atomic, write_records
+from .records import RecordError, read_records, write_records
 
 
 def _add_model_args(parser: argparse.ArgumentParser, weights: bool = True) -> None:
@@ -42,13 +42,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = commands.add_parser("generate", help="sample an assistant turn for every record")
     _add_model_args(gen)
-    gen.add_argument("--input", required=True, help="JSONL records (a trailing assistant message is replaced)")
-    gen.add_argument("--output", required=True, help="JSONL records with the rollout and its exact token ids")
+    gen.add_argument("--input", required=True,
+                     help="records (a trailing assistant message is replaced): JSONL, Parquet, a `datasets` folder "
+                          "or hf://datasets/owner/name")
+    gen.add_argument("--output", required=True,
+                     help="JSONL records with the rollout and its exact token ids; run again with the same output "
+                          "to resume")
     gen.add_argument("--max-new-tokens", type=int, default=128)
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--samples", type=int, default=1, help="rollouts per record (seeds seed, seed+1, …)")
+    gen.add_argument("--batch-size", type=int, default=16, help="prompts decoded together by the local model")
+    gen.add_argument("--base-url", default=None,
+                     help="generate through an OpenAI-compatible server at this URL (…/v1: vLLM, SGLang, TGI, "
+                          "llama.cpp) instead of the local model; --model then only supplies the tokenizer")
+    gen.add_argument("--remote-model", default=None, help="model name to ask the server for (default: its first)")
+    gen.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                     help="environment variable holding the server's API key (default OPENAI_API_KEY)")
+    gen.add_argument("--endpoint", default="chat", choices=["chat", "completions"],
+                     help="the server's chat completions, or completions on the prompt the local template renders")
+    gen.add_argument("--top-logprobs", type=int, default=5, help="alternatives the server reports per token")
+    gen.add_argument("--concurrency", type=int, default=8, help="requests in flight to the server")
 
     propose = commands.add_parser("propose", help="run a hint model and attach its proposals as hints")
     _add_model_args(propose)
@@ -67,8 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = commands.add_parser("score", help="per-token probabilities before and after each record's hints")
     _add_model_args(score)
-    score.add_argument("--input", required=True, help="JSONL records with hints")
-    score.add_argument("--output", required=True, help=".jsonl (one token a line) or .parquet")
+    score.add_argument("--input", required=True,
+                       help="records with hints: JSONL, Parquet, a `datasets` folder or hf://datasets/owner/name")
+    score.add_argument("--output", required=True,
+                       help=".jsonl (one token a line) or .parquet; run again with the same output to resume")
+    score.add_argument("--batch-size", type=int, default=16, help="sequences per batched forward pass")
     score.add_argument("--span", default="turn", choices=["error", "turn", "response"], help="loss span")
     score.add_argument("--top-k", type=int, default=5, help="alternatives listed per token")
     score.add_argument("--placebo", default=None, metavar="TEXT|default",
@@ -208,57 +226,51 @@ def _quiet_transformers() -> None:
 
 
 def _generate(args) -> None:
-    from .rollout import SamplingConfig, generate
+    import os
 
-    records = read_records(args.input)
-    if args.samples < 1:
-        raise ValueError("--samples must be at least 1")
+    from .exports import read_input
+    from .headless import generate_file
+    from .rollout import SamplingConfig
+
+    records = read_input(args.input)
+    if args.samples < 1 or args.batch_size < 1:
+        raise ValueError("--samples and --batch-size must be at least 1")
     configs = [SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                               seed=args.seed + n) for n in range(args.samples)]
-    model, tokenizer = _load(args)
-    rollouts = []
-    for record in records:
-        for n, config in enumerate(configs):
-            record_id = record.id if args.samples == 1 else f"{record.id}#{n}"
-            rollout, _ = generate(model, tokenizer, record.messages, config, tools=record.tools,
-                                  record_id=record_id, meta=record.meta)
-            rollout.reference = record.reference
-            rollouts.append(rollout)
-        print(f"generated {record.id}", file=sys.stderr)
-    write_records(args.output, rollouts)
+    remote, model = None, None
+    if args.base_url:
+        from .remote import RemoteConfig, tokenizer_for
+
+        remote = RemoteConfig(args.base_url, args.remote_model, os.environ.get(args.api_key_env), args.endpoint,
+                              args.top_logprobs, args.concurrency)
+        _quiet_transformers()
+        tokenizer = tokenizer_for(args.model, trust_remote_code=args.trust_remote_code)
+    else:
+        model, tokenizer = _load(args)
+    try:
+        summary = generate_file(records, args.output, configs, tokenizer=tokenizer, model=model, remote=remote,
+                                batch_size=args.batch_size)
+    except KeyboardInterrupt:
+        print("interrupted: the finished rollouts are kept; run the same command again to resume", file=sys.stderr)
+        raise
+    print(summary.line("generated", args.output), file=sys.stderr)
 
 
 def _score(args) -> None:
-    import pandas as pd
+    from .exports import read_input
+    from .headless import score_file
 
-    from .scoring import HintScorer
-    from .trajectory import TrajectoryError, build_trajectory
-
-    records = read_records(args.input)
+    records = read_input(args.input)
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be at least 1")
     model, tokenizer = _load(args)
-    tables = []
-    for record in records:
-        try:
-            trajectory = build_trajectory(tokenizer, record)
-            hints = [h for h in record.hints if h.status != "rejected"]
-            table = HintScorer(model, tokenizer, trajectory, top_k=args.top_k).score(
-                hints, args.span, record.error, placebo=args.placebo if hints else None)
-        except TrajectoryError as exc:
-            raise TrajectoryError(f"record {record.id!r}: {exc}") from None
-        table.insert(0, "record_id", record.id)
-        tables.append(table)
-    scores = pd.concat(tables, ignore_index=True)
-    output = Path(args.output)
-    if output.suffix == ".parquet":
-        # Arrow has no mixed-type lists: the [token_text, prob] pairs travel as JSON text in Parquet.
-        flat = scores.assign(**{c: scores[c].map(json.dumps) for c in ("top_before", "top_after", "top_placebo")
-                                if c in scores})
-        write_atomic(output, lambda tmp: flat.to_parquet(tmp, index=False))
-    else:
-        rows = scores.astype(object).where(scores.notna(), None).to_dict("records")
-        write_atomic(output, lambda tmp: Path(tmp).write_text(
-            "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8"))
-    print(f"scored {len(records)} records, {len(scores)} tokens → {output}", file=sys.stderr)
+    try:
+        summary = score_file(model, tokenizer, records, args.output, args.span, args.top_k, args.batch_size,
+                             placebo=args.placebo)
+    except KeyboardInterrupt:
+        print("interrupted: the finished records are kept; run the same command again to resume", file=sys.stderr)
+        raise
+    print(summary.line("scored", args.output), file=sys.stderr)
 
 
 def _propose(args) -> None:

@@ -175,7 +175,8 @@ def generate_file(records: list[Record], output: str | Path, configs: list[Sampl
     finally:
         bar.close()
     if retokenized:
-        _log(f"warning: {len(retokenized)} rollout(s) ({', '.join(retokenized[:5])}{' …' if len(retokenized) > 5 else ''}) "
+        named = ", ".join(retokenized[:5]) + (" …" if len(retokenized) > 5 else "")
+        _log(f"warning: {len(retokenized)} rollout(s) ({named}) "
              "came without exact token ids (the server returned neither ids nor bytes that match the local "
              "vocabulary): scoring re-tokenizes their text, which may differ from what was sampled")
     count = store.finish(order, lambda units: write_atomic(output, lambda tmp: Path(tmp).write_text(

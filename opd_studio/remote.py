@@ -91,7 +91,8 @@ class RemoteGenerator:
                 body = json.loads(body)["error"]["message"]
             except (ValueError, KeyError, TypeError):
                 pass
-            raise RemoteError(f"{self.base_url}{path} answered HTTP {exc.code}: {' '.join(str(body).split())}") from None
+            message = " ".join(str(body).split())
+            raise RemoteError(f"{self.base_url}{path} answered HTTP {exc.code}: {message}") from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
             raise RemoteError(f"cannot reach {self.base_url} ({reason}); is the server running at that URL?") from None
@@ -237,3 +238,23 @@ class RemoteGenerator:
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def tokenizer_for(spec: str = "default", trust_remote_code: bool = False):
+    """The tokenizer of a model spec, without loading a hub model's weights (the server holds those). The default
+    model and GGUF files go through `load_model`, which finds their tokenizer in the dequantized cache."""
+    from .model import DEFAULT_MODEL, ModelLoadError, load_model
+
+    spec = (spec or DEFAULT_MODEL).strip()
+    if spec == DEFAULT_MODEL or spec.endswith(".gguf"):
+        return load_model(spec, device="cpu")[1]
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise ModelLoadError(f"could not load the tokenizer of {spec!r} ({str(exc).splitlines()[0]}); pass --model "
+                             "with the served model's hub id or a local directory holding its tokenizer") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

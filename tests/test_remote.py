@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from opd_studio.batching import GenerationJob
 from opd_studio.headless import generate_file
 from opd_studio.records import Record
-from opd_studio.remote import RemoteConfig, RemoteError, RemoteGenerator
+from opd_studio.remote import RemoteConfig, RemoteError
 from opd_studio.rollout import SamplingConfig
 from opd_studio.scoring import score_record
 
