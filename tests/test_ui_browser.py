@@ -410,6 +410,8 @@ def test_train_three_steps_and_watch_the_curves(page):
     wait_text(page, "#opd-counts", "curated")
     page.get_by_role("tab", name="Train").click()
     page.locator("#opd-train").wait_for()
+    # nothing empty takes space before it has content
+    assert page.locator("#opd-train-plot").is_hidden() and page.locator("#opd-run-file").is_hidden()
     steps = page.get_by_label("Steps").first
     steps.fill("3")
     steps.press("Enter")
@@ -429,8 +431,14 @@ def test_train_three_steps_and_watch_the_curves(page):
     points = page.locator("#opd-train-plot .scatterlayer .trace").first.locator(".point").count()
     assert points == 4
     page.wait_for_selector("#opd-runs >> text=steps", timeout=30_000)
-    assert "now uses it" in text
+    assert "active weights" in text or "now uses it" in text
     run_id = int(text.split("run ")[1].split(":")[0])
+    # what to do next; the Run box holds the latest run; the step axis has whole steps only
+    wait_text(page, "#opd-train-next", "fix rate")
+    page.wait_for_function("(n) => document.querySelector('#opd-run-id input').value === String(n)", arg=run_id,
+                           timeout=30_000)
+    ticks = page.eval_on_selector_all("#opd-train-plot .xtick text", "ts => ts.map(t => t.textContent)")
+    assert ticks and all(tick.strip().lstrip("−-").isdigit() for tick in ticks), ticks
     shot(page, "09-trained")
 
     # The run is kept: reset to base, then switch back to it by number.

@@ -31,6 +31,7 @@ from .strip import STRIP_JS, VIEWS, render_strip
 
 log = logging.getLogger("opd_studio.ui")
 HINT_MODEL_CHOICES = ["auto", "arithmetic", "tools", "reference", "critic", "manual"]
+READ_AHEAD_MAX_TOKENS = 512  # the next record is opened in the background only when it is short
 ONESHOT = os.environ.get("OPD_STUDIO_ONESHOT") == "1"  # the old path (no preview, no window, no speculation): bench
 EMPTY_STRIP = ("<div class='opd-strip' data-render='empty'>No rollout open yet. Pick a demo task and press "
                "<b>Generate</b>, write a prompt, or upload rollouts (JSONL).</div>")
@@ -238,8 +239,10 @@ def _prepare(record: Record, like: actions.Session, stop: threading.Event) -> ac
         hint_model = hint_model_for(like.hint_model_name, record)
         if hint_model is not None and not record.hints:
             hint_model.propose(record)  # remembered: open_record below asks again
-        scorer = HintScorer(current_model, tokenizer, build_trajectory(tokenizer, record),
-                            base_weights=like.base_weights)
+        trajectory = build_trajectory(tokenizer, record)
+        if len(trajectory) > READ_AHEAD_MAX_TOKENS:  # its first pass alone would hold the model for seconds
+            return None
+        scorer = HintScorer(current_model, tokenizer, trajectory, base_weights=like.base_weights)
         for piece in (scorer.original_pass, scorer._before_stats, None):
             with MODEL_LOCK:
                 if stop.is_set():

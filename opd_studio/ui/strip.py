@@ -210,11 +210,12 @@ STRIP_CSS = """
 STRIP_JS = """
 const strip = () => element.querySelector('.opd-strip');
 const tokens = () => Array.from(element.querySelectorAll('.opd-tok[data-i]'));
+let shown = null, quiet = false;  // the token whose details are up; a focus the script moves shows nothing new
 const show = (target) => {
   const chip = target && target.closest && target.closest('.opd-tok[data-i]');
   const panel = element.querySelector('.opd-detail');
   const tip = chip && chip.querySelector('.opd-tip');
-  if (panel && tip) panel.innerHTML = tip.innerHTML;
+  if (panel && tip) { panel.innerHTML = tip.innerHTML; shown = chip.dataset.i; }
 };
 const cue = (message) => {
   const panel = element.querySelector('.opd-detail');
@@ -223,7 +224,7 @@ const cue = (message) => {
   if (window.opdCue) window.opdCue(message);
 };
 element.addEventListener('mouseover', (event) => show(event.target));
-element.addEventListener('focusin', (event) => show(event.target));
+element.addEventListener('focusin', (event) => { if (!quiet) show(event.target); });
 const preview = (chip) => {
   const root = strip();
   if (!root || root.dataset.oneshot === '1' || root.dataset.placement === 'feedback') return;
@@ -280,10 +281,11 @@ new MutationObserver(() => {
   const root = strip();
   if (!root || root.dataset.render === rendered) return;  // only a new render from the server, not a hover
   rendered = root.dataset.render;
+  if (shown !== null) show(root.querySelector(`.opd-tok[data-i='${shown}']`));  // the same token's new numbers
   const active = document.activeElement;
   if (typing(active) || (element.contains(active) && active !== root) || !element.offsetParent) return;
   const target = root && (root.querySelector(`.opd-tok[data-i='${root.dataset.hint}']`) ||
                           root.querySelector('.opd-tok.opd-student'));
-  if (target) target.focus({preventScroll: true});
+  if (target) { quiet = true; target.focus({preventScroll: true}); quiet = false; }
 }).observe(element, {childList: true, subtree: true});
 """
