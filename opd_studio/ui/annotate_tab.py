@@ -296,7 +296,7 @@ def on_upload(session, file, hint_model_name, view):
         store().save(record)
     session = _open(session, records[0], hint_model_name)
     prefetch_proposals(records[1:], hint_model_name)
-    gr.Info(f"Imported {len(records)} record(s) into the review queue.")
+    gr.Info(f"Imported {len(records)} record(s) into the review queue.", duration=3)
     return (*render(session, view, hint_model_name), None)  # clear the file box, ready for the next upload
 
 
@@ -575,7 +575,8 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
                     seed = gr.Number(value=0, precision=0, label="Seed")
                 generate_button = gr.Button("Generate", variant="primary", elem_id="opd-generate")
             with gr.Group(elem_id="opd-queue-box"):
-                upload = gr.File(label="…or upload rollouts (JSONL)", file_types=[".jsonl"], elem_id="opd-upload")
+                upload = gr.File(label="…or upload rollouts (JSONL)", file_types=[".jsonl"], elem_id="opd-upload",
+                                 height=150)
                 queue_status = gr.Dropdown(["pending", "accepted", "rejected", "all"], value="pending",
                                            label="Queue: step through", elem_id="opd-queue-status")
                 with gr.Row():
