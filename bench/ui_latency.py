@@ -15,7 +15,7 @@ Then keyboard review: ten short demo rollouts (their hints removed, so the hint 
 
 Writes bench/results/ui_latency.json. Run it alone on the machine (other load skews every number):
 
-    .venv/bin/python bench/ui_latency.py                 # 200 and 2048 tokens, 15 clicks each, both paths
+    .venv/bin/python bench/ui_latency.py --update-readme # 200 and 2048 tokens, 15 clicks each, both paths
     .venv/bin/python bench/ui_latency.py --quick         # a smoke run: 200 tokens, 5 clicks, 4 records
 """
 
@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+import re
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -150,6 +151,33 @@ def review(browser, n_records: int, oneshot: bool, work: Path) -> float:
     return round(median, 3)
 
 
+def markdown(results: dict, lengths: list[int]) -> str:
+    """The README's table: p50 (p90) per timing, the old path beside it, and the review speed."""
+    def cell(timing: dict) -> str:
+        return f"{timing['p50'] / 1000:.2f} s ({timing['p90'] / 1000:.2f})" if timing["p50"] >= 100 else \
+            f"{timing['p50']:.0f} ms ({timing['p90']:.0f})"
+    lines = ["  | rollout | hint visible | numbers at the error span | whole strip | old path, all three |",
+             "  |---|---|---|---|---|"]
+    for length in lengths:
+        new, old = results[str(length)], results["oneshot"][str(length)]
+        lines.append(f"  | {length} tokens | {cell(new['hint_visible_ms'])} | {cell(new['error_numbers_ms'])} | "
+                     f"{cell(new['strip_ms'])} | {cell(old['strip_ms'])} |")
+    lines.append("")
+    lines.append(f"  p50 (p90) over {results['setting']['clicks']} clicks. Keyboard review: "
+                 f"{results['review_seconds_per_record']:.2f} s per record (old path "
+                 f"{results['oneshot']['review_seconds_per_record']:.2f} s).")
+    return "\n".join(lines)
+
+
+def update_readme(table: str) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    pattern = re.compile(r"(<!-- ui-latency:[^\n]*-->\n).*?(\n\s*<!-- /ui-latency -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit("README.md has no <!-- ui-latency --> markers")
+    readme.write_text(pattern.sub(lambda m: m.group(1) + table + m.group(2), text), encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[200, 2048])
@@ -157,6 +185,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=10, help="records in the keyboard review")
     parser.add_argument("--quick", action="store_true", help="200 tokens, 5 clicks, 4 records: a smoke run")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "ui_latency.json"))
+    parser.add_argument("--update-readme", action="store_true", help="write the table into README.md")
     args = parser.parse_args()
     if args.quick:
         args.lengths, args.clicks, args.records = [200], 5, 4
@@ -183,6 +212,11 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
+    table = markdown(results, args.lengths)
+    print(table)
+    if args.update_readme:
+        update_readme(table)
+        print("README.md updated")
 
 
 if __name__ == "__main__":
