@@ -24,7 +24,8 @@ no gradient): ours does 4N per student token each step, TRL 4N per student token
 teacher runs every step. MFU = that over the device's peak, printed where the peak is known (`--peak-tflops`, or an
 H100/H200 in bf16). On CUDA both trainers run in bf16 (autocast), on the CPU in fp32.
 
-    python bench/training.py [--steps 4] [--rounds 2] [--peak-tflops 989]
+    python bench/training.py [--steps 6] [--rounds 3] [--peak-tflops 989]
+    python bench/training.py --profile [--steps 4]     (op by op, both trainers: where the training part goes)
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from opd_studio.rollout import SamplingConfig, generate  # noqa: E402
 from opd_studio.train import TrainConfig, train  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "training.json"
+PROFILE = ROOT / "bench" / "results" / "training_profile.json"
 PROMPTS = [("What is 17 + 25?", "42"), ("What is 48 + 37?", "85"), ("What is 67 + 58?", "125"),
            ("What is 36 + 89?", "125")]
 MAX_COMPLETION = 48
@@ -92,11 +94,11 @@ def trl_dataset():
 # Runs
 
 
-def run_ours(model, tokenizer, records, steps: int, copy_model: bool = True, **changes) -> dict:
+def run_ours(model, tokenizer, records, steps: int, copy_model: bool = True, on_step=None, **changes) -> dict:
     config = TrainConfig(loss="jsd", beta=0.5, top_k=100, span="turn", lr=LR, steps=steps, batch_size=4,
                          drift_weight=0.0, drift_threshold=None, lora_r=LORA["r"], lora_alpha=LORA["lora_alpha"],
                          seed=0, **changes)
-    result = train(copy.deepcopy(model) if copy_model else model, tokenizer, records, config)
+    result = train(copy.deepcopy(model) if copy_model else model, tokenizer, records, config, on_step=on_step)
     # Row k (1 ≤ k < steps) spans update k and the forward/backward of step k + 1: one whole step.
     rows = result.history[1:-1]
     completion = sum(len(ex.targets) for ex in result.examples)
@@ -106,7 +108,7 @@ def run_ours(model, tokenizer, records, steps: int, copy_model: bool = True, **c
             "student_tokens": [student] * len(rows), "teacher_tokens": [0] * len(rows)}
 
 
-def run_trl(model, tokenizer, steps: int, defaults: bool = False, copy_model: bool = True) -> dict:
+def run_trl(model, tokenizer, steps: int, defaults: bool = False, copy_model: bool = True, profiler=None) -> dict:
     from peft import LoraConfig
     from transformers import TrainerCallback
     from trl.experimental.sdft import SDFTConfig, SDFTTrainer
@@ -119,7 +121,8 @@ def run_trl(model, tokenizer, steps: int, defaults: bool = False, copy_model: bo
     class Timed(SDFTTrainer):
         def _prepare_inputs(self, batch):
             started = time.perf_counter()
-            out = super()._prepare_inputs(batch)
+            with torch.profiler.record_function(GENERATION):
+                out = super()._prepare_inputs(batch)
             pending["generation"] += time.perf_counter() - started
             completion = int(out["completion_mask"].sum())
             pending["completion_tokens"] += completion  # regenerated each step: the count varies
@@ -129,18 +132,23 @@ def run_trl(model, tokenizer, steps: int, defaults: bool = False, copy_model: bo
 
         def _forward_logits(self, model, *args, **kwargs):
             started = time.perf_counter()
-            out = super()._forward_logits(model, *args, **kwargs)
+            with torch.profiler.record_function("student forward" if torch.is_grad_enabled() else TEACHER):
+                out = super()._forward_logits(model, *args, **kwargs)
             pending["student" if torch.is_grad_enabled() else "teacher"] += time.perf_counter() - started
             return out
 
     class Clock(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
+            if profiler is not None and state.global_step == 1:  # the first step warms up
+                profiler.start()
             self.started = time.perf_counter()
             for key in pending:
                 pending[key] = 0.0
 
         def on_step_end(self, args, state, control, **kwargs):
             times["whole"].append(time.perf_counter() - self.started)
+            if profiler is not None and state.global_step == steps:
+                profiler.stop()
             for key, value in pending.items():
                 times[key].append(value)
 
@@ -173,6 +181,68 @@ def throughput(run: dict, parameters: int) -> dict:
     flops = [4 * parameters * s + 2 * parameters * t for s, t in zip(run["student_tokens"], run["teacher_tokens"])]
     return {"tokens_per_s": median([n / s for n, s in zip(run["completion_tokens"], run["train"])]),
             "flops_per_s": median([f / s for f, s in zip(flops, run["train"])])}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Where the training part goes: both trainers under torch.profiler, op by op
+
+GENERATION, TEACHER = "trl generation", "trl teacher forward"
+
+
+def profile_both(model, tokenizer, records, steps: int) -> dict:
+    """Self time per op (ms per step) of ours and of TRL's training part less its teacher forward (TRL's sampling
+    and teacher forward are left out through their record_function ranges), over steps 2…steps of each run."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    ours_profiler = torch.profiler.profile(activities=activities)
+
+    def on_step(row: dict) -> None:
+        if row["step"] == 1:
+            ours_profiler.start()
+        elif row["step"] == steps:
+            ours_profiler.stop()
+
+    run_ours(model, tokenizer, records, steps, on_step=on_step)
+    trl_profiler = torch.profiler.profile(activities=activities)
+    run_trl(model, tokenizer, steps, profiler=trl_profiler)
+    return {"ours": op_times(ours_profiler, (), steps - 1),
+            "trl": op_times(trl_profiler, (GENERATION, TEACHER), steps - 1)}
+
+
+def op_times(profiler, excluded: tuple[str, ...], steps: int) -> dict[str, dict]:
+    """name → {cpu_ms, device_ms, calls} per step, self times, without the events under an `excluded` range."""
+    totals: dict[str, dict] = {}
+    for event in profiler.events():
+        parent, skip = event, False
+        while parent is not None:
+            if parent.name in excluded:
+                skip = True
+                break
+            parent = parent.cpu_parent
+        if skip or event.name in excluded:
+            continue
+        entry = totals.setdefault(event.name, {"cpu_ms": 0.0, "device_ms": 0.0, "calls": 0})
+        entry["cpu_ms"] += event.self_cpu_time_total / 1000 / steps
+        entry["device_ms"] += getattr(event, "self_device_time_total", 0) / 1000 / steps
+        entry["calls"] += 1 / steps
+    return totals
+
+
+def profile_lines(profile: dict, top: int = 20) -> list[str]:
+    key = "device_ms" if torch.cuda.is_available() else "cpu_ms"
+    ours, trl = profile["ours"], profile["trl"]
+    names = sorted(set(ours) | set(trl), key=lambda n: -max(ours.get(n, {}).get(key, 0), trl.get(n, {}).get(key, 0)))
+    total = {name: sum(e[key] for n, e in side.items() if not n.startswith(("ProfilerStep", "student forward")))
+             for name, side in profile.items()}
+    lines = [f"Self {key.split('_')[0]} time per step, ours vs TRL's training part less its teacher forward "
+             f"(total {total['ours']:.0f} ms vs {total['trl']:.0f} ms)",
+             f"{'op':<48}{'ours ms':>10}{'TRL ms':>10}{'ours−TRL':>10}{'calls ours/TRL':>18}"]
+    for name in names[:top]:
+        a, b = ours.get(name, {}), trl.get(name, {})
+        lines.append(f"{name[:47]:<48}{a.get(key, 0):>10.1f}{b.get(key, 0):>10.1f}"
+                     f"{a.get(key, 0) - b.get(key, 0):>10.1f}{a.get('calls', 0):>9.0f}/{b.get('calls', 0):.0f}")
+    return lines
 
 
 def peak_flops(requested: float | None) -> float | None:
@@ -228,12 +298,21 @@ def peak_rss(kind: str, steps: int, records: list[Record]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=6, help="steps per run (the first is not counted)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each trainer, interleaved")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--memory-only", action="store_true", help="only the peak-memory children")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s, for MFU")
+    parser.add_argument("--profile", action="store_true",
+                        help="only profile both trainers op by op (torch.profiler) and print where the time goes")
     args = parser.parse_args()
+    if args.profile:
+        model, tokenizer = load_model("default")
+        profile = profile_both(model, tokenizer, our_records(model, tokenizer), args.steps)
+        print("\n".join(profile_lines(profile)))
+        PROFILE.parent.mkdir(exist_ok=True)
+        PROFILE.write_text(json.dumps(profile, indent=1))
+        return
     if args.memory_only:
         model, tokenizer = load_model("default")
         records = our_records(model, tokenizer)
@@ -285,7 +364,10 @@ def main() -> None:
              f"| our one-time cache (frozen teacher targets + base anchors) | {m['ours']['cache']:.2f} s | | | |",
              f"| training part: completion tokens / s | {m['ours']['tokens_per_s']:.0f} | "
              f"{m['trl']['tokens_per_s']:.0f} | {m['ours']['tokens_per_s'] / m['trl']['tokens_per_s']:.2f}× | |",
-             f"| training part: model TFLOP/s (MFU) | {tflops(m['ours'], peak)} | {tflops(m['trl'], peak)} | | |"]
+             f"| training part: model TFLOP/s (MFU) | {tflops(m['ours'], peak)} | {tflops(m['trl'], peak)} | | |",
+             f"| spread, whole step (min–max of {len(ours['whole'])} / {len(trl['whole'])} steps) | "
+             f"{spread(ours['whole'])} | {spread(trl['whole'])} | | |",
+             f"| spread, training part | {spread(ours['train'])} | {spread(trl['train'])} | | |"]
     lines += memory_lines(memory)
     print("\n".join(lines))
     RESULTS.parent.mkdir(exist_ok=True)
@@ -293,6 +375,10 @@ def main() -> None:
                                    "parameters": parameters, "peak_flops": peak,
                                    "amortized_whole": amortized, "peak_rss_mib": memory, "raw": {
                                        "ours": ours, "ours+gc": checkpointed, "trl": trl}}, indent=1))
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.2f}–{max(values):.2f} s" if values else "–"
 
 
 def tflops(medians: dict, peak: float | None) -> str:
