@@ -23,7 +23,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .rollout import SamplingConfig, generate
+from .rollout import SamplingConfig, generate, prompt_ids
 from .token_bytes import token_bytes
 
 MAX_BODY_BYTES = 1_000_000
@@ -140,7 +140,8 @@ def make_server(model, tokenizer, host: str = "127.0.0.1", port: int = 8000) -> 
             n_content = len(ids) - 1 if finished else len(ids)
             entries = (logprob_entries(tokenizer, table, n_content, options["top_logprobs"], options["token_ids"])
                        if options["logprobs"] else None)
-            usage = {"prompt_tokens": None, "completion_tokens": len(ids), "total_tokens": None}
+            prompt = len(prompt_ids(tokenizer, record.messages[:-1], request.get("tools")))
+            usage = {"prompt_tokens": prompt, "completion_tokens": len(ids), "total_tokens": prompt + len(ids)}
             base = {"id": f"chatcmpl-{time.time_ns()}", "created": int(time.time()), "model": model_id}
             reason = "stop" if finished else "length"
             if options["stream"]:

@@ -49,6 +49,7 @@ def test_chat_with_logprobs_matches_local_generation(client, tiny_model, tokeniz
         assert [t.logprob for t in entry.top_logprobs] == sorted((t.logprob for t in entry.top_logprobs),
                                                                  reverse=True)
     assert reply.usage.completion_tokens == len(local.response_token_ids)
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens > 12
 
 
 def test_stream_gives_the_same_turn_chunk_by_chunk(client):
