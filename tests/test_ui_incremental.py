@@ -82,3 +82,19 @@ def test_speculation_yields_to_a_real_action(tiny_model, tokenizer):
     speculator.stop.set()
     speculator.thread.join(5)
     assert not speculator.thread.is_alive() and speculator.tables == {}
+
+
+def test_a_click_on_a_speculated_position_is_served_from_memory(tiny_model, tokenizer):
+    session = actions.open_record(actions.Session(), tiny_model, tokenizer, long_record())
+    actions.speculate(session)
+    session.speculator.thread.join(60)
+    assert session.speculator.tables
+    error_start = session.table.attrs["error_span"][0]
+    served = session.speculator.get
+    calls = []
+    session.speculator.get = lambda *a: calls.append(a) or served(*a)
+    actions.move_hint(session, error_start + 1, score=actions.rescore_window)
+    assert calls and session.table.attrs.get("pending_from") is None  # whole, at once
+    fresh = actions.open_record(actions.Session(), tiny_model, tokenizer, long_record())
+    actions.move_hint(fresh, error_start + 1)
+    assert_rows_equal(session.table, fresh.table)

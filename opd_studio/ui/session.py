@@ -119,11 +119,10 @@ def speculate(session: Session, first=None) -> Session:
     if session.record is None:
         return session
     sets = []
-    if session.hints:
+    if session.hints:  # positions fixed by the record (not by the last click), so each is scored once
         error = session.table.attrs.get("error_span")
-        start = error[0] if error else session.table.attrs["hints"][0]["anchor"]
-        sets = incremental.candidate_hints(session.hints, [p.to_hint() for p in session.proposals[1:4]], start,
-                                           session.scorer.trajectory)
+        sets = incremental.candidate_hints(session.hints, [p.to_hint() for p in session.proposals[1:4]],
+                                           error[0] if error else None, session.scorer.trajectory)
     kept = session.speculator.tables if session.speculator is not None else None
     session.speculator = incremental.Speculator(session.scorer, tables=kept).start(
         [(h, session.span, session.error) for h in sets], first=first)
