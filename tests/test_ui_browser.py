@@ -335,7 +335,8 @@ def test_keyboard_only_review_of_a_ten_record_upload(browser, tmp_path):
             if n == 4:
                 key = "x"
             seconds.append(press_and_wait_for_redraw(page, key))
-            page.wait_for_function("document.activeElement.closest('#opd-strip') !== null", timeout=5_000)  # focus is back
+            # focus is back on the strip
+            page.wait_for_function("document.activeElement.closest('#opd-strip') !== null", timeout=5_000)
         assert set(proposals) == {row["id"] for row in rows}
         assert sum("verifier:arithmetic" in text for text in proposals.values()) >= 4  # the wrong answers
         wait_text(page, "#opd-counts", "10 / 10 reviewed")

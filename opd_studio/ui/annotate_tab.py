@@ -221,14 +221,14 @@ def read_ahead(session: actions.Session) -> actions.Session:
         return session
     following = _neighbour(session.record.id, +1, "pending")
     name = session.hint_model_name
-    first = None
-    if (following is not None and name != "critic"
-            and (session.prefetched is None or session.prefetched.record.id != following.id)):
-        like = actions.Session(span=session.span, base_weights=session.base_weights, hint_model_name=name)
+    if (following is None or name == "critic"
+            or (session.prefetched is not None and session.prefetched.record.id == following.id)):
+        return actions.speculate(session)
+    like = actions.Session(span=session.span, base_weights=session.base_weights, hint_model_name=name)
 
-        def first(stop: threading.Event) -> None:
-            session.prefetched = _prepare(following, like, stop)
-    return actions.speculate(session, first=first)
+    def open_following(stop: threading.Event) -> None:
+        session.prefetched = _prepare(following, like, stop)
+    return actions.speculate(session, first=open_following)
 
 
 def _prepare(record: Record, like: actions.Session, stop: threading.Event) -> actions.Session | None:
@@ -662,9 +662,9 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
     edit_inputs = [session, hint_text, placement, template, view]
     for trigger, api in ((apply_button.click, "edit_hint"), (hint_text.submit, False)):
         trigger(None, [hint_text], None, js=PREVIEW_TEXT_JS, api_name=False, queue=False)
-        then_plots(trigger(on_edit, edit_inputs, shown, api_name=api, **quick)).failure(on_hint_fields, [session], hint_fields, api_name=False,
-                                                         show_progress="hidden").then(
-            on_redraw, [session, view], [strip], api_name=False, show_progress="hidden")
+        edited = then_plots(trigger(on_edit, edit_inputs, shown, api_name=api, **quick))
+        refused = edited.failure(on_hint_fields, [session], hint_fields, api_name=False, show_progress="hidden")
+        refused.then(on_redraw, [session, view], [strip], api_name=False, show_progress="hidden")
     then_plots(span.input(on_span, [session, span, view], shown, api_name="set_span", **quick))
     then_plots(undo_button.click(on_undo, [session, view], shown, api_name="undo", **quick))
     view.input(on_view, [session, view], shown, api_name=False, **quick)

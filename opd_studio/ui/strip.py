@@ -240,7 +240,9 @@ const preview = (chip) => {
   root.dataset.stage = 'local'; root.dataset.hint = chip.dataset.i;
 };
 const place = (chip) => {
-  if (!chip.classList.contains('opd-student')) { cue('prompt tokens cannot take a hint: click a generated token'); return; }
+  if (!chip.classList.contains('opd-student')) {
+    cue('prompt tokens cannot take a hint: click a generated token'); return;
+  }
   preview(chip);
   trigger('click', {token: Number(chip.dataset.i)});
 };
