@@ -30,6 +30,13 @@ def _integer_steps(figure: go.Figure, steps: pd.Series) -> None:
                         range=[-0.3, max(last, 1) + 0.3])
 
 
+def _integer_positions(figure: go.Figure, positions: pd.Series) -> None:
+    """Token positions are whole numbers: no tick at 31.5 on a short rollout."""
+    if len(positions):
+        width = int(positions.max() - positions.min()) + 1
+        figure.update_xaxes(tickmode="linear", tick0=0, dtick=max(1, -(-width // 10)), tickformat="d")
+
+
 def label(text: str) -> str:
     """A token as a plot label: whitespace made visible, HTML escaped."""
     return html.escape(repr(text)[1:-1])
@@ -59,6 +66,7 @@ def logprob_figure(table: pd.DataFrame) -> go.Figure:
                    line=dict(color=AFTER), text=labels, hovertemplate="%{text}: %{y:.2f}"),
     ])
     _mark_hints_and_error(figure, table)
+    _integer_positions(figure, rows.i)
     return _layout(figure, "log p(token): before vs after the hint", "log p")
 
 
@@ -68,6 +76,7 @@ def kl_figure(table: pd.DataFrame) -> go.Figure:
     figure = go.Figure(go.Bar(x=rows.i, y=rows.kl, marker_color=colors, text=[label(t) for t in rows.text],
                               hovertemplate="%{text}: KL %{y:.3f}", name="KL"))
     _mark_hints_and_error(figure, table)
+    _integer_positions(figure, rows.i)
     return _layout(figure, "KL(teacher ‖ student) per position (red: in the loss span)", "nats", height=240)
 
 

@@ -541,7 +541,8 @@ CSS = """
               pointer-events: none; z-index: 1000; }
 #opd-keycue.opd-shown { opacity: 0.92; }
 /* one message where the user acted (the toast): no per-component error badges over the content */
-.wrap.error, .wrap .error, .status-tracker.error { display: none !important; }
+.wrap.error, .wrap .error, .status-tracker.error,
+[data-testid=status-tracker]:has(.error) { display: none !important; }
 #opd-status [data-testid=status-tracker], #opd-proposals [data-testid=status-tracker],
 #opd-queue [data-testid=status-tracker] { display: none !important; }  /* no timer text over the words */
 @media (max-width: 760px) {
