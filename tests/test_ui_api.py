@@ -32,6 +32,7 @@ def test_generate_move_edit_accept_export(client):
     assert "<span class='opd-ghost'" in shown["strip"] and "Hint:" in shown["hint"]
 
     moved = outputs(client.predict(46, "delta", api_name="/move_hint"))
+    assert "data-stage='full'" in moved["strip"] and "opd-pending" not in moved["strip"]  # a script gets the whole
     assert re.search(r"<span class='opd-ghost'[^>]*>[^<]*</span><span class='[^']*' data-i='46'", moved["strip"])
     logprob_plot, kl_plot = client.predict(api_name="/plots")  # edits leave the plots to a chained event
     figure = json.loads(logprob_plot["plot"])
@@ -44,7 +45,7 @@ def test_generate_move_edit_accept_export(client):
     undone = outputs(client.predict("delta", api_name="/undo"))
     assert undone["hint"] == moved["hint"]
 
-    accepted = outputs(client.predict("api-tester", "delta", api_name="/accept"))
+    accepted = outputs(client.predict("api-tester", "", "inline", "", "manual", "delta", api_name="/accept"))
     assert "1 curated" in accepted["counts"]
 
     table, counts = client.predict("accepted", "", False, api_name="/curated")
@@ -67,9 +68,10 @@ def test_errors_come_back_as_messages(client):
     with pytest.raises(AppError, match="no hint to edit yet"):
         client.predict("text", "inline", "", "delta", api_name="/edit_hint")
     with pytest.raises(AppError, match="accepting needs a hint"):
-        client.predict("someone", "delta", api_name="/accept")
+        client.predict("someone", "", "inline", "", "manual", "delta", api_name="/accept")
     _, counts = client.predict("accepted", "", False, api_name="/curated")
-    kept = outputs(client.predict("someone", "delta", api_name="/keep_as_right"))  # a right answer: anchors only
+    # a right answer: anchors only
+    kept = outputs(client.predict("someone", "", "inline", "", "manual", "delta", api_name="/keep_as_right"))
     curated = lambda text: int(re.search(r"(\d+) curated", text).group(1))  # noqa: E731
     assert curated(kept["counts"]) == curated(counts) + 1
 
