@@ -256,6 +256,13 @@ def test_hint_moves_at_the_click_and_the_final_strip_equals_a_one_shot_rescoring
         wait_hint_before(page, token)
         assert page.locator("#opd-strip .opd-tok.opd-pending").count() == 0
     shot(page, "08-long-rollout")
+    # shift → moves the hint one generated token on, in the page first
+    page.locator(f"#opd-strip .opd-tok[data-i='{token}']").focus()
+    page.keyboard.press("Shift+ArrowRight")
+    wait_hint_before(page, token + 1, timeout=5_000)
+    page.wait_for_selector(f"#opd-strip .opd-strip[data-stage='full'][data-hint='{token + 1}']", timeout=60_000)
+    page.keyboard.press("Shift+ArrowLeft")
+    page.wait_for_selector(f"#opd-strip .opd-strip[data-stage='full'][data-hint='{token}']", timeout=60_000)
 
     # The final strip's numbers are those of a one-shot rescoring with the hint where the last click put it.
     trajectory = build_trajectory(tokenizer, record)

@@ -39,6 +39,7 @@ FIRST_STATUS = ("**Start here:** pick a demo task (or switch to *Prompt*) and pr
                 "file of rollouts. Then click a token to move the hint, `a` accept, `x` reject, `j` next. "
                 "Press `?` for all keys.")
 KEYS = [("click / Enter", "move the hint before the token"), ("← →", "previous / next token"),
+        ("shift ← →", "move the hint one token"),
         ("n / m", "next low-p / high-KL token"), ("a", "accept"), ("x", "reject"), ("r", "keep as right (no hint)"),
         ("u", "undo"), ("j / k", "next / previous record"), ("e", "edit the hint text"),
         ("Esc", "leave a text box (back to the strip)"), ("s", "go to the strip"), ("?", "show / hide this")]

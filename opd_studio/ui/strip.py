@@ -267,6 +267,15 @@ element.addEventListener('keydown', (event) => {
   const all = tokens().filter((t) => t.classList.contains('opd-student')); const at = all.indexOf(chip);
   const jump = (flag) => { for (let k = at + 1; k < all.length; k++) if (all[k].dataset[flag] === '1') return all[k]; };
   let next = null;
+  if (event.shiftKey && (event.key === 'ArrowRight' || event.key === 'ArrowLeft')) {  // move the hint itself
+    const root = strip();
+    const hinted = all.findIndex((t) => t.dataset.i === (root && root.dataset.hint));
+    const from = hinted >= 0 ? hinted : at;
+    const target = all[from + (event.key === 'ArrowRight' ? 1 : -1)];
+    if (target) { place(target); target.focus(); } else cue('the hint cannot move further');
+    event.preventDefault(); event.stopPropagation();
+    return;
+  }
   if (event.key === 'ArrowRight') next = all[at + 1] || cue('this is the last token');
   else if (event.key === 'ArrowLeft') next = all[at - 1] || cue('this is the first token');
   else if (event.key === 'n') next = jump('low') || cue('no later token below p 0.1');
