@@ -34,7 +34,8 @@ def _integer_positions(figure: go.Figure, positions: pd.Series) -> None:
     """Token positions are whole numbers: no tick at 31.5 on a short rollout."""
     if len(positions):
         width = int(positions.max() - positions.min()) + 1
-        figure.update_xaxes(tickmode="linear", tick0=0, dtick=max(1, -(-width // 10)), tickformat="d")
+        dtick = next(step for step in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 10**9) if width <= 10 * step)
+        figure.update_xaxes(tickmode="linear", tick0=0, dtick=dtick, tickformat="d")
 
 
 def label(text: str) -> str:
