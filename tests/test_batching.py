@@ -117,3 +117,20 @@ def test_batched_sampling_is_independent_of_the_batch(tiny_model, tokenizer):
     reseeded = jobs(config)
     reseeded[0].config.seed = 4
     assert generate_batch(tiny_model, tokenizer, reseeded)[1].response_token_ids == together[1].response_token_ids
+
+
+@pytest.mark.integration
+def test_batched_greedy_matches_on_the_real_model(default_model):
+    """Padding changes float rounding: on the real model greedy decoding still picks the same tokens."""
+    from pathlib import Path
+
+    from opd_studio.records import read_records
+
+    model, tokenizer = default_model
+    tasks = read_records(Path(__file__).resolve().parents[1] / "assets" / "demo_tasks.jsonl")[::13][:4]
+    config = SamplingConfig(max_new_tokens=24)
+    batched = {r.id: r for r in generate_records(model, tokenizer, [GenerationJob(t.id, t.messages, config, t.tools)
+                                                                    for t in tasks])}
+    for task in tasks:
+        single, _ = generate(model, tokenizer, task.messages, config, tools=task.tools, record_id=task.id)
+        assert batched[task.id].response_token_ids == single.response_token_ids
