@@ -150,7 +150,8 @@ def render(session: actions.Session, view: str, hint_model_name: str | None = No
     counts = counts_markdown() if queue else gr.skip()
     queue_md = queue_markdown(session, hint_model_name) if queue else gr.skip()
     if not is_open:
-        return (session, EMPTY_STRIP, status_markdown(session), None, None, "", "inline",
+        hidden = gr.update(value=None, visible=False)
+        return (session, EMPTY_STRIP, status_markdown(session), hidden, hidden, "", "inline",
                 gr.update(value="", visible=False), "", counts, queue_md, *buttons)
     hint = session.hints[0] if session.hints else None
     placement = hint.placement if hint else "inline"
@@ -167,6 +168,12 @@ def on_plots(session: actions.Session):
     if session is None or session.record is None or session.table.attrs.get("pending_from") is not None:
         return None, None
     return plots.logprob_figure(session.table), plots.kl_figure(session.table)
+
+
+@guarded
+def on_plots_shown(session: actions.Session):
+    """`on_plots` for the page: the plot boxes show only once they have something to draw."""
+    return tuple(gr.update(value=figure, visible=figure is not None) for figure in on_plots(session))
 
 
 @guarded
@@ -618,8 +625,8 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
             proposals = gr.Markdown(elem_id="opd-proposals")
             with gr.Tabs():
                 with gr.Tab("Probabilities"):
-                    logprob_plot = gr.Plot(elem_id="opd-logprob-plot", show_label=False)
-                    kl_plot = gr.Plot(elem_id="opd-kl-plot", show_label=False)
+                    logprob_plot = gr.Plot(elem_id="opd-logprob-plot", show_label=False, visible=False)
+                    kl_plot = gr.Plot(elem_id="opd-kl-plot", show_label=False, visible=False)
                 with gr.Tab("Position sweep"):
                     window = gr.Slider(2, 32, value=12, step=1, label="Window (tokens before the error)")
                     sweep_button = gr.Button("Sweep")
@@ -645,7 +652,7 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
     hint_fields = [hint_text, placement, template]
 
     def then_plots(event):
-        event.success(on_plots, [session], figures, api_name=False, show_progress="hidden")
+        event.success(on_plots_shown, [session], figures, api_name=False, show_progress="hidden")
         return event
 
     source_kind.change(lambda kind: (gr.update(visible=kind == "Demo task"), gr.update(visible=kind == "Prompt")),
