@@ -32,8 +32,6 @@ class ResumableOutput:
             except Exception as exc:
                 raise RecordError(f"{self.output} exists but cannot be read as this command's output ({exc}); "
                                   "remove it or choose another --output") from None
-        self.resumed_from_output = len(self.done)
-        self.resumed_from_sidecar = 0
         if self.sidecar.exists():
             with self.sidecar.open(encoding="utf-8") as handle:
                 for line in handle:
@@ -42,15 +40,10 @@ class ResumableOutput:
                     except json.JSONDecodeError:  # the line a killed run was writing
                         continue
                     self.done[entry["key"]] = entry["unit"]
-                    self.resumed_from_sidecar += 1
         self._handle = None
 
     def __contains__(self, key: str) -> bool:
         return key in self.done
-
-    @property
-    def resumed(self) -> int:
-        return len(self.done)
 
     def add(self, key: str, unit: Any) -> None:
         if self._handle is None:
