@@ -25,7 +25,9 @@ from ..rollout import SamplingConfig
 from ..scoring import HintScorer
 from ..trajectory import build_trajectory
 from . import session as actions
-from .common import counts_markdown, gpu, guarded, guarded_stream, model, model_turn, opened, store, synced, weights
+from ..workspace import prompt_id
+from .common import (counts_markdown, gpu, guarded, guarded_stream, model, model_turn, opened, signed_in, store,
+                     synced, weights, workspace)
 from .incremental import MODEL_LOCK
 from .strip import STRIP_JS, VIEWS, render_strip
 
@@ -69,7 +71,7 @@ def hint_model_for(name: str, record: Record):
     if name == "critic":
         from ..hints.critic import LocalChat
 
-        chat = LocalChat(*model())
+        chat = LocalChat(*model())  # the critic runs on the process's model as it is now
     return RememberedHintModel(name, actions.hint_model_for(name, record, chat=chat))
 
 
@@ -102,7 +104,7 @@ def status_markdown(session: actions.Session) -> str:
     if session.record is None:
         return FIRST_STATUS
     record, table = session.record, session.table
-    which = "base weights" if session.base_weights else f"{weights().label} weights"
+    which = "base weights" if session.base_weights else f"{weights(session).label} weights"
     parts = [f"**{record.id}** · {len(table)} tokens · loss span: {session.span} · {which}"]
     anchors = [h["anchor"] for h in table.attrs.get("hints", [])]
     if anchors:
@@ -118,7 +120,7 @@ def status_markdown(session: actions.Session) -> str:
 
 def queue_markdown(session: actions.Session, name: str | None, around: int = 6) -> str:
     """The review queue near the open record: each record's status, and whether the hint model proposed a hint."""
-    table = store().table()
+    table = store(session).table()
     if table.empty:
         return "*The review queue is empty: generate or upload rollouts.*"
     ids, statuses = table.id.tolist(), dict(zip(table.id, table.status))
@@ -147,7 +149,7 @@ def render(session: actions.Session, view: str, hint_model_name: str | None = No
     what the last action did, said at the end of the status line (a toast per record would pile up)."""
     is_open = session.record is not None
     buttons = [gr.update(interactive=is_open)] * N_ACTION_BUTTONS
-    counts = counts_markdown() if queue else gr.skip()
+    counts = counts_markdown(session=session) if queue else gr.skip()
     queue_md = queue_markdown(session, hint_model_name) if queue else gr.skip()
     if not is_open:
         hidden = gr.update(value=None, visible=False)
@@ -207,14 +209,14 @@ def _open(session: actions.Session, record: Record, hint_model_name: str | None)
     name = hint_model_name or "manual"
     ready = session.prefetched
     if (ready is not None and ready.record.id == record.id and ready.hint_model_name == name
-            and ready.weights_version == weights().version and ready.base_weights == session.base_weights
+            and ready.weights_version == weights(session).version and ready.base_weights == session.base_weights
             and ready.span == session.span):
         actions.stop_speculating(session)
         ready.opened_at = time.time()
         session = ready
     else:
         with model_turn(session):
-            current_model, tokenizer = model()
+            current_model, tokenizer = model(session)
             session.hint_model_name = name
             session = opened(actions.open_record(session, current_model, tokenizer, record,
                                                  hint_model_for(name, record)))
@@ -227,12 +229,13 @@ def read_ahead(session: actions.Session) -> actions.Session:
     the model lock is taken one piece at a time, so an action waits for at most one piece."""
     if ONESHOT or session.record is None:
         return session
-    following = _neighbour(session.record.id, +1, "pending")
+    following = _neighbour(session, session.record.id, +1, "pending")
     name = session.hint_model_name
     if (following is None or name == "critic"
             or (session.prefetched is not None and session.prefetched.record.id == following.id)):
         return actions.speculate(session)
-    like = actions.Session(span=session.span, base_weights=session.base_weights, hint_model_name=name)
+    like = actions.Session(span=session.span, base_weights=session.base_weights, hint_model_name=name,
+                           user=session.user)
 
     def open_following(stop: threading.Event) -> None:
         session.prefetched = _prepare(following, like, stop)
@@ -242,8 +245,8 @@ def read_ahead(session: actions.Session) -> actions.Session:
 def _prepare(record: Record, like: actions.Session, stop: threading.Event) -> actions.Session | None:
     """`record` opened as `_open` would open it, in pieces (tokens and proposal; original pass; hinted pass)."""
     try:
-        current_model, tokenizer = model()
-        version = weights().version
+        current_model, tokenizer = model(like)
+        version = weights(like).version
         hint_model = hint_model_for(like.hint_model_name, record)
         if hint_model is not None and not record.hints:
             hint_model.propose(record)  # remembered: open_record below asks again
@@ -274,7 +277,9 @@ def _await_read_ahead(session: actions.Session, timeout_s: float = 20) -> None:
 
 @guarded
 @gpu
-def on_generate(session, source_kind, demo_id, prompt, temperature, top_p, max_tokens, seed, hint_model_name, view):
+def on_generate(session, source_kind, demo_id, prompt, temperature, top_p, max_tokens, seed, hint_model_name, view,
+                profile: gr.OAuthProfile | None = None):
+    session = signed_in(session, profile)
     if source_kind == "Demo task":
         source = next((r for r in actions.demo_tasks() if r.id == demo_id), None)
         if source is None:
@@ -284,28 +289,35 @@ def on_generate(session, source_kind, demo_id, prompt, temperature, top_p, max_t
             raise ValueError("write a prompt first")
         if len(prompt) > 8000:
             raise ValueError(f"the prompt has {len(prompt)} characters; keep it under 8000")
-        source = Record(id=f"prompt-{abs(hash(prompt)) % 10**8}", messages=[{"role": "user", "content": prompt}])
+        source = Record(id=prompt_id(prompt), messages=[{"role": "user", "content": prompt}])
     sampling = SamplingConfig(max_new_tokens=int(max_tokens), temperature=float(temperature), top_p=float(top_p),
                               seed=int(seed))
     with model_turn(session):
-        current_model, tokenizer = model()
+        current_model, tokenizer = model(session)
         session.hint_model_name = hint_model_name
+        # Stored (unless the visitor may not write); a rollout already in the workspace opens as reviewed.
         session = opened(actions.generate_and_open(session, current_model, tokenizer, source, sampling,
-                                                   hint_model_for(hint_model_name, source)))
-    store().save(session.record, model=current_model.config.name_or_path)
+                                                   hint_model_for(hint_model_name, source), workspace(profile)))
     return render(read_ahead(session), view, hint_model_name)
 
 
 @guarded
 @gpu
-def on_upload(session, file, hint_model_name, view):
+def on_upload(session, file, hint_model_name, view, profile: gr.OAuthProfile | None = None):
+    session = signed_in(session, profile)
     records = actions.parse_upload(file)
-    for record in records:
-        store().save(record)
-    session = _open(session, records[0], hint_model_name)
+    current = workspace(profile)
+    if current.writable:
+        report = current.add_rollouts(records, origin="uploaded")
+        message = f"Uploaded {report.message()}"
+    else:  # a visitor explores the file without storing it
+        message = f"Opened {len(records)} record(s) to explore; {current.read_only} (nothing is stored)"
+    first = current.store.get(records[0].id) or records[0]  # a reviewed record opens as reviewed
+    session = _open(session, first, hint_model_name)
     prefetch_proposals(records[1:], hint_model_name)
-    gr.Info(f"Imported {len(records)} record(s) into the review queue.", duration=3)
-    return (*render(session, view, hint_model_name), None)  # clear the file box, ready for the next upload
+    gr.Info(message, duration=5)
+    # None clears the file box, ready for the next upload
+    return (*render(session, view, hint_model_name, done=actions._md_escape(message)), None)
 
 
 def _edited(session, view, change):
@@ -373,15 +385,16 @@ def on_use_proposal(session, number, view):
 
 @guarded
 def on_score_with(session, which, view):
-    current = weights()
+    current = weights(session)
     with model_turn(session):
         session = actions.use_weights(session, current.model, current.tokenizer, which == "base", current.version)
     return render(session, view, queue=False)
 
 
-def _neighbour(record_id: str | None, step: int, status: str | None) -> Record | None:
-    """The record after/before `record_id` in the review queue (store order), restricted to `status`."""
-    table = store().table()
+def _neighbour(session: actions.Session, record_id: str | None, step: int, status: str | None) -> Record | None:
+    """The record after/before `record_id` in the session's review queue (store order), restricted to `status`."""
+    queue = store(session)
+    table = queue.table()
     ids = table.id.tolist()
     if not ids:
         return None
@@ -390,16 +403,19 @@ def _neighbour(record_id: str | None, step: int, status: str | None) -> Record |
     statuses = dict(zip(table.id, table.status))
     for candidate in order:
         if status is None or statuses[candidate] == status:
-            return store().get(candidate)
+            return queue.get(candidate)
     return None
 
 
 @guarded
 @gpu
-def on_review(status, session, reviewer, text, placement, template, hint_model_name, view):
+def on_review(status, session, reviewer, text, placement, template, hint_model_name, view,
+              profile: gr.OAuthProfile | None = None):
     """Save the open record as the page shows it (an unapplied hint text is applied first), then open the next
-    pending record with the hint model run on it."""
+    pending record with the hint model run on it. On a Space the reviewer is the signed-in name."""
     actions._require_open(session)
+    session = signed_in(session, profile)
+    workspace(profile).require_write("review records")
     _await_read_ahead(session)
     hint = session.hints[0] if session.hints else None
     if status == "accepted" and hint and text and text.strip() and (
@@ -407,10 +423,11 @@ def on_review(status, session, reviewer, text, placement, template, hint_model_n
         with model_turn(session):
             session = actions.edit_hint(synced(session), text, placement, template or None)
     as_right = status == "right"
-    stored = actions.review(session, store(), "accepted" if as_right else status, reviewer, as_right=as_right)
+    stored = actions.review(session, workspace(profile), "accepted" if as_right else status, reviewer,
+                            as_right=as_right)
     done = (f"saved {stored.id} as right (its tokens anchor training)" if as_right
             else f"saved {stored.id} as {status}")
-    following = _neighbour(stored.id, +1, "pending")
+    following = _neighbour(session, stored.id, +1, "pending")
     if following is not None:
         session = _open(session, following, hint_model_name)
     else:
@@ -420,11 +437,12 @@ def on_review(status, session, reviewer, text, placement, template, hint_model_n
 
 @guarded
 @gpu
-def on_step(step, session, queue_status, hint_model_name, view):
+def on_step(step, session, queue_status, hint_model_name, view, profile: gr.OAuthProfile | None = None):
+    session = signed_in(session, profile)
     current = session.record.id if session.record else None
     if step > 0 and queue_status == "pending":
         _await_read_ahead(session)
-    following = _neighbour(current, step, None if queue_status == "all" else queue_status)
+    following = _neighbour(session, current, step, None if queue_status == "all" else queue_status)
     if following is None:
         raise ValueError(f"no other {queue_status} record in the queue" if queue_status != "all"
                          else "the queue is empty: generate or upload rollouts")

@@ -15,15 +15,16 @@ import gradio as gr
 
 from . import annotate_tab, curated_tab, train_tab
 from . import session as actions
-from .common import MODEL_SPEC, counts_markdown, guarded, model
+from .common import MODEL_SPEC, access, counts_markdown, guarded, model, signed_in
 from .strip import STRIP_CSS
 
 APP_CSS = STRIP_CSS + annotate_tab.CSS
 
 
 @guarded
-def on_load(session, hint_model_name):
-    return counts_markdown(), annotate_tab.queue_markdown(session, hint_model_name)
+def on_load(session, hint_model_name, profile: gr.OAuthProfile | None = None):
+    session = signed_in(session, profile)
+    return counts_markdown(profile), annotate_tab.queue_markdown(session, hint_model_name)
 
 
 def build_app() -> gr.Blocks:
@@ -32,6 +33,8 @@ def build_app() -> gr.Blocks:
         with gr.Row():
             gr.Markdown(f"## OPD Studio\nOn-policy self-distillation with hints · model: `{MODEL_SPEC}`")
             counts = gr.Markdown(elem_id="opd-counts")
+            if access().signs_in and os.environ.get("SPACE_ID"):  # Hugging Face sign-in exists on a Space only
+                gr.LoginButton(size="sm", scale=0)
         with gr.Tabs():
             with gr.Tab("Inspect & annotate"):
                 queue, hint_model = annotate_tab.build(session, counts)

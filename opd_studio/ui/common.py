@@ -40,19 +40,6 @@ def _loaded() -> training.Weights:
     return training.Weights(*load_model_cached(MODEL_SPEC))
 
 
-def weights() -> training.Weights:
-    """The process's weights, brought in line with the store's active run (see `training.Weights.sync`)."""
-    loaded = _loaded()
-    loaded.sync(store())
-    return loaded
-
-
-def model():
-    """The model as it is now (the active run's adapter, if any) and its tokenizer."""
-    current = weights()
-    return current.model, current.tokenizer
-
-
 @functools.lru_cache(maxsize=1)
 def access() -> Access:
     return Access.from_env()
@@ -63,26 +50,48 @@ def _workspace(user: str | None) -> Workspace:
     return access().workspace(user)
 
 
-def workspace(profile: gr.OAuthProfile | None = None) -> Workspace:
+def workspace(profile: gr.OAuthProfile | None = None, session: actions.Session | None = None) -> Workspace:
     """The workspace of whoever sent the request: locally the one workspace; on a Space the signed-in user's (or,
     for visitors who are not signed in, the shared one, read-only). Gradio passes `profile` to any handler with a
-    `gr.OAuthProfile | None` parameter."""
-    return _workspace(getattr(profile, "username", None) if access().signs_in else None)
+    `gr.OAuthProfile | None` parameter; a session remembers the user who opened it."""
+    if not access().signs_in:
+        return _workspace(None)
+    return _workspace(profile.username if profile is not None else getattr(session, "user", None))
 
 
-def store() -> Store:
-    return workspace(None).store
+def signed_in(session: actions.Session, profile: gr.OAuthProfile | None) -> actions.Session:
+    """Bind the session to the request's user (a handler that receives the profile calls this first)."""
+    session.user = profile.username if profile is not None and access().signs_in else None
+    return session
+
+
+def store(session: actions.Session | None = None) -> Store:
+    return workspace(session=session).store
+
+
+def weights(session: actions.Session | None = None) -> training.Weights:
+    """The process's weights, brought in line with the active run of the session's workspace (see
+    `workspace.Weights.sync`): one process may serve several signed-in users, each with their own runs."""
+    loaded = _loaded()
+    loaded.sync(store(session))
+    return loaded
+
+
+def model(session: actions.Session | None = None):
+    """The model as it is now (the active run's adapter, if any) and its tokenizer."""
+    current = weights(session)
+    return current.model, current.tokenizer
 
 
 def opened(session: actions.Session) -> actions.Session:
     """A session just opened with `model()`: its passes belong to the current weights."""
-    session.weights_version = weights().version
+    session.weights_version = weights(session).version
     return session
 
 
 def synced(session: actions.Session) -> actions.Session:
     """Rebuild the session's scorer when the weights changed since it cached its passes."""
-    current = weights()
+    current = weights(session)
     if session.weights_version != current.version:
         session = actions.use_weights(session, current.model, current.tokenizer, session.base_weights,
                                       current.version)
@@ -98,8 +107,8 @@ def model_turn(session: actions.Session | None = None):
         yield
 
 
-def counts_markdown(profile: gr.OAuthProfile | None = None) -> str:
-    counts = workspace(profile).counts()
+def counts_markdown(profile: gr.OAuthProfile | None = None, session: actions.Session | None = None) -> str:
+    counts = workspace(profile, session).counts()
     return (f"**{counts['reviewed']} / {counts['total']} reviewed** · {counts['accepted']} curated · "
             f"{counts['rejected']} rejected · {counts['pending']} pending")
 

@@ -45,11 +45,12 @@ class Session:
     undo_stack: list[tuple[list[Hint], ErrorSpan | None, str]] = field(default_factory=list)
     opened_at: float = 0.0
     base_weights: bool = False  # score with the weights before training (the adapter disabled)
-    weights_version: int = 0  # which weights the scorer's cached passes belong to
+    weights_version: tuple | int = 0  # which weights the scorer's cached passes belong to (`Weights.version`)
     cancel: threading.Event | None = None  # set by the Cancel button to stop a training run between steps
     speculator: incremental.Speculator | None = None  # likely next tables, scored while the user reads
     hint_model_name: str = "manual"  # the hint model that runs on every record this session opens
     prefetched: "Session | None" = None  # the next record of the queue, opened in the background (`speculate`)
+    user: str | None = None  # the signed-in name on a Space (whose workspace and weights this session uses)
 
     @property
     def error(self) -> ErrorSpan | None:

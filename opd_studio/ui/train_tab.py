@@ -1,5 +1,6 @@
 """The Train tab: a few training steps on the curated set, streamed as curves; past runs; the fix rate. Layout and
-events together; the work is `training.run_training`, `training.measure_fix_rate` and `training.runs_table`.
+events together; the work is the workspace's run lifecycle (`Workspace.train`, `use_run`, `fix_rate`,
+`runs_table`), in the workspace of whoever sent the request (on a Space, visitors who are not signed in only look).
 
 Boxes that have nothing to show yet (plots, the adapter download, the fix-rate tables) stay hidden until they do.
 """
@@ -15,9 +16,10 @@ import gradio as gr
 import pandas as pd
 
 from .. import plots
+from ..targets import ALPHA_MAX, TARGETS
 from . import session as actions
 from . import training
-from .common import gpu, guarded, guarded_stream, store, weights
+from .common import gpu, guarded, guarded_stream, signed_in, weights, workspace
 
 WHAT_NEXT = ("**What next.** The run's weights are in use now. *Regenerate and measure the fix rate* below: did the "
              "flagged mistakes go away on the curated prompts, and on held-out ones (suppressed vs corrected)? On "
@@ -32,24 +34,31 @@ def latest_run(runs: pd.DataFrame):
 
 @guarded_stream
 @gpu
-def on_train(session, steps, lr, loss, span, drift_weight, drift_threshold, lora_r, use_heldout):
+def on_train(session, steps, lr, loss, span, drift_weight, drift_threshold, lora_r, use_heldout, target=None,
+             alpha=None, profile: gr.OAuthProfile | None = None):
+    defaults = training.TrainConfig()
     config = training.TrainConfig(steps=int(steps), lr=float(lr), loss=loss, span=span,
                                   drift_weight=float(drift_weight),
                                   drift_threshold=float(drift_threshold) if drift_threshold else None,
-                                  lora_r=int(lora_r), lora_alpha=2 * int(lora_r))
+                                  lora_r=int(lora_r), lora_alpha=2 * int(lora_r), target=target or defaults.target,
+                                  alpha=float(alpha) if alpha is not None else defaults.alpha)
+    session = signed_in(session, profile)
+    current = workspace(profile)
+    current.require_write("train")
     actions.stop_speculating(session)  # the weights are about to change under it
     session.cancel = threading.Event()
     hidden = gr.update(visible=False)
     yield (session, "starting: loading the curated set and caching the hinted teacher's targets…", gr.skip(),
            gr.skip(), gr.skip(), gr.skip(), "")
-    for status, steps_frame, per_record in training.run_training(weights(), store(), config, session.cancel,
-                                                                 bool(use_heldout)):
+    for progress in current.train(weights(session), config, session.cancel, bool(use_heldout)):
+        status = progress.status
+        steps_frame, per_record = training.history_frames(progress.history)
         shown = not per_record.empty
         yield (session, status,
                gr.update(value=plots.training_figure(per_record), visible=True) if shown else hidden,
                gr.update(value=plots.loss_figure(steps_frame), visible=True) if shown else hidden,
                gr.skip(), gr.skip(), "")
-    runs = training.runs_table(store())
+    runs = current.runs_table()
     yield session, gr.skip(), gr.skip(), gr.skip(), runs, latest_run(runs), WHAT_NEXT
 
 
@@ -62,10 +71,11 @@ def on_cancel(session):
 
 @guarded
 @gpu
-def on_reset():
-    store().set_active_run(None)
-    weights()
-    return "weights reset to base", training.runs_table(store())
+def on_reset(session, profile: gr.OAuthProfile | None = None):
+    current = workspace(profile)
+    current.use_run(None)
+    weights(signed_in(session, profile))
+    return "weights reset to base", current.runs_table()
 
 
 def _run_number(run_id) -> int:
@@ -76,17 +86,18 @@ def _run_number(run_id) -> int:
 
 @guarded
 @gpu
-def on_use_run(run_id):
-    store().set_active_run(_run_number(run_id))
-    current = weights()
-    return f"using the weights of run {current.run_id}", training.runs_table(store())
+def on_use_run(session, run_id, profile: gr.OAuthProfile | None = None):
+    current = workspace(profile)
+    current.use_run(_run_number(run_id))
+    loaded = weights(signed_in(session, profile))
+    return f"using the weights of run {loaded.run_id}", current.runs_table()
 
 
 @guarded
-def on_download_run(run_id):
+def on_download_run(run_id, profile: gr.OAuthProfile | None = None):
     """A zip of the run's directory: the peft adapter (safetensors) and run.json (settings, metrics, checksums)."""
     number = _run_number(run_id)
-    run = store().run(number)
+    run = workspace(profile).store.run(number)
     if run is None:
         raise ValueError(f"there is no run {number}")
     if not run["adapter_path"] or not os.path.isdir(run["adapter_path"]):
@@ -97,14 +108,15 @@ def on_download_run(run_id):
 
 @guarded
 @gpu
-def on_fix_rate(samples, compare_base):
-    summary, rows = training.measure_fix_rate(weights(), store(), int(samples), bool(compare_base))
+def on_fix_rate(session, samples, compare_base, profile: gr.OAuthProfile | None = None):
+    session = signed_in(session, profile)
+    summary, rows = workspace(profile).fix_rate(weights(session), int(samples), bool(compare_base))
     return gr.update(value=summary.round(3), visible=True), gr.update(value=rows, visible=True)
 
 
 @guarded
-def on_runs():
-    runs = training.runs_table(store())
+def on_runs(profile: gr.OAuthProfile | None = None):
+    runs = workspace(profile).runs_table()
     return runs, latest_run(runs)
 
 
@@ -126,6 +138,13 @@ def build(app: gr.Blocks, session: gr.State) -> None:
                                           label="Stop when drift exceeds (nats/token)")
         train_rank = gr.Slider(1, 64, value=defaults.lora_r, step=1, label="LoRA rank")
         train_heldout = gr.Checkbox(value=True, label="Measure drift on held-out demo rollouts")
+    with gr.Row():
+        train_target = gr.Dropdown(list(TARGETS), value=defaults.target, label="Target",
+                                   info="hinted: the hinted teacher · contrast: what the hint adds over a placebo · "
+                                        "evidence: only where the content lowers the token · unleaked: no hint-only "
+                                        "tokens", elem_id="opd-target")
+        train_alpha = gr.Slider(0.1, ALPHA_MAX, value=defaults.alpha, step=0.1, label="Contrast strength α",
+                                elem_id="opd-alpha")
     with gr.Row():
         train_button = gr.Button("Train", variant="primary", elem_id="opd-train")
         cancel_button = gr.Button("Cancel", variant="stop", elem_id="opd-cancel")
@@ -153,12 +172,12 @@ def build(app: gr.Blocks, session: gr.State) -> None:
                             label="Every regenerated answer", visible=False)
 
     train_inputs = [session, train_steps, train_lr, train_loss, train_span, train_drift_weight, train_drift_threshold,
-                    train_rank, train_heldout]
+                    train_rank, train_heldout, train_target, train_alpha]
     train_button.click(on_train, train_inputs, [session, train_status, train_plot, loss_plot, runs, use_run_id,
                                                 what_next], api_name="train", show_progress="hidden")
     cancel_button.click(on_cancel, [session], [train_status], queue=False, api_name=False)
-    reset_button.click(on_reset, [], [train_status, runs], api_name="reset")
-    use_run_button.click(on_use_run, [use_run_id], [train_status, runs], api_name="use_run")
+    reset_button.click(on_reset, [session], [train_status, runs], api_name="reset")
+    use_run_button.click(on_use_run, [session, use_run_id], [train_status, runs], api_name="use_run")
     download_run_button.click(on_download_run, [use_run_id], [run_file], api_name="download_run")
-    fix_button.click(on_fix_rate, [fix_samples, fix_compare], [fix_summary, fix_rows], api_name="fix_rate")
+    fix_button.click(on_fix_rate, [session, fix_samples, fix_compare], [fix_summary, fix_rows], api_name="fix_rate")
     app.load(on_runs, [], [runs, use_run_id], api_name=False)
