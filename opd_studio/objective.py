@@ -11,7 +11,7 @@ the record's other student positions A_r:
     L = mean_{r: T_r ≠ ∅} 1/|T_r| Σ_{t∈T_r} D(q_t, p_t)  +  λ · mean_{r: A_r ≠ ∅} 1/|A_r| Σ_{t∈A_r} KL(b_t ‖ p_t)
 
 D is `losses.per_token_loss` (forward/reverse KL, JSD(β), sampled-token; optionally the student's top-k + tail).
-q_t above is the `hinted` target; `targets.py` builds the others from the same cached passes (frozen teacher only):
+q_t above is the `hinted` target; `targets.py` builds the others from the same passes (cached for a frozen teacher):
 `contrast` and `evidence` also need the student's own p_θ0(· | x_<t) and a placebo pass z_t = p_θ̄(· | x''_<t''),
 x'' = x with each hint's placebo (`records.placebo_for`) spliced at the hint's place, run once and cached like q.
 Each record weighs the same whatever its number of targets, so a batch of two gives the mean of the two losses.
@@ -284,35 +284,54 @@ def cache_targets(model, examples: list[Example], top_k: int, dtype: torch.dtype
 def _cache_teacher(model, ex: Example, original, spec: TargetSpec, dtype: torch.dtype) -> None:
     check_context(model, len(ex.hinted_ids))
     hinted = forward_reusing(model, ex.hinted_ids, original).hidden
-    positions = ex.targets + ex.errors  # targets, then the error positions (usually among them) for the metric
-    logits = logits_from_hidden(model, hinted[ex.teacher_rows + ex.error_teacher_rows])  # (n, V)
+    student = spliced = None
+    if spec.needs_student:
+        student = original.hidden[[t - 1 for t in ex.targets + ex.errors]]
+    if spec.needs_placebo:
+        _check_placebo(model, ex, spec)
+        spliced = forward_reusing(model, ex.placebo_ids, original).hidden[ex.placebo_rows + ex.placebo_error_rows]
+    logits, trained, error_logp = build_target(model, ex, spec, hinted[ex.teacher_rows + ex.error_teacher_rows],
+                                               student, spliced)
+    if ex.targets:
+        ex.teacher_logits = logits.to(dtype)  # (n_t, V)
+    ex.target_trained, ex.teacher_error_logp = trained, error_logp
+
+
+def _check_placebo(model, ex: Example, spec: TargetSpec) -> None:
+    if ex.placebo_ids is None:
+        raise ValueError(f"record {ex.record_id!r}: the {spec.kind} target needs a placebo; store one with the "
+                         "record or use --placebo default")
+    check_context(model, len(ex.placebo_ids), "placebo")
+
+
+def build_target(model, ex: Example, spec: TargetSpec, hinted: torch.Tensor, student: torch.Tensor | None = None,
+                 placebo: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """(target logits at the targets (n_t, V), trained mask or None, Σ log r(error tokens)) from the final hidden
+    states of the hinted pass, and for the constructions that need them of the unhinted (`student`) and placebo
+    passes, each at the rows that predict `ex.targets + ex.errors` (targets first)."""
+    positions = ex.targets + ex.errors  # the error positions (usually among the targets) give the metric
+    logits = logits_from_hidden(model, hinted)  # (n, V)
+    trained = None
     if spec.kind == "hinted":  # the raw logits, as before there were constructions
         r = logits
     else:
         tokens = torch.tensor([ex.input_ids[t] for t in positions], device=logits.device)
         log_q = torch.log_softmax(logits, dim=-1)
-        log_p = torch.log_softmax(logits_from_hidden(model, original.hidden[[t - 1 for t in positions]]), dim=-1)
-        log_z = banned = None
-        if spec.needs_placebo:
-            if ex.placebo_ids is None:
-                raise ValueError(f"record {ex.record_id!r}: the {spec.kind} target needs a placebo; store one with "
-                                 "the record or use --placebo default")
-            check_context(model, len(ex.placebo_ids), "placebo")
-            spliced = forward_reusing(model, ex.placebo_ids, original).hidden
-            log_z = torch.log_softmax(logits_from_hidden(model, spliced[ex.placebo_rows + ex.placebo_error_rows]), -1)
+        log_p = torch.log_softmax(logits_from_hidden(model, student), -1) if student is not None else None
+        log_z = torch.log_softmax(logits_from_hidden(model, placebo), -1) if placebo is not None else None
+        banned = None
         if spec.kind == "unleaked":
             sets = leak_sets(ex.input_ids, ex.hinted_ids, ex.hints, positions,
                              ex.teacher_rows + ex.error_teacher_rows)
             banned = banned_mask(sets, log_q.shape[-1], log_q.device)
         built = construct(spec, log_q, tokens, log_p, log_z, banned)
-        r = built.logp
-        ex.target_trained = built.trained[: len(ex.targets)]
-    if ex.targets:
-        ex.teacher_logits = r[: len(ex.targets)].to(dtype)  # (n_t, V)
+        r, trained = built.logp, built.trained[: len(ex.targets)]
+    error_logp = math.nan
     if ex.errors:
         log_r = torch.log_softmax(r[len(ex.targets):].float(), dim=-1)
         tokens = torch.tensor([ex.input_ids[t] for t in ex.errors], device=log_r.device)
-        ex.teacher_error_logp = float(log_r.gather(1, tokens[:, None]).sum())
+        error_logp = float(log_r.gather(1, tokens[:, None]).sum())
+    return r[: len(ex.targets)], trained, error_logp
 
 
 def _token_logps(model, hidden: torch.Tensor, input_ids: list[int], positions: list[int]) -> list[float]:
@@ -419,19 +438,37 @@ def batch_loss(student, head, examples: list[Example], loss: LossConfig, drift_w
 
 
 @torch.no_grad()
-def moving_teacher(model, examples: list[Example], pad_id: int, device) -> tuple[list[torch.Tensor], list[float]]:
-    """Targets of a live or EMA teacher (whatever weights `model` holds now): logits at each example's teacher rows,
-    and Σ log q(error tokens). One batched hinted pass, no gradient."""
+def moving_teacher(model, examples: list[Example], pad_id: int, device,
+                   target: TargetSpec | None = None) -> tuple[list[torch.Tensor], list[float]]:
+    """Targets of a live or EMA teacher (whatever weights `model` holds now): the target's logits at each example's
+    targets, and Σ log r(error tokens). One batched pass, no gradient, over the hinted sequences and, for the
+    constructions that need them, the unhinted and the placebo sequences (the student's p in `contrast` is then
+    the moving weights' own unhinted distribution)."""
+    spec = target or TargetSpec()
+    if spec.needs_placebo:
+        for ex in examples:
+            _check_placebo(model, ex, spec)
+    sequences = [ex.hinted_ids for ex in examples]
     rows = [ex.teacher_rows + ex.error_teacher_rows for ex in examples]
-    decoder = HiddenAt(model)
-    hidden = hidden_at(decoder, [ex.hinted_ids for ex in examples], rows, pad_id, device)
-    logits, error_logp, at = [], [], 0
-    for ex in examples:
-        teacher = hidden[at: at + len(ex.teacher_rows)]
-        errors = hidden[at + len(ex.teacher_rows): at + len(ex.teacher_rows) + len(ex.errors)]
-        at += len(ex.teacher_rows) + len(ex.errors)
-        logits.append(logits_from_hidden(model, teacher))
-        error_logp.append(_token_logp(model, errors, ex.input_ids, ex.errors) if ex.errors else math.nan)
+    if spec.needs_student:
+        sequences += [ex.input_ids for ex in examples]
+        rows += [[t - 1 for t in ex.targets + ex.errors] for ex in examples]
+    if spec.needs_placebo:
+        sequences += [ex.placebo_ids for ex in examples]
+        rows += [ex.placebo_rows + ex.placebo_error_rows for ex in examples]
+    hidden = hidden_at(HiddenAt(model), sequences, rows, pad_id, device)
+    pieces, at = [], 0
+    for r in rows:
+        pieces.append(hidden[at: at + len(r)])
+        at += len(r)
+    n = len(examples)
+    logits, error_logp = [], []
+    for b, ex in enumerate(examples):
+        student = pieces[n + b] if spec.needs_student else None
+        placebo = pieces[(2 if spec.needs_student else 1) * n + b] if spec.needs_placebo else None
+        target_logits, _, error = build_target(model, ex, spec, pieces[b], student, placebo)
+        logits.append(target_logits)
+        error_logp.append(error)
     return logits, error_logp
 
 

@@ -96,6 +96,25 @@ def test_cached_targets_equal_naive_formula(tokenizer, small_model, kind, alpha)
     assert example.teacher_error_logp == pytest.approx(float(expected_error), abs=1e-3)
 
 
+@pytest.mark.parametrize("kind", ["contrast", "evidence", "unleaked"])
+def test_moving_teacher_targets_equal_the_cached_ones_at_the_base(tokenizer, small_model, kind):
+    """A live teacher builds the same target in one padded batch (hinted, unhinted and placebo sequences) as the
+    frozen cache does pass by pass, while the weights are still the base."""
+    from opd_studio.objective import moving_teacher
+
+    spec = TargetSpec(kind, alpha=2.0, evidence_nats=0.2)
+    longer = dict(REVEAL, id="longer", messages=[REVEAL["messages"][0], {
+        "role": "assistant", "content": "17 + 25 = 32. That is all, I hope it helps you today."}])
+    examples = [build_example(tokenizer, Record.from_dict(r), "turn", placebo="default") for r in (REVEAL, longer)]
+    with torch.no_grad():
+        cache_targets(small_model, examples, 16, torch.float32, target=spec)
+    logits, error_logp = moving_teacher(small_model, examples, tokenizer.pad_token_id, "cpu", spec)
+    for ex, moving, error in zip(examples, logits, error_logp):
+        torch.testing.assert_close(torch.log_softmax(moving, -1).exp(), torch.log_softmax(ex.teacher_logits, -1).exp(),
+                                   atol=1e-5, rtol=1e-4)
+        assert error == pytest.approx(ex.teacher_error_logp, abs=1e-3)
+
+
 def test_the_constructions_differ_where_they_should(tokenizer, small_model):
     """contrast with α → 0 is the student; the unleaked target puts no mass on the hint's own tokens."""
     record = Record.from_dict(REVEAL)
@@ -161,8 +180,7 @@ def test_right_text_comes_from_the_verifier_rationale(tokenizer):
 
 def test_bad_input_is_one_line_that_says_what_to_do(tokenizer, small_model):
     for bad, match in [(dict(alpha=0.0), "alpha must be in"), (dict(alpha=9.0), "alpha must be in"),
-                       (dict(target="oracle"), "not one of"), (dict(target="contrast", teacher="live"),
-                                                               "needs the frozen teacher")]:
+                       (dict(target="oracle"), "not one of")]:
         with pytest.raises(ValueError, match=match) as info:
             TrainConfig(**bad)
         assert "\n" not in str(info.value)
@@ -182,10 +200,11 @@ def test_training_with_each_construction_keeps_a_timeline(tokenizer, small_model
     import copy
 
     record = Record.from_dict(REVEAL)
-    for kind in ("contrast", "evidence", "unleaked"):
+    for kind, teacher in (("contrast", "frozen"), ("evidence", "frozen"), ("unleaked", "frozen"), ("contrast", "live"),
+                          ("contrast", "ema")):
         result = train(copy.deepcopy(small_model), tokenizer, [record],
-                       TrainConfig(target=kind, alpha=2.0, steps=2, lr=5e-3, drift_threshold=None))
-        assert result.steps == 2 and result.examples[0].teacher_logits is not None
+                       TrainConfig(target=kind, alpha=2.0, steps=2, lr=5e-3, drift_threshold=None, teacher=teacher))
+        assert result.steps == 2 and (result.examples[0].teacher_logits is not None) == (teacher == "frozen")
         assert result.placebo_defaulted == ([record.id] if kind != "unleaked" else [])
         line = result.timeline(record.id)
         assert line.steps == [0, 1, 2] and line.positions == result.examples[0].targets
