@@ -14,11 +14,10 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from .files import write_directory
 from .train import DriftError, is_lora, worst_drift
 
 RUN_FILE = "run.json"
@@ -40,7 +39,7 @@ def save_run(result, directory: str | os.PathLike, tokenizer=None, force: bool =
         if merge:
             export_merged(result.model, tokenizer, staging / "merged")
 
-    _write_directory(directory, write)
+    write_directory(directory, write)
     return directory
 
 
@@ -90,14 +89,3 @@ def _jsonable(value):
         return [_jsonable(v) for v in value]
     return value
 
-
-def _write_directory(directory: Path, write) -> None:
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        write(staging)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

@@ -118,7 +118,7 @@ def prepare_scoring(tokenizer, records: list[Record], include_rejected: bool = F
     raises, naming it."""
     jobs = []
     for record in records:
-        hints = [h for h in record.hints if include_rejected or h.status != "rejected"]
+        hints = record.hints if include_rejected else record.usable_hints
         try:
             trajectory = build_trajectory(tokenizer, record)
             hint_sets = [place_hints(tokenizer, trajectory, hints)]

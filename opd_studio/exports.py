@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from .records import Record, RecordError, read_records, write_atomic, write_records
+from .files import write_atomic, write_directory
+from .records import Record, RecordError, read_records, write_records
 
 FORMATS = ("jsonl", "parquet", "datasets", "trl-sdft", "teacher-topk")
 RECORD_FIELDS = ("id", "messages", "tools", "hints", "error", "reference", "meta", "response_token_ids")
@@ -204,28 +203,14 @@ def _save_dataset(rows: list[dict], output: Path) -> int:
 
     if not rows:
         raise RecordError("nothing to export: no record has what this format needs")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
-        Dataset.from_list(rows).save_to_disk(str(staging))
-        if output.is_dir():
-            shutil.rmtree(output)
-        elif output.exists():
-            output.unlink()
-        os.replace(staging, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    write_directory(output, lambda staging: Dataset.from_list(rows).save_to_disk(str(staging)))
     return len(rows)
-
-
-def _usable_hints(record: Record):
-    return [h for h in record.hints if h.status != "rejected"]
 
 
 def trl_sdft_rows(records: list[Record], tokenizer=None) -> list[dict[str, Any]]:
     rows = []
     for record in records:
-        hints = _usable_hints(record)
+        hints = record.usable_hints
         if not hints:
             continue
         message = _hinted_message(record, hints[0], tokenizer)
@@ -256,7 +241,7 @@ def teacher_topk_rows(model, tokenizer, records: list[Record], top_k: int = 20, 
 
     prepared = []
     for record in records:
-        hints = _usable_hints(record)
+        hints = record.usable_hints
         if not hints:
             continue
         try:

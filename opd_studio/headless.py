@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .records import Record, read_records, write_atomic
+from .files import write_atomic
+from .records import Record, read_records
 from .resume import ResumableOutput, progress
 from .rollout import SamplingConfig
 

