@@ -11,6 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 BEFORE, AFTER, ERROR, HINT = "#6b7280", "#dc2626", "rgba(250, 204, 21, 0.25)", "#7c3aed"
+PLACEBO, CONTENT, RIGHT = "#0f766e", "#2563eb", "#059669"
 PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#65a30d"]
 
 
@@ -57,7 +58,8 @@ def _mark_hints_and_error(figure: go.Figure, table: pd.DataFrame) -> None:
 
 
 def logprob_figure(table: pd.DataFrame) -> go.Figure:
-    """log p(token) before vs after the hint, per student position; error span shaded, hints dashed."""
+    """log p(token) before vs after the hint, per student position, and under the placebo when the table has the
+    placebo lane (tokens flagged style marked ◇); error span shaded, hints dashed."""
     rows = _scored(table)
     labels = [label(t) for t in rows.text]
     figure = go.Figure([
@@ -66,9 +68,20 @@ def logprob_figure(table: pd.DataFrame) -> go.Figure:
         go.Scatter(x=rows.i, y=rows.logp_after, name="after (hinted teacher)", mode="lines+markers",
                    line=dict(color=AFTER), text=labels, hovertemplate="%{text}: %{y:.2f}"),
     ])
+    placebo = "logp_placebo" in rows and rows.logp_placebo.notna().any()
+    if placebo:
+        figure.add_trace(go.Scatter(x=rows.i, y=rows.logp_placebo, name="placebo teacher", mode="lines+markers",
+                                    line=dict(color=PLACEBO, dash="dot"), text=labels,
+                                    hovertemplate="%{text}: %{y:.2f}"))
+        style = rows[rows["style"].astype(bool)]
+        if len(style):
+            figure.add_trace(go.Scatter(x=style.i, y=style.logp_after, name="style (the placebo does it too)",
+                                        mode="markers", marker=dict(symbol="diamond-open", size=12, color=PLACEBO),
+                                        text=[label(t) for t in style.text], hovertemplate="%{text}: style"))
     _mark_hints_and_error(figure, table)
     _integer_positions(figure, rows.i)
-    return _layout(figure, "log p(token): before vs after the hint", "log p")
+    return _layout(figure, "log p(token): before vs after the hint" + (" vs the placebo" if placebo else ""),
+                   "log p")
 
 
 def kl_figure(table: pd.DataFrame) -> go.Figure:
@@ -90,6 +103,9 @@ def sweep_figure(sweep: pd.DataFrame) -> go.Figure:
         go.Scatter(x=labels, y=-sweep.collateral, name="− mean |Δ log p| of tokens between", mode="lines+markers",
                    line=dict(color=BEFORE)),
     ])
+    if "content_drop" in sweep:  # the part of the drop the hint's words explain (raw − placebo)
+        figure.add_trace(go.Scatter(x=labels, y=sweep["content_drop"], name="content drop (− placebo's)",
+                                    mode="lines+markers", line=dict(color=CONTENT, dash="dot")))
     figure.update_layout(hovermode="closest")
     return _layout(figure, "Where to put the hint (purple: recommended)", "nats", height=260)
 
@@ -100,6 +116,9 @@ def comparison_figure(comparison: pd.DataFrame) -> go.Figure:
         go.Bar(y=labels, x=comparison["drop"], orientation="h", name="Δ log p(error span)", marker_color=AFTER),
         go.Bar(y=labels, x=-comparison.collateral, orientation="h", name="− mean |Δ| elsewhere", marker_color=BEFORE),
     ])
+    if "content_drop" in comparison:
+        figure.add_trace(go.Bar(y=labels, x=comparison["content_drop"], orientation="h", width=0.3,
+                                name="content drop (− placebo's)", marker_color=CONTENT))
     figure.update_layout(barmode="overlay", hovermode="closest", yaxis=dict(autorange="reversed"))
     return _layout(figure, "Hint texts compared", "", height=80 + 40 * len(comparison))
 
@@ -132,3 +151,28 @@ def loss_figure(steps: pd.DataFrame) -> go.Figure:
                 figure.add_trace(go.Scatter(x=steps.step, y=steps[column], name=name, mode="lines+markers"))
         _integer_steps(figure, steps.step)
     return _layout(figure, "Loss and drift (mean KL(trained ‖ base), nats/token)", "", height=300)
+
+
+def timeline_figure(timeline, step: int | None = None, error_span: tuple[int, int] | None = None) -> go.Figure:
+    """A curated record across a run's steps (`train.Timeline`): p of each error token (red) and of the other target
+    tokens (grey), p(error tokens), and p(right first token) where known; a line at `step`."""
+    figure = go.Figure()
+    error = error_span or (-1, -1)
+    for n, i in enumerate(timeline.positions):
+        in_error = error[0] <= i < error[1]
+        figure.add_trace(go.Scatter(x=timeline.steps, y=[row[n] for row in timeline.p_target], mode="lines",
+                                    line=dict(color=AFTER if in_error else "rgba(107,114,128,0.35)",
+                                              width=2 if in_error else 1),
+                                    name=f"#{i}", showlegend=False, hovertemplate=f"#{i}: %{{y:.3f}}"))
+    figure.add_trace(go.Scatter(x=timeline.steps, y=timeline.p_error, name="p(error tokens)", mode="lines+markers",
+                                line=dict(color=AFTER, width=3)))
+    if timeline.p_right:
+        figure.add_trace(go.Scatter(x=timeline.steps, y=timeline.p_right, mode="lines+markers",
+                                    name=f"p(right: {label(timeline.right_text or '')})",
+                                    line=dict(color=RIGHT, width=3)))
+    if step is not None:
+        figure.add_vline(x=step, line_dash="dash", line_color=HINT)
+    figure.update_layout(yaxis_range=[-0.04, 1.04])
+    _integer_steps(figure, pd.Series(timeline.steps))
+    return _layout(figure, f"{html.escape(timeline.record_id)}: the student's p across steps (grey: other target "
+                   "tokens)", "p", height=300)

@@ -23,6 +23,7 @@ from ..diagnostics import compare_hint_texts, hint_flags, position_sweep, summar
 from ..records import Record
 from ..rollout import SamplingConfig
 from ..scoring import HintScorer
+from ..targets import ALPHA_MAX, TARGETS
 from ..trajectory import build_trajectory
 from . import session as actions
 from ..workspace import prompt_id
@@ -157,11 +158,15 @@ def render(session: actions.Session, view: str, hint_model_name: str | None = No
                 gr.update(value="", visible=False), "", counts, queue_md, *buttons)
     hint = session.hints[0] if session.hints else None
     placement = hint.placement if hint else "inline"
-    return (session, render_strip(session.table, view, session.scorer.trajectory, oneshot=ONESHOT),
+    return (session, strip_html(session, view),
             status_markdown(session) + (f" · ✓ {done}" if done else ""), gr.skip(), gr.skip(),
             hint.text if hint else "", placement,
             gr.update(value=(hint.template or "") if hint else "", visible=placement == "template"),
             actions.proposals_markdown(session), counts, queue_md, *buttons)
+
+
+def strip_html(session: actions.Session, view: str) -> str:
+    return render_strip(session.table, view, session.scorer.trajectory, oneshot=ONESHOT, gradient=session.gradient)
 
 
 @guarded
@@ -197,7 +202,33 @@ def on_redraw(session: actions.Session, view: str):
     """The strip again (after a refused click, so the page's preview of the move goes away)."""
     if session.record is None:
         return EMPTY_STRIP
-    return render_strip(session.table, view, session.scorer.trajectory, oneshot=ONESHOT)
+    return strip_html(session, view)
+
+
+@guarded
+def on_placebo_field(session: actions.Session):
+    """The placebo box as the session holds it: the first hint's placebo (its own, else the default)."""
+    return actions.placebo_shown(session) if session is not None else ""
+
+
+@guarded
+def on_placebo(session, on, text, default, view):
+    """Turn the placebo lane on or off with this placebo text (kept with the hint; stored when the record is
+    reviewed) and this default for hints without their own."""
+    session = synced(session)
+    with model_turn(session):
+        session = actions.set_placebo(session, bool(on), text, default)
+    return render(session, view, queue=False)
+
+
+@guarded
+@gpu
+def on_gradient(session, target, alpha, view):
+    """The gradient map of the open record for `target`: in the token details and as a table."""
+    session = synced(session)
+    with model_turn(session):
+        frame = actions.gradient_map(session, target, alpha)
+    return session, strip_html(session, view), gr.update(value=actions.gradient_table(frame), visible=True)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -457,8 +488,10 @@ def on_sweep(session, window):
         raise ValueError("place a hint first")
     error = session.table.attrs.get("error_span") or (session.table.attrs["hints"][0]["anchor"],) * 2
     error = (error[0], max(error[1], error[0] + 1))
+    placebo = session.hints[0].placebo or session.placebo_default or "default"  # the placebo the lane scores
     with model_turn(session):
-        sweep = position_sweep(session.scorer, session.hints[0].inserted_text, error, window=int(window))
+        sweep = position_sweep(session.scorer, session.hints[0].inserted_text, error, window=int(window),
+                               placebo=placebo)
     return gr.update(value=plots.sweep_figure(sweep), visible=True), gr.update(value=sweep.round(3), visible=True)
 
 
@@ -628,6 +661,13 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
                                      elem_id="opd-placement")
             template = gr.Textbox("", label="Template (with {hint})", visible=False, placeholder=" [note: {hint}] ",
                                   elem_id="opd-template")
+            with gr.Row(elem_id="opd-placebo-row"):
+                placebo_on = gr.Checkbox(False, label="Placebo lane: also score a content-free hint here",
+                                         elem_id="opd-placebo-on", scale=1)
+                placebo_text = gr.Textbox(label="Placebo of this hint (kept with the record; Enter applies)",
+                                          elem_id="opd-placebo", scale=2)
+                placebo_default = gr.Textbox(label="Default placebo, every record (empty: built from the hint)",
+                                             elem_id="opd-placebo-default", scale=2)
             with gr.Row():
                 apply_button = gr.Button("Apply edit", elem_id="opd-apply", interactive=False)
                 accept_button = gr.Button("Accept (a)", variant="primary", elem_id="opd-accept", interactive=False)
@@ -657,6 +697,18 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
                     compare_button = gr.Button("Compare")
                     compare_plot = gr.Plot(visible=False)
                     compare_table = gr.Dataframe(interactive=False, visible=False)
+                with gr.Tab("Gradient map", elem_id="opd-gradient-tab"):
+                    gr.Markdown("Before training: at each target token, where the target pushes (its top tokens "
+                                "against the student's) and its weight. Also in the token details (blue underline).",
+                                elem_classes=["opd-help"])
+                    with gr.Row():
+                        gradient_target = gr.Dropdown(list(TARGETS), value="hinted", label="Target",
+                                                      elem_id="opd-gradient-target")
+                        gradient_alpha = gr.Number(1.0, label=f"Contrast strength α (0, {ALPHA_MAX:g}]",
+                                                   elem_id="opd-gradient-alpha")
+                        gradient_button = gr.Button("Show the gradient map", elem_id="opd-gradient")
+                    gradient_table = gr.Dataframe(interactive=False, visible=False, elem_id="opd-gradient-table",
+                                                  wrap=True)
                 with gr.Tab("Leaks & contamination"):
                     flags_button = gr.Button("Check the hint")
                     flags_summary = gr.Markdown()
@@ -671,6 +723,7 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
 
     def then_plots(event):
         event.success(on_plots_shown, [session], figures, api_name=False, show_progress="hidden")
+        event.success(on_placebo_field, [session], [placebo_text], api_name=False, show_progress="hidden")
         return event
 
     source_kind.change(lambda kind: (gr.update(visible=kind == "Demo task"), gr.update(visible=kind == "Prompt")),
@@ -707,6 +760,12 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
     for step, button, api in ((+1, next_button, "next"), (-1, prev_button, "previous")):
         then_plots(button.click(functools.partial(on_step, step), [session, queue_status, hint_model, view], shown,
                                 api_name=api, **quick))
+    placebo_inputs = [session, placebo_on, placebo_text, placebo_default, view]
+    for trigger, api in ((placebo_on.input, "placebo"), (placebo_text.submit, False), (placebo_default.submit, False)):
+        then_plots(trigger(on_placebo, placebo_inputs, shown, api_name=api, **quick)).failure(
+            on_placebo_field, [session], [placebo_text], api_name=False, show_progress="hidden")
+    gradient_button.click(on_gradient, [session, gradient_target, gradient_alpha, view],
+                          [session, strip, gradient_table], api_name="gradient_map")
     sweep_button.click(on_sweep, [session, window], [sweep_plot, sweep_table], api_name="sweep")
     compare_button.click(on_compare, [session, candidates], [compare_plot, compare_table], api_name="compare")
     flags_button.click(on_flags, [session], [flags_summary, flags_table], api_name="flags")

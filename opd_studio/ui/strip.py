@@ -18,7 +18,8 @@ import math
 
 import pandas as pd
 
-VIEWS = ("before", "after", "delta", "kl")
+VIEWS = ("before", "after", "delta", "kl", "placebo", "content")
+PLACEBO_VIEWS = ("placebo", "content")  # need the placebo lane (`scoring.PLACEBO_COLUMNS`)
 LOW_P = 0.1  # "low-probability" token for keyboard jumps
 HIGH_KL = 1.0  # "high-KL" token, nats
 
@@ -42,16 +43,26 @@ LEGENDS = {
     "delta": ("Δ log p, teacher − student", "hint lowered p", "raised", f"{_mix(RED, 1)}, rgb(255,255,255), "
               f"{_mix(BLUE, 1)}"),
     "kl": ("KL(teacher ‖ student) per token", "0", "≥ 5 nats", f"rgb(255,255,255), {_mix(PURPLE, 1)}"),
+    "placebo": ("p(token) under the placebo teacher", "likely", "unlikely", f"rgb(255,255,255), {_mix(RED, 1)}"),
+    "content": ("content: log p hinted − log p placebo", "the hint's words lowered p", "raised",
+                f"{_mix(RED, 1)}, rgb(255,255,255), {_mix(BLUE, 1)}"),
 }
 
 
-def legend(view: str) -> str:
+def legend(view: str, placebo: bool = False, mapped: bool = False) -> str:
+    """The colour ramp of `view` and the keys; `placebo`: the table has the placebo lane (its style key shows)."""
     title, low, high, stops = LEGENDS[view]
+    missing = ("<span class='opd-legend-note'>turn on the placebo lane to colour by it</span>"
+               if view in PLACEBO_VIEWS and not placebo else "")
     return (f"<div class='opd-legend'><b>{title}</b> <span>{low}</span>"
             f"<span class='opd-ramp' style='background:linear-gradient(90deg, {stops})'></span><span>{high}</span>"
+            f"{missing}"
             "<span class='opd-key opd-key-hint'>hint</span><span class='opd-key opd-key-error'>error</span>"
             "<span class='opd-key opd-key-target'>in the loss</span>"
-            "<span class='opd-key opd-key-context'>prompt (not clickable)</span>"
+            + ("<span class='opd-key opd-key-style' title='the placebo lowers this token too: any parenthetical does "
+               "it, not what the hint says'>style (the placebo does it too)</span>" if placebo else "")
+            + ("<span class='opd-key opd-key-mapped'>gradient map (details on hover)</span>" if mapped else "")
+            + "<span class='opd-key opd-key-context'>prompt (not clickable)</span>"
             "<span class='opd-key opd-key-pending'>updating</span></div>")
 
 
@@ -65,36 +76,85 @@ def token_color(row, view: str) -> str:
     if view == "delta":  # diverging: red where the hint lowered p, blue where it raised it
         delta = row.logp_after - row.logp_before
         return _mix(RED if delta < 0 else BLUE, min(1.0, abs(delta) / 5))
+    if view in PLACEBO_VIEWS:
+        if pd.isna(getattr(row, "logp_placebo", math.nan)):
+            return "transparent"
+        if view == "placebo":
+            return _mix(RED, 1 - math.exp(row.logp_placebo))
+        return _mix(RED if row.content_drop < 0 else BLUE, min(1.0, abs(row.content_drop) / 5))
     return _mix(PURPLE, min(1.0, row.kl / 5))
 
 
-def _top_rows(before: list, after: list) -> str:
+def _top_rows(before: list, after: list, placebo: list | None = None) -> str:
     cells = []
-    for n in range(max(len(before), len(after))):
+    for n in range(max(len(before), len(after), len(placebo or []))):
         b = before[n] if n < len(before) else ("", 0.0)
         a = after[n] if n < len(after) else ("", 0.0)
-        cells.append(f"<tr><td>{_visible(b[0])}</td><td>{b[1]:.3f}</td><td>{_visible(a[0])}</td><td>{a[1]:.3f}</td></tr>")
+        z = ""
+        if placebo is not None:
+            pair = placebo[n] if n < len(placebo) else ("", 0.0)
+            z = f"<td>{_visible(pair[0])}</td><td>{pair[1]:.3f}</td>"
+        cells.append(f"<tr><td>{_visible(b[0])}</td><td>{b[1]:.3f}</td><td>{_visible(a[0])}</td><td>{a[1]:.3f}</td>"
+                     f"{z}</tr>")
     return "".join(cells)
 
 
-def _tooltip(row) -> str:
+def _placebo_lines(row) -> str:
+    """before / hinted / placebo, and the part of the change the hint's content explains."""
+    if pd.isna(getattr(row, "logp_placebo", math.nan)):
+        return ""
+    style = (" · <b>style</b>: the placebo lowers it too, so this drop is not the hint's content"
+             if row.style else "")
+    return (f"<span>p before / hinted / placebo {math.exp(row.logp_before):.3f} / {math.exp(row.logp_after):.3f} / "
+            f"{math.exp(row.logp_placebo):.3f} · content (hinted − placebo) {row.content_drop:+.2f} nats"
+            f"{style}</span>")
+
+
+def _gradient_lines(push) -> str:
+    """The gradient map at this token: where the target pushes, its weight, its top tokens vs the student's."""
+    if push is None:
+        return ""
+    held = "" if push.trained else " · held at the student's own distribution (not trained)"
+    rows = []
+    for n in range(max(len(push.top_student), len(push.top_target))):
+        s = push.top_student[n] if n < len(push.top_student) else ("", 0.0)
+        t = push.top_target[n] if n < len(push.top_target) else ("", 0.0)
+        rows.append(f"<tr><td>{_visible(s[0])}</td><td>{s[1]:.3f}</td><td>{_visible(t[0])}</td>"
+                    f"<td>{t[1]:.3f}</td></tr>")
+    return (f"<span class='opd-push'>gradient map ({html.escape(str(push.target))} target): p {push.p_student:.3f} → "
+            f"{push.p_target:.3f} · push {push.push:+.2f} nats · weight {push.weight:.3f}{held}</span>"
+            f"<table><tr><th colspan=2>student</th><th colspan=2>target</th></tr>{''.join(rows)}</table>")
+
+
+def _tooltip(row, push=None) -> str:
     p_before, p_after = math.exp(row.logp_before), math.exp(row.logp_after)
+    placebo = not pd.isna(getattr(row, "logp_placebo", math.nan))
+    header = "<th colspan=2>before</th><th colspan=2>after</th>" + ("<th colspan=2>placebo</th>" if placebo else "")
     return (
         f"<span class='opd-tip' role='tooltip'><b>#{row.i} {_visible(row.text)}</b>"
         f"<span>p {p_before:.3f} → {p_after:.3f} · rank {row.rank_before} → {row.rank_after}</span>"
         f"<span>entropy {row.entropy_before:.2f} → {row.entropy_after:.2f} · KL {row.kl:.3f}</span>"
-        f"<table><tr><th colspan=2>before</th><th colspan=2>after</th></tr>"
-        f"{_top_rows(row.top_before, row.top_after)}</table></span>")
+        f"{_placebo_lines(row)}"
+        f"<table><tr>{header}</tr>"
+        f"{_top_rows(row.top_before, row.top_after, row.top_placebo if placebo else None)}</table>"
+        f"{_gradient_lines(push)}</span>")
 
 
 def render_strip(table: pd.DataFrame, view: str = "delta", trajectory=None, show_template: bool = False,
-                 oneshot: bool = False) -> str:
+                 oneshot: bool = False, gradient: pd.DataFrame | None = None) -> str:
     """HTML for the whole trajectory: generated tokens, the content of user and tool messages (greyed), role labels.
     Chat-template tokens and the system prompt are left out unless `show_template`. Rows from
     `table.attrs["pending_from"]` on are drawn pending (their teacher numbers are on the way). `oneshot`: the
-    strip's script does not preview moves (the old path, for the latency benchmark)."""
+    strip's script does not preview moves (the old path, for the latency benchmark). With the placebo lane
+    (`scoring.PLACEBO_COLUMNS`) tokens flagged style get a dotted underline; `gradient` (`HintScorer.gradient_map`)
+    adds where the target pushes to the details of each target token."""
     if view not in VIEWS:
         raise ValueError(f"view {view!r} is not one of {', '.join(VIEWS)}")
+    has_placebo = "logp_placebo" in table.columns
+    pushes = {}
+    if gradient is not None and not gradient.empty:
+        target = gradient.attrs.get("target", "hinted")
+        pushes = {row.i: row for row in gradient.assign(target=target).itertuples()}
     hints_at: dict[int, list[dict]] = {}
     for hint in table.attrs.get("hints", []):
         hints_at.setdefault(hint["insert_at"], []).append(hint)
@@ -105,7 +165,7 @@ def render_strip(table: pd.DataFrame, view: str = "delta", trajectory=None, show
     parts = [f"<div class='opd-strip' data-view='{view}' tabindex='-1' data-render='{next(_renders)}' "
              f"data-stage='{'window' if pending_from < len(table) else 'full'}' data-hint='{first.get('anchor', '')}' "
              f"data-placement='{html.escape(first.get('placement', 'inline'))}' data-oneshot='{int(oneshot)}'>",
-             legend(view)]
+             legend(view, has_placebo, bool(pushes))]
     previous_message = None
     visible_context = _visible_context(trajectory, show_template)
     for row in table.itertuples():
@@ -127,13 +187,17 @@ def render_strip(table: pd.DataFrame, view: str = "delta", trajectory=None, show
         pending = row.i >= pending_from and row.student
         if pending:
             classes.append("opd-pending")
+        if has_placebo and not pending and bool(getattr(row, "style", False)):
+            classes.append("opd-style")
+        if row.i in pushes:
+            classes.append("opd-mapped")
         scored = not pd.isna(row.logp_before)
         data = f" data-i='{row.i}'"
         if scored:
             data += (f" data-p='{math.exp(row.logp_before):.4f}' data-q='{math.exp(row.logp_after):.4f}'"
                      f" data-kl='{row.kl:.4f}'"
                      f" data-low='{int(math.exp(row.logp_before) < LOW_P)}' data-highkl='{int(row.kl > HIGH_KL)}'")
-        tip = (_pending_tip(row) if pending else _tooltip(row)) if scored else ""
+        tip = (_pending_tip(row) if pending else _tooltip(row, pushes.get(row.i))) if scored else ""
         newline = "<br>" if row.text.endswith("\n") else ""
         color = "transparent" if pending and view != "before" else token_color(row, view)
         focusable = " tabindex='0'" if row.student else ""  # prompt tokens are not stops on the way to the strip
@@ -141,6 +205,52 @@ def render_strip(table: pd.DataFrame, view: str = "delta", trajectory=None, show
                      f"style='background:{color}'>{_visible(row.text)}{tip}</span>{newline}")
     parts.append("<div class='opd-detail' aria-live='polite'>Hover or focus a token to see its probabilities."
                  "</div></div>")
+    return "".join(parts)
+
+
+def render_timeline(trajectory, timeline, k: int, error_span: tuple[int, int] | None = None) -> str:
+    """A curated record's strip at step `timeline.steps[k]` of a run (`train.Timeline`): each target token coloured
+    by the student's probability of it then (red: unlikely), the error tokens outlined; the details say p at this
+    step beside p at step 0. No hint, no clicks: this is what training did, not an edit."""
+    k = max(0, min(int(k), len(timeline.steps) - 1))
+    p_now = dict(zip(timeline.positions, timeline.p_target[k])) if timeline.p_target else {}
+    p_start = dict(zip(timeline.positions, timeline.p_target[0])) if timeline.p_target else {}
+    error = error_span or (-1, -1)
+    right = ""
+    if timeline.p_right:
+        right = (f" · p(right {_visible(timeline.right_text or '')}) {timeline.p_right[0]:.3f} → "
+                 f"<b class='opd-right-p'>{timeline.p_right[k]:.3f}</b>")
+    parts = [f"<div class='opd-strip opd-timeline' data-step='{timeline.steps[k]}' data-render='{next(_renders)}'>",
+             f"<div class='opd-legend'><b>step {timeline.steps[k]} of {timeline.steps[-1]}</b> · p(error tokens) "
+             f"{timeline.p_error[0]:.3f} → <b class='opd-error-p'>{timeline.p_error[k]:.3f}</b>{right} · "
+             f"<b>p(token) under the student at this step</b> <span>likely</span><span class='opd-ramp' "
+             f"style='background:linear-gradient(90deg, rgb(255,255,255), {_mix(RED, 1)})'></span>"
+             "<span>unlikely</span><span class='opd-key opd-key-error'>error</span>"
+             "<span class='opd-key opd-key-target'>trained</span></div>"]
+    visible = _visible_context(trajectory, False)
+    previous_message = None
+    for i, text in enumerate(trajectory.token_texts):
+        message = trajectory.message_index[i]
+        student = trajectory.student_mask[i]
+        if not student and i not in visible:
+            continue
+        if message != previous_message:
+            role = html.escape(trajectory.roles[message])
+            parts.append(f"<span class='opd-role opd-role-{role}'>{role}</span>")
+            previous_message = message
+        classes = ["opd-tok", "opd-student" if student else "opd-context"]
+        if error[0] <= i < error[1]:
+            classes.append("opd-error")
+        color, title, data = "transparent", "", ""
+        if i in p_now:
+            classes.append("opd-target")
+            color = _mix(RED, 1 - p_now[i])
+            title = f" title='#{i} p {p_start[i]:.3f} at step 0 → {p_now[i]:.3f} at step {timeline.steps[k]}'"
+            data = f" data-i='{i}' data-p='{p_now[i]:.4f}'"
+        newline = "<br>" if text.endswith("\n") else ""
+        parts.append(f"<span class='{' '.join(classes)}'{data}{title} style='background:{color};cursor:default'>"
+                     f"{_visible(text)}</span>{newline}")
+    parts.append("</div>")
     return "".join(parts)
 
 
@@ -175,6 +285,8 @@ STRIP_CSS = """
 .opd-context { color: #9ca3af; cursor: default; }
 .opd-target { border-bottom: 2px solid #111; }
 .opd-error { border: 2px solid #f59e0b; }
+.opd-style { text-decoration: underline dotted #0f766e 2px; text-underline-offset: 4px; }
+.opd-mapped { box-shadow: inset 0 -3px 0 #0ea5e9; }
 .opd-pending { color: #6b7280; background-image: repeating-linear-gradient(135deg, rgba(107,114,128,.16) 0 3px,
                transparent 3px 6px) !important; }
 .opd-ghost { display: inline-block; line-height: 1.4; padding: 2px 4px; margin: 1px 2px; border: 1px dashed #7c3aed;
@@ -192,6 +304,10 @@ STRIP_CSS = """
 .opd-key-hint { border: 1px dashed #7c3aed; color: #7c3aed; background: #f5f3ff; font-style: italic; }
 .opd-key-error { border: 2px solid #f59e0b; } .opd-key-target { border-bottom: 2px solid #111; }
 .opd-key-context { color: #9ca3af; }
+.opd-key-style { text-decoration: underline dotted #0f766e 2px; text-underline-offset: 3px; }
+.opd-key-mapped { box-shadow: inset 0 -3px 0 #0ea5e9; }
+.opd-legend-note { color: #b45309; font-style: italic; }
+.opd-push { color: #0369a1; }
 .opd-key-pending { color: #6b7280; background-image: repeating-linear-gradient(135deg, rgba(107,114,128,.16) 0 3px,
                    transparent 3px 6px); }
 .opd-detail { margin-top: 8px; padding: 6px 8px; border-top: 1px solid #e5e7eb; font-size: 12px; line-height: 1.5;

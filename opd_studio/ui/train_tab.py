@@ -20,6 +20,7 @@ from ..targets import ALPHA_MAX, TARGETS
 from . import session as actions
 from . import training
 from .common import gpu, guarded, guarded_stream, signed_in, weights, workspace
+from .strip import render_timeline
 
 WHAT_NEXT = ("**What next.** The run's weights are in use now. *Regenerate and measure the fix rate* below: did the "
              "flagged mistakes go away on the curated prompts, and on held-out ones (suppressed vs corrected)? On "
@@ -114,6 +115,37 @@ def on_fix_rate(session, samples, compare_base, profile: gr.OAuthProfile | None 
     return gr.update(value=summary.round(3), visible=True), gr.update(value=rows, visible=True)
 
 
+def _timeline_views(session, k: int | None = None):
+    shown = session.timeline
+    line = shown.timeline
+    k = len(line.steps) - 1 if k is None else k
+    return (render_timeline(shown.trajectory, line, k, shown.error_span),
+            gr.update(value=plots.timeline_figure(line, line.steps[k], shown.error_span), visible=True))
+
+
+@guarded
+def on_timeline(session, run_id, record_id, profile: gr.OAuthProfile | None = None):
+    """The step timeline of a curated record in a run (from the store: runs trained here or from the CLI); the
+    slider starts at the last step."""
+    session = signed_in(session, profile)
+    session.timeline = actions.run_timeline(workspace(profile), weights(session).tokenizer, run_id, record_id)
+    line = session.timeline.timeline
+    picker = gr.update(choices=session.timeline.record_ids, value=line.record_id, visible=True)
+    slider = gr.update(minimum=line.steps[0], maximum=max(line.steps[-1], line.steps[0] + 1),
+                       value=line.steps[-1], visible=True)
+    return (session, picker, slider, *_timeline_views(session))
+
+
+@guarded
+def on_timeline_step(session, step):
+    """Redraw the timeline's strip at `step` (no model work: the probabilities were kept while training)."""
+    if session is None or session.timeline is None:
+        raise ValueError("train a run (or give a run's number) and press 'Step timeline' first")
+    steps = session.timeline.timeline.steps
+    k = min(range(len(steps)), key=lambda n: abs(steps[n] - float(step or 0)))
+    return _timeline_views(session, k)
+
+
 @guarded
 def on_runs(profile: gr.OAuthProfile | None = None):
     runs = workspace(profile).runs_table()
@@ -160,6 +192,16 @@ def build(app: gr.Blocks, session: gr.State) -> None:
     what_next = gr.Markdown(elem_id="opd-train-next")
     runs = gr.Dataframe(pd.DataFrame(columns=training.RUN_COLUMNS), interactive=False, label="Runs",
                         elem_id="opd-runs")
+    gr.Markdown("**Step timeline.** A curated record of the run above (the Run box) across its steps: the student's "
+                "probability of each trained token at the chosen step, the error tokens outlined, and the right "
+                "token's probability where a verifier or reference knows it.", elem_classes=["opd-help"])
+    with gr.Row():
+        timeline_button = gr.Button("Step timeline of this run", elem_id="opd-timeline-show")
+        timeline_record = gr.Dropdown([], value=None, label="Curated record", allow_custom_value=True,
+                                      elem_id="opd-timeline-record", visible=False)
+        timeline_step = gr.Slider(0, 1, value=0, step=1, label="Step", elem_id="opd-timeline-step", visible=False)
+    timeline_strip = gr.HTML("", elem_id="opd-timeline-strip")
+    timeline_plot = gr.Plot(elem_id="opd-timeline-plot", visible=False, show_label=False)
     with gr.Row():
         fix_samples = gr.Slider(0, 5, value=2, step=1, label="Sampled answers per prompt (plus greedy)")
         fix_compare = gr.Checkbox(value=True, label="Also under the base weights (twice the time)")
@@ -173,8 +215,14 @@ def build(app: gr.Blocks, session: gr.State) -> None:
 
     train_inputs = [session, train_steps, train_lr, train_loss, train_span, train_drift_weight, train_drift_threshold,
                     train_rank, train_heldout, train_target, train_alpha]
+    timeline_outputs = [session, timeline_record, timeline_step, timeline_strip, timeline_plot]
     train_button.click(on_train, train_inputs, [session, train_status, train_plot, loss_plot, runs, use_run_id,
-                                                what_next], api_name="train", show_progress="hidden")
+                                                what_next], api_name="train", show_progress="hidden").success(
+        on_timeline, [session, use_run_id, timeline_record], timeline_outputs, api_name=False)
+    timeline_button.click(on_timeline, [session, use_run_id, timeline_record], timeline_outputs, api_name="timeline")
+    timeline_record.input(on_timeline, [session, use_run_id, timeline_record], timeline_outputs, api_name=False)
+    timeline_step.change(on_timeline_step, [session, timeline_step], [timeline_strip, timeline_plot],
+                         api_name="timeline_step", show_progress="hidden")
     cancel_button.click(on_cancel, [session], [train_status], queue=False, api_name=False)
     reset_button.click(on_reset, [session], [train_status, runs], api_name="reset")
     use_run_button.click(on_use_run, [session, use_run_id], [train_status, runs], api_name="use_run")
