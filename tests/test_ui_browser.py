@@ -449,6 +449,29 @@ def test_train_three_steps_and_watch_the_curves(page):
     assert ticks and all(tick.strip().lstrip("−-").isdigit() for tick in ticks), ticks
     shot(page, "09-trained")
 
+    # The step timeline: the run's curated record across its steps; the slider redraws its strip.
+    page.set_viewport_size({"width": 1440, "height": 900})
+    page.wait_for_selector("#opd-timeline-strip .opd-timeline[data-step='3']", timeout=60_000)
+    last = page.locator("#opd-timeline-strip .opd-timeline").inner_html()
+    assert page.locator("#opd-timeline-strip .opd-tok.opd-error").count() >= 1
+    page.locator("#opd-timeline-strip").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "13-timeline-step3.png"))
+    step_box = page.locator("#opd-timeline-step input[type=number]")
+    step_box.fill("0")
+    step_box.press("Enter")
+    page.wait_for_selector("#opd-timeline-strip .opd-timeline[data-step='0']", timeout=30_000)
+    first = page.locator("#opd-timeline-strip .opd-timeline").inner_html()
+    assert first != last
+    p_error = [float(page.locator(f"#opd-timeline-strip .opd-error-p").inner_text())]
+    page.locator("#opd-timeline-strip").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "14-timeline-step0.png"))
+    step_box.fill("3")
+    step_box.press("Enter")
+    page.wait_for_selector("#opd-timeline-strip .opd-timeline[data-step='3']", timeout=30_000)
+    p_error.append(float(page.locator(f"#opd-timeline-strip .opd-error-p").inner_text()))
+    assert p_error[1] < p_error[0], p_error  # three steps toward the hinted teacher lower the error's p
+    page.set_viewport_size({"width": 1500, "height": 1400})
+
     # The run is kept: reset to base, then switch back to it by number.
     page.click("#opd-reset")
     wait_text(page, "#opd-train-status", "reset to base")
@@ -463,3 +486,55 @@ def test_train_three_steps_and_watch_the_curves(page):
     page.locator("#opd-run-id input").fill("999")
     page.click("#opd-use-run")
     page.wait_for_selector("text=there is no run 999", timeout=30_000)
+
+
+def test_placebo_lane_and_gradient_map_on_a_demo_record(page):
+    page.set_viewport_size({"width": 1440, "height": 900})
+    page.locator("#opd-demo input").click()
+    page.get_by_role("option", name="arith-001 · What is 17 + 25?").click()
+    page.click("#opd-generate")
+    page.wait_for_selector("#opd-strip .opd-ghost", timeout=120_000)
+    wait_hint_before(page, 48)
+    page.wait_for_function("() => document.querySelector('#opd-placebo textarea').value.includes('check this step')",
+                           timeout=30_000)  # the default placebo: the hint's frame, content-free words
+    # the placebo lane: the strip gains the style key and the placebo / content numbers
+    page.locator("#opd-placebo-on input").check()
+    page.wait_for_selector("#opd-strip .opd-key-style", timeout=60_000)
+    choose_view(page, "content")
+    page.locator("#opd-strip .opd-tok[data-i='48']").hover()
+    wait_text(page, "#opd-strip .opd-detail", "before / hinted / placebo")
+    assert "content (hinted − placebo)" in page.locator("#opd-strip .opd-detail").inner_text()
+    page.wait_for_selector("#opd-logprob-plot .scatterlayer .trace:nth-child(3)", timeout=30_000)
+    assert "placebo teacher" in page.locator("#opd-logprob-plot").inner_text()
+    page.locator("#opd-strip").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "15-placebo-lane.png"))
+    page.locator("#opd-logprob-plot").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "16-placebo-plot.png"))
+
+    # the gradient map of the contrast target: a table, and the details of each target token
+    page.get_by_role("tab", name="Gradient map").click()
+    page.locator("#opd-gradient-target input").click()
+    page.get_by_role("option", name="contrast").click()
+    page.click("#opd-gradient")
+    page.wait_for_selector("#opd-gradient-table table", timeout=60_000)
+    page.wait_for_selector("#opd-strip .opd-tok.opd-mapped", timeout=30_000)
+    assert "target's top" in page.locator("#opd-gradient-table").inner_text()
+    page.locator("#opd-strip .opd-tok.opd-mapped").first.hover()
+    wait_text(page, "#opd-strip .opd-detail", "gradient map (contrast target)")
+    page.locator("#opd-strip").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "17-gradient-map-details.png"))
+    page.locator("#opd-gradient-table").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "18-gradient-map-table.png"))
+
+    # bad input: α outside its range, then a target that needs the placebo with the lane off: one message each
+    page.locator("#opd-gradient-alpha input").fill("5")
+    page.click("#opd-gradient")
+    page.wait_for_selector("text=α must be in (0, 4]", timeout=30_000)
+    page.locator("#opd-gradient-alpha input").fill("1")
+    page.locator("#opd-placebo-on input").uncheck()
+    page.wait_for_function("() => !document.querySelector('#opd-strip .opd-key-style')", timeout=60_000)
+    page.click("#opd-gradient")
+    page.wait_for_selector("text=tick 'Placebo lane'", timeout=30_000)
+    assert page.locator("#opd-gradient-table").is_hidden()  # the map of the lane-on strip went with it
+    assert visible_error_badges(page) == 0
+    page.screenshot(path=str(ARTIFACTS / "19-gradient-map-needs-placebo.png"))

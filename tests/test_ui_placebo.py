@@ -97,7 +97,7 @@ def test_bad_input_gives_one_line_that_says_what_to_do(opened):
     actions.set_placebo(opened, True)
     with pytest.raises(ValueError) as exc:  # α outside (0, 4]
         actions.gradient_map(opened, "contrast", 5)
-    assert "alpha must be in (0, 4]" in one_line(exc)
+    assert "α must be in (0, 4]" in one_line(exc)
     lane = opened.table.copy()
     with pytest.raises(ValueError) as exc:  # a placebo longer than the model's context
         actions.set_placebo(opened, True, " (Note: " + "very " * 9000 + "long.)")
@@ -108,6 +108,10 @@ def test_bad_input_gives_one_line_that_says_what_to_do(opened):
     with pytest.raises(ValueError) as exc:
         TrainConfig(target="contrast", alpha=0)
     one_line(exc)
+    with pytest.raises(ValueError) as exc:  # training from stored placebos only, on a record without one
+        actions.require_placebos([opened.record], "contrast", "stored")
+    assert "write its Placebo" in one_line(exc)
+    actions.require_placebos([opened.record], "contrast", "default")
 
 
 def test_timeline_of_a_run_read_back_from_the_store(default_model, tmp_path):

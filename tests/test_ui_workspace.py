@@ -101,6 +101,37 @@ def test_a_run_trained_from_the_command_line_is_used_in_the_studio(studio, tmp_p
     assert row[-1] == "✓" and store.active_run() == run
     status, runs = session.predict(api_name="/reset")
     assert status == "weights reset to base" and store.active_run() is None
+    # its step timeline, read from the store and the run's run.json: the slider's steps redraw the record's strip
+    _picker, slider, last, _plot = session.predict(run, None, api_name="/timeline")
+    assert "data-step='1'" in last and "opd-target" in last
+    first, _plot = session.predict(0, api_name="/timeline_step")
+    assert "data-step='0'" in first and first.split("data-render", 1)[1] != last.split("data-render", 1)[1]
+
+
+def test_the_train_tab_runs_each_construction_and_refuses_bad_input_in_one_line(studio):
+    from gradio_client.exceptions import AppError
+
+    session = client(studio.url)
+    generate(session, "arith-004")
+    session.predict("ana", "", "inline", "", "auto", "delta", api_name="/accept")
+    if not Store(studio.data_dir / "opd_studio.sqlite").records("accepted"):
+        pytest.skip("no accepted record to train on")
+
+    def train(target, alpha=1.0, placebo="default"):
+        return session.predict(1, 1e-4, "jsd", "turn", 3, None, 4, False, target, alpha, placebo,
+                               api_name="/train")
+
+    store = Store(studio.data_dir / "opd_studio.sqlite")
+    for target, alpha in (("contrast", 2.0), ("evidence", 1.0), ("unleaked", 1.0)):
+        _status, _plot, _loss, runs, run, _next = train(target, alpha)
+        row = next(r for r in runs["data"] if r[0] == run)
+        assert row[3] == "steps" and store.run(run)["config"]["target"] == target, (target, row)
+    # (α past the slider's range is refused by the slider itself, naming its maximum)
+    for bad, says in (({"target": "contrast", "alpha": 5}, "greater than maximum value 4"),
+                      ({"target": "evidence", "placebo": "stored"}, "write its Placebo")):
+        with pytest.raises(AppError) as refused:
+            train(**bad)
+        assert says in str(refused.value) and "\n" not in str(refused.value).strip(), str(refused.value)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +171,7 @@ def test_on_a_space_visitors_who_are_not_signed_in_change_nothing(space, tmp_pat
         "delete": lambda: visitor.predict(ADD["id"], False, "accepted", "", False, api_name="/delete"),
         "import": lambda: visitor.predict(handle_file(str(exported)), "accepted", "", False,
                                           api_name="/import_curated"),
-        "train": lambda: visitor.predict(1, 1e-4, "jsd", "turn", 3, 0.05, 4, False, "hinted", 1.0,
+        "train": lambda: visitor.predict(1, 1e-4, "jsd", "turn", 3, 0.05, 4, False, "hinted", 1.0, "default",
                                          api_name="/train"),
         "reset": lambda: visitor.predict(api_name="/reset"),
         "restore": lambda: visitor.predict(ADD["id"], 1, "accepted", "", False, api_name="/restore_revision"),

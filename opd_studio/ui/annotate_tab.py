@@ -222,6 +222,13 @@ def on_placebo(session, on, text, default, view):
 
 
 @guarded
+def on_gradient_shown(session: actions.Session):
+    """The gradient map's table while it belongs to the strip as it is (an edit drops it)."""
+    frame = session.gradient if session is not None else None
+    return gr.update(value=actions.gradient_table(frame), visible=frame is not None)
+
+
+@guarded
 @gpu
 def on_gradient(session, target, alpha, view):
     """The gradient map of the open record for `target`: in the token details and as a table."""
@@ -708,7 +715,8 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
                                                    elem_id="opd-gradient-alpha")
                         gradient_button = gr.Button("Show the gradient map", elem_id="opd-gradient")
                     gradient_table = gr.Dataframe(interactive=False, visible=False, elem_id="opd-gradient-table",
-                                                  wrap=True)
+                                                  wrap=True, column_widths=["5%", "9%", "7%", "7%", "7%", "7%",
+                                                                           "8%", "25%", "25%"])
                 with gr.Tab("Leaks & contamination"):
                     flags_button = gr.Button("Check the hint")
                     flags_summary = gr.Markdown()
@@ -724,6 +732,7 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
     def then_plots(event):
         event.success(on_plots_shown, [session], figures, api_name=False, show_progress="hidden")
         event.success(on_placebo_field, [session], [placebo_text], api_name=False, show_progress="hidden")
+        event.success(on_gradient_shown, [session], [gradient_table], api_name=False, show_progress="hidden")
         return event
 
     source_kind.change(lambda kind: (gr.update(visible=kind == "Demo task"), gr.update(visible=kind == "Prompt")),

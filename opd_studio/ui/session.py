@@ -23,7 +23,7 @@ from ..records import ErrorSpan, Hint, Record, parse_records, placebo_for
 from ..rollout import SamplingConfig, generate
 from ..scoring import LOSS_SPANS, HintScorer
 from ..store import Store
-from ..targets import TargetSpec
+from ..targets import ALPHA_MAX, TargetSpec
 from ..train import Timeline, timeline
 from ..workspace import Workspace, rollout_id
 from ..trajectory import build_trajectory
@@ -364,20 +364,21 @@ def gradient_map(session: Session, target: str = "hinted", alpha: float = 1.0) -
     _require_open(session)
     if not session.hints:
         raise ValueError("place a hint first: the gradient map shows where the target pushes after it")
-    try:
-        spec = TargetSpec(kind=target or "hinted", alpha=float(alpha if alpha is not None else 1.0))
-    except ValueError as exc:
-        raise ValueError(f"{exc}: set the target and α on the gradient map's controls") from None
+    alpha = 1.0 if alpha is None else float(alpha)
+    if not 0.0 < alpha <= ALPHA_MAX:
+        raise ValueError(f"α must be in (0, {ALPHA_MAX:g}], got {alpha:g}: give a strength in that range "
+                         "(1 is the plain ratio)")
+    spec = TargetSpec(kind=target or "hinted", alpha=alpha)  # an unknown target: its own one-line message
     if spec.needs_placebo and not session.placebo_on:
-        raise ValueError(f"the {spec.kind} target needs a placebo: turn on the placebo lane (Placebo box, "
-                         "'score with the placebo'), or choose the hinted or unleaked target")
+        raise ValueError(f"the {spec.kind} target needs a placebo: tick 'Placebo lane' under the hint text, or "
+                         "choose the hinted or unleaked target")
     session.gradient = session.scorer.gradient_map(session.hints, spec, placebo=placebo_arg(session),
                                                    span=session.span, error=session.error)
     return session.gradient
 
 
 def _tops(pairs) -> str:
-    return "  ".join(f"{json.dumps(text)[1:-1]} {p:.2f}" for text, p in pairs[:3])
+    return " · ".join(f"{json.dumps(text)[1:-1]} {p:.2f}" for text, p in pairs[:3])
 
 
 def gradient_table(frame: pd.DataFrame | None) -> pd.DataFrame:
@@ -392,6 +393,19 @@ def gradient_table(frame: pd.DataFrame | None) -> pd.DataFrame:
                          "p student": frame.p_student.round(3), "p target": frame.p_target.round(3),
                          "push (nats)": frame.push.round(2), "student's top": frame.top_student.map(_tops),
                          "target's top": frame.top_target.map(_tops)}, columns=columns)
+
+
+def require_placebos(records: list[Record], target: str, placebo: str) -> None:
+    """Training with placebo policy "stored" and a target that needs a placebo: every hint must carry its own. Said
+    here in the studio's words (the library's message names the CLI flag)."""
+    if placebo != "stored" or target not in ("contrast", "evidence"):
+        return
+    for record in records:
+        missing = [n for n, h in enumerate(record.hints) if h.placebo is None]
+        if missing:
+            raise ValueError(f"record {record.id!r} has no placebo of its own (hint {missing[0]}), and the {target} "
+                             "target with placebo 'stored' needs one: open it on Inspect, write its Placebo, accept "
+                             "it again, or choose placebo 'default'")
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -36,16 +36,21 @@ def latest_run(runs: pd.DataFrame):
 @guarded_stream
 @gpu
 def on_train(session, steps, lr, loss, span, drift_weight, drift_threshold, lora_r, use_heldout, target=None,
-             alpha=None, profile: gr.OAuthProfile | None = None):
+             alpha=None, placebo=None, profile: gr.OAuthProfile | None = None):
     defaults = training.TrainConfig()
+    if alpha is not None and not 0 < float(alpha) <= ALPHA_MAX:
+        raise ValueError(f"α must be in (0, {ALPHA_MAX:g}], got {float(alpha):g}: give a strength in that range "
+                         "(1 is the plain contrast)")
     config = training.TrainConfig(steps=int(steps), lr=float(lr), loss=loss, span=span,
                                   drift_weight=float(drift_weight),
                                   drift_threshold=float(drift_threshold) if drift_threshold else None,
                                   lora_r=int(lora_r), lora_alpha=2 * int(lora_r), target=target or defaults.target,
-                                  alpha=float(alpha) if alpha is not None else defaults.alpha)
+                                  alpha=float(alpha) if alpha is not None else defaults.alpha,
+                                  placebo=placebo or defaults.placebo)
     session = signed_in(session, profile)
     current = workspace(profile)
     current.require_write("train")
+    actions.require_placebos(current.training_records(), config.target, config.placebo)
     actions.stop_speculating(session)  # the weights are about to change under it
     session.cancel = threading.Event()
     hidden = gr.update(visible=False)
@@ -177,6 +182,10 @@ def build(app: gr.Blocks, session: gr.State) -> None:
                                         "tokens", elem_id="opd-target")
         train_alpha = gr.Slider(0.1, ALPHA_MAX, value=defaults.alpha, step=0.1, label="Contrast strength α",
                                 elem_id="opd-alpha")
+        train_placebo = gr.Dropdown(["default", "stored"], value=defaults.placebo, allow_custom_value=True,
+                                    label="Placebo (contrast, evidence)",
+                                    info="default: the record's own, else built from the hint · stored: the "
+                                         "record's own only · or type a content-free text", elem_id="opd-placebo-policy")
     with gr.Row():
         train_button = gr.Button("Train", variant="primary", elem_id="opd-train")
         cancel_button = gr.Button("Cancel", variant="stop", elem_id="opd-cancel")
@@ -214,7 +223,7 @@ def build(app: gr.Blocks, session: gr.State) -> None:
                             label="Every regenerated answer", visible=False)
 
     train_inputs = [session, train_steps, train_lr, train_loss, train_span, train_drift_weight, train_drift_threshold,
-                    train_rank, train_heldout, train_target, train_alpha]
+                    train_rank, train_heldout, train_target, train_alpha, train_placebo]
     timeline_outputs = [session, timeline_record, timeline_step, timeline_strip, timeline_plot]
     train_button.click(on_train, train_inputs, [session, train_status, train_plot, loss_plot, runs, use_run_id,
                                                 what_next], api_name="train", show_progress="hidden").success(
