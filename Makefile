@@ -48,11 +48,11 @@ llama-server: $(LLAMA_VENV)/.installed
 # Each script prints its table (ratios measured side by side in one process) and writes bench/results/.
 bench: setup browser $(VENV)/.bench-installed llama-server
 	$(PY) -m pytest -q tests/test_remote.py
-	$(PY) bench/scoring.py
-	$(PY) bench/rescoring.py
-	$(PY) bench/ui_latency.py
-	$(PY) bench/training.py
-	$(PY) bench/effect.py
+	$(PY) -m bench.scoring
+	$(PY) -m bench.rescoring
+	$(PY) -m bench.ui_latency
+	$(PY) -m bench.training
+	$(PY) -m bench.effect
 
 clean:
 	rm -rf $(VENV) .pytest_cache

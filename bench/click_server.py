@@ -6,7 +6,7 @@ table), then render the strip's HTML (`ui.strip.render_strip`). For rollouts of 
 clicks spread over the response; medians and spread. bench/ui_latency.py times the same from the browser (needs
 Chromium); on a GPU box without one, this is the click→redraw number.
 
-    python bench/click_server.py [--lengths 200 2048] [--clicks 15]
+    python -m bench.click_server [--lengths 200 2048] [--clicks 15]
 """
 
 from __future__ import annotations
@@ -14,19 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from bench.common import rollout_of_length  # noqa: E402
-from opd_studio.model import load_model  # noqa: E402
-from opd_studio.ui import session as ui  # noqa: E402
-from opd_studio.ui.strip import render_strip  # noqa: E402
+from bench.common import rollout_of_length
+from opd_studio.model import load_model
+from opd_studio.ui import session as ui
+from opd_studio.ui.strip import render_strip
 
 RESULTS = ROOT / "bench" / "results" / "click_server.json"
 

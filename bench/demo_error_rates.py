@@ -24,10 +24,9 @@ import pandas as pd
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from opd_studio.hints import HINT_MODELS, VERIFIER_OF_FAMILY  # noqa: E402
-from opd_studio.records import Record, read_records, write_records  # noqa: E402
+from opd_studio.hints import HINT_MODELS, VERIFIER_OF_FAMILY
+from opd_studio.records import Record, read_records, write_records
 
 TASKS = ROOT / "assets" / "demo_tasks.jsonl"
 ROLLOUTS = ROOT / "assets" / "demo_rollouts.jsonl"

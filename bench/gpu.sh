@@ -42,11 +42,11 @@ assert torch.cuda.is_available(), "no CUDA device: bench/gpu.sh is for a GPU mac
 print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | CUDA {torch.version.cuda}")
 EOF
 
-part scoring 120 "$PY" bench/scoring.py --family all --repeats 3 --batch-size 32
-part training 240 "$PY" bench/training.py --steps 6 --rounds 2 ${PEAK_TFLOPS:+--peak-tflops "$PEAK_TFLOPS"}
-part click 60 "$PY" bench/click_server.py --clicks 15
+part scoring 120 "$PY" -m bench.scoring --family all --repeats 3 --batch-size 32
+part training 240 "$PY" -m bench.training --steps 6 --rounds 2 ${PEAK_TFLOPS:+--peak-tflops "$PEAK_TFLOPS"}
+part click 60 "$PY" -m bench.click_server --clicks 15
 if "$PY" -c "import playwright" 2>/dev/null && command -v chromium >/dev/null; then
-  part click-browser 120 "$PY" bench/ui_latency.py --quick
+  part click-browser 120 "$PY" -m bench.ui_latency --quick
 else
   echo "== click-browser: skipped (no Chromium/Playwright here); bench/click_server.py timed the server's side" \
     | tee -a "$LOG"

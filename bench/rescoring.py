@@ -14,18 +14,16 @@ Medians of interleaved repeats, in one process, so the ratios are measured side 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import median_seconds, rollout_of_length  # noqa: E402
-from opd_studio.model import load_model  # noqa: E402
-from opd_studio.records import Hint  # noqa: E402
-from opd_studio.scoring import HintScorer, forward_reusing, splice  # noqa: E402
-from opd_studio.trajectory import build_trajectory  # noqa: E402
+from bench.common import median_seconds, rollout_of_length
+from opd_studio.model import load_model
+from opd_studio.records import Hint
+from opd_studio.scoring import HintScorer, forward_reusing, splice
+from opd_studio.trajectory import build_trajectory
 
 LENGTHS = (256, 1024, 2048)
 REPEATS = 5

@@ -14,7 +14,7 @@ sequences (every record's original trajectory and its hinted one), interleaved, 
 
 tokens = the tokens of all those sequences. On CUDA the model runs in bf16, on the CPU in fp32.
 
-    python bench/scoring.py [--batch-size 16] [--repeats 3] [--records 0 (all)] [--family arithmetic|all]
+    python -m bench.scoring [--batch-size 16] [--repeats 3] [--records 0 (all)] [--family arithmetic|all]
 """
 
 from __future__ import annotations
@@ -22,19 +22,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from opd_studio.batching import length_batches, prepare_scoring, score_records  # noqa: E402
-from opd_studio.model import load_model  # noqa: E402
-from opd_studio.records import read_records  # noqa: E402
-from opd_studio.scoring import score_record  # noqa: E402
+from opd_studio.batching import length_batches, prepare_scoring, score_records
+from opd_studio.model import load_model
+from opd_studio.records import read_records
+from opd_studio.scoring import score_record
 
 RESULTS = ROOT / "bench" / "results" / "scoring.json"
 

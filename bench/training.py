@@ -24,8 +24,8 @@ no gradient): ours does 4N per student token each step, TRL 4N per student token
 teacher runs every step. MFU = that over the device's peak, printed where the peak is known (`--peak-tflops`, or an
 H100/H200 in bf16). On CUDA both trainers run in bf16 (autocast), on the CPU in fp32.
 
-    python bench/training.py [--steps 6] [--rounds 3] [--peak-tflops 989]
-    python bench/training.py --profile [--steps 4]     (op by op, both trainers: where the training part goes)
+    python -m bench.training [--steps 6] [--rounds 3] [--peak-tflops 989]
+    python -m bench.training --profile [--steps 4]     (op by op, both trainers: where the training part goes)
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ import multiprocessing
 import os
 import resource
 import statistics
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -45,14 +44,13 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 warnings.filterwarnings("ignore")
 
-from opd_studio.model import load_model  # noqa: E402
-from opd_studio.records import Hint, Record  # noqa: E402
-from opd_studio.rollout import SamplingConfig, generate  # noqa: E402
-from opd_studio.train import TrainConfig, train  # noqa: E402
+from opd_studio.model import load_model
+from opd_studio.records import Hint, Record
+from opd_studio.rollout import SamplingConfig, generate
+from opd_studio.train import TrainConfig, train
 
 RESULTS = ROOT / "bench" / "results" / "training.json"
 PROFILE = ROOT / "bench" / "results" / "training_profile.json"

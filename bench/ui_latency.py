@@ -15,8 +15,8 @@ Then keyboard review: ten short demo rollouts (their hints removed, so the hint 
 
 Writes bench/results/ui_latency.json. Run it alone on the machine (other load skews every number):
 
-    .venv/bin/python bench/ui_latency.py --update-readme # 200 and 2048 tokens, 15 clicks each, both paths
-    .venv/bin/python bench/ui_latency.py --quick         # a smoke run: 200 tokens, 5 clicks, 4 records
+    .venv/bin/python -m bench.ui_latency --update-readme # 200 and 2048 tokens, 15 clicks each, both paths
+    .venv/bin/python -m bench.ui_latency --quick         # a smoke run: 200 tokens, 5 clicks, 4 records
 """
 
 from __future__ import annotations
@@ -26,18 +26,16 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 import re
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import rollout_of_length  # noqa: E402
-from opd_studio.model import load_model  # noqa: E402
-from opd_studio.records import write_records  # noqa: E402
-from tests.ui_server import CHROMIUM, CHROMIUM_ARGS, ROOT, StudioServer  # noqa: E402
+from bench.common import rollout_of_length
+from opd_studio.model import load_model
+from opd_studio.records import write_records
+from tests.ui_server import CHROMIUM, CHROMIUM_ARGS, ROOT, StudioServer
 
 OFFSETS = (0.75, 0.20, 0.60, 0.45, 0.85, 0.30, 0.70, 0.55, 0.10, 0.90, 0.38, 0.65, 0.50, 0.80, 0.25)  # of the response
 READ_S = 0.8  # a pause between actions, as a person reads (the page is idle then, the plots have arrived)
