@@ -1,4 +1,4 @@
-"""A training step, ours vs TRL's SDFTTrainer: the same prompts, model, loss and hint placement (SPEC §5, issue 5).
+"""A training step, ours vs TRL's SDFTTrainer: the same prompts, model, loss and hint placement (README "Benchmarks").
 
 Setup, as in the issue: the default model on CPU in fp32, LoRA r16 (alpha 32) on all linear layers, 4 prompts, at
 most 48 completion tokens, JSD β = 0.5 on the student's top-100 tokens plus a tail bin, the privileged text given to

@@ -1,4 +1,4 @@
-"""The data contract: records, hints and error spans, and their JSONL form (SPEC §3).
+"""The data contract: records, hints and error spans, and their JSONL form (docs/data.md).
 
 A record is one trajectory in OpenAI chat format plus the hints placed on it. Hints and error spans are placed
 either by (message index, character offset in that message's content) — what a person writes by hand — or by
