@@ -1,4 +1,4 @@
-"""Full vs incremental rescoring after a hint edit (its cost should grow with the suffix after the hint, not the whole length).
+"""Full vs incremental rescoring after a hint edit: the incremental cost should follow the suffix after the hint.
 
 For responses of 256, 1024 and 2048 tokens with the hint at 75 % of the response, each measurement is one edit of
 the hint's text followed by rescoring. *full* runs the hinted sequence from token 0; *incremental* reuses the
