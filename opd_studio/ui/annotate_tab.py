@@ -110,8 +110,13 @@ def status_markdown(session: actions.Session) -> str:
     anchors = [h["anchor"] for h in table.attrs.get("hints", [])]
     if anchors:
         row = table.loc[anchors[0]]
+        placebo = ""
+        if "logp_placebo" in table and not math.isnan(row.logp_placebo):
+            placebo = (f" (placebo {math.exp(row.logp_placebo):.3f}: "
+                       + ("style, the placebo does it too)" if row["style"] else
+                          f"content {row.content_drop:+.2f} nats)"))
         parts.append(f"at the hint: p({row.text!r}) {math.exp(row.logp_before):.3f} → "
-                     f"{math.exp(row.logp_after):.3f}")
+                     f"{math.exp(row.logp_after):.3f}{placebo}")
     else:
         parts.append("no hint: click a token to place one, `r` if the answer is right, `x` to reject")
     if session.notice:
