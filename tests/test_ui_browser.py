@@ -462,13 +462,13 @@ def test_train_three_steps_and_watch_the_curves(page):
     page.wait_for_selector("#opd-timeline-strip .opd-timeline[data-step='0']", timeout=30_000)
     first = page.locator("#opd-timeline-strip .opd-timeline").inner_html()
     assert first != last
-    p_error = [float(page.locator(f"#opd-timeline-strip .opd-error-p").inner_text())]
+    p_error = [float(page.locator("#opd-timeline-strip .opd-error-p").inner_text())]
     page.locator("#opd-timeline-strip").scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "14-timeline-step0.png"))
     step_box.fill("3")
     step_box.press("Enter")
     page.wait_for_selector("#opd-timeline-strip .opd-timeline[data-step='3']", timeout=30_000)
-    p_error.append(float(page.locator(f"#opd-timeline-strip .opd-error-p").inner_text()))
+    p_error.append(float(page.locator("#opd-timeline-strip .opd-error-p").inner_text()))
     assert p_error[1] < p_error[0], p_error  # three steps toward the hinted teacher lower the error's p
     page.set_viewport_size({"width": 1500, "height": 1400})
 

@@ -93,7 +93,7 @@ def test_bad_input_gives_one_line_that_says_what_to_do(opened):
     before = opened.table.copy()
     with pytest.raises(ValueError) as exc:  # a construction that needs a placebo, with no placebo lane
         actions.gradient_map(opened, "contrast", 1.0)
-    assert "turn on the placebo lane" in one_line(exc)
+    assert "tick 'Placebo lane'" in one_line(exc)
     actions.set_placebo(opened, True)
     with pytest.raises(ValueError) as exc:  # α outside (0, 4]
         actions.gradient_map(opened, "contrast", 5)

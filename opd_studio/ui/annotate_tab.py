@@ -253,9 +253,10 @@ def _open(session: actions.Session, record: Record, hint_model_name: str | None)
     ready = session.prefetched
     if (ready is not None and ready.record.id == record.id and ready.hint_model_name == name
             and ready.weights_version == weights(session).version and ready.base_weights == session.base_weights
-            and ready.span == session.span):
+            and ready.span == session.span and ready.placebo_on == session.placebo_on
+            and ready.placebo_default == session.placebo_default):
         actions.stop_speculating(session)
-        ready.opened_at = time.time()
+        ready.opened_at, ready.timeline = time.time(), session.timeline
         session = ready
     else:
         with model_turn(session):
@@ -278,7 +279,7 @@ def read_ahead(session: actions.Session) -> actions.Session:
             or (session.prefetched is not None and session.prefetched.record.id == following.id)):
         return actions.speculate(session)
     like = actions.Session(span=session.span, base_weights=session.base_weights, hint_model_name=name,
-                           user=session.user)
+                           user=session.user, placebo_on=session.placebo_on, placebo_default=session.placebo_default)
 
     def open_following(stop: threading.Event) -> None:
         session.prefetched = _prepare(following, like, stop)

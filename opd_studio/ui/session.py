@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..adapters import load_run
 from ..hints.base import HintProposal
 from ..hints.propose import locate
 from ..records import ErrorSpan, Hint, Record, parse_records, placebo_for
+from ..objective import build_example
 from ..rollout import SamplingConfig, generate
 from ..scoring import LOSS_SPANS, HintScorer
 from ..store import Store
@@ -126,7 +128,8 @@ def speculate(session: Session, first=None) -> Session:
     if session.record is None:
         return session
     sets = []
-    if session.hints:  # positions fixed by the record (not by the last click), so each is scored once
+    if session.hints and not session.placebo_on:  # positions fixed by the record, so each is scored once (their
+        # tables have no placebo lane: with the lane on, a click is scored when it comes)
         error = session.table.attrs.get("error_span")
         sets = incremental.candidate_hints(session.hints, [p.to_hint() for p in session.proposals[1:4]],
                                            error[0] if error else None, session.scorer.trajectory)
@@ -434,15 +437,13 @@ def run_timeline(workspace: Workspace, tokenizer, run_number, record_id: str | N
     if not history:
         raise ValueError(f"run {int(run_number)} has no steps recorded")
     targets = _run_targets(run)
-    trained = [rid for rid in history[0].get("records", {}) if rid in targets or targets == {}]
+    trained = list(history[0].get("records", {}))
     records = {rid: workspace.store.get(rid) for rid in trained}
     positions = {}
     for rid, record in records.items():
         if rid in targets:
             positions[rid] = (targets[rid]["positions"], targets[rid].get("right_text"))
         elif record is not None:
-            from ..objective import build_example
-
             example = build_example(tokenizer, record, run["config"].get("span", "turn"))
             positions[rid] = (example.targets, example.right_text)
     choices = [rid for rid in trained if positions.get(rid) and positions[rid][0] and records.get(rid) is not None]
@@ -458,8 +459,6 @@ def run_timeline(workspace: Workspace, tokenizer, run_number, record_id: str | N
 
 
 def _run_targets(run: dict) -> dict:
-    from ..adapters import load_run
-
     if not run.get("adapter_path"):
         return {}
     try:

@@ -185,7 +185,8 @@ def build(app: gr.Blocks, session: gr.State) -> None:
         train_placebo = gr.Dropdown(["default", "stored"], value=defaults.placebo, allow_custom_value=True,
                                     label="Placebo (contrast, evidence)",
                                     info="default: the record's own, else built from the hint · stored: the "
-                                         "record's own only · or type a content-free text", elem_id="opd-placebo-policy")
+                                         "record's own only · or type a content-free text",
+                                    elem_id="opd-placebo-policy")
     with gr.Row():
         train_button = gr.Button("Train", variant="primary", elem_id="opd-train")
         cancel_button = gr.Button("Cancel", variant="stop", elem_id="opd-cancel")
