@@ -254,17 +254,11 @@ class TrainResult:
 
     def steps_frame(self):
         """One row per step: step, loss, distill, anchor, drift, drift_heldout, lr, seconds."""
-        import pandas as pd
-
-        return pd.DataFrame([{k: v for k, v in row.items() if k != "records"} for row in self.history])
+        return metrics_frames(self.history)[0]
 
     def records_frame(self):
         """One row per (step, record): p(error tokens) under the student and under the teacher, drift."""
-        import pandas as pd
-
-        return pd.DataFrame([{"step": row["step"], "record": rid, "p_error": math.exp(r["logp_error"]),
-                              "p_teacher": math.exp(r["logp_teacher"]), "drift": r["drift"]}
-                             for row in self.history for rid, r in row["records"].items()])
+        return metrics_frames(self.history)[1]
 
     def timeline(self, record_id: str) -> "Timeline":
         """The step timeline of one curated record: its target tokens' probabilities at every step."""
@@ -323,6 +317,23 @@ def timeline(history: list[dict[str, Any]], record_id: str, positions: list[int]
                     [[math.exp(x) for x in v.get("target_logp", [])] for v in values],
                     [math.exp(v["logp_error"]) for v in values],
                     right if right_text is not None and not all(math.isnan(x) for x in right) else None, right_text)
+
+
+STEP_COLUMNS = ["step", "loss", "distill", "anchor", "drift", "drift_heldout", "lr", "grad_norm", "seconds",
+                "train_seconds"]
+RECORD_COLUMNS = ["step", "record", "p_error", "p_teacher", "drift"]
+
+
+def metrics_frames(history: list[dict[str, Any]]):
+    """(per-step frame, per-(step, record) frame) from metric rows — `TrainResult.history`, what `on_step`
+    receives, or a stored run's metrics. The one place that reads the rows' layout."""
+    import pandas as pd
+
+    steps = pd.DataFrame([{k: row.get(k, math.nan) for k in STEP_COLUMNS} for row in history], columns=STEP_COLUMNS)
+    records = pd.DataFrame([{"step": row["step"], "record": rid, "p_error": math.exp(r["logp_error"]),
+                             "p_teacher": math.exp(r["logp_teacher"]), "drift": r["drift"]}
+                            for row in history for rid, r in row.get("records", {}).items()], columns=RECORD_COLUMNS)
+    return steps, records
 
 
 def worst_drift(row: dict[str, Any]) -> float:

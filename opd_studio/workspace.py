@@ -39,7 +39,7 @@ from .adapters import load_adapter, reset_to_base, save_run
 from .fix_rate import FixRateConfig, fix_rate, summarize
 from .records import Record, read_records
 from .store import AddReport, Store, consistent
-from .train import DriftError, TrainConfig, TrainResult, base_weights, train
+from .train import DriftError, TrainConfig, TrainResult, base_weights, metrics_frames, train
 
 # ------------------------------------------------------------------------------------------------------------------
 # Where things are
@@ -174,7 +174,8 @@ def heldout_records(curated: list[Record] | None = None, limit: int = 8) -> list
     return interleaved[:limit]
 
 
-RUN_COLUMNS = ["run", "records", "steps", "stopped", "loss", "span", "lr", "drift", "mean p(error)", "saved", "in use"]
+RUN_COLUMNS = ["run", "records", "steps", "stopped", "target", "loss", "span", "lr", "drift", "mean p(error)", "saved",
+               "in use"]
 FIX_RATE_COLUMNS = ["weights", "split", "mode", "answers", "suppressed", "suppressed_n", "corrected", "corrected_n"]
 ANSWER_COLUMNS = ["weights", "record", "split", "mode", "seed", "answer", "suppressed", "corrected"]
 CURATED_COLUMNS = ["id", "status", "prompt", "answer", "hint", "reviewer", "updated", "revisions", "sources"]
@@ -371,13 +372,15 @@ class Workspace:
         for run in self.store.runs().itertuples():
             history = json.loads(run.metrics)
             config = json.loads(run.config)
-            final = history[-1] if isinstance(history, list) and history else {}
-            errors = [math.exp(r["logp_error"]) for r in final.get("records", {}).values()
-                      if r.get("logp_error") is not None and not math.isnan(r["logp_error"])]
-            mean_p = sum(errors) / len(errors) if errors else None
-            table.append({"run": run.id, "records": run.name, "steps": final.get("step"), "stopped": run.status,
-                          "loss": config.get("loss"), "span": config.get("span"), "lr": config.get("lr"),
-                          "drift": _rounded(final.get("drift")), "mean p(error)": _rounded(mean_p),
+            steps, records = metrics_frames(history if isinstance(history, list) else [])
+            final = steps.iloc[-1] if len(steps) else None
+            p_error = records[records.step == final.step].p_error.dropna() if final is not None else records.p_error
+            table.append({"run": run.id, "records": run.name,
+                          "steps": int(final.step) if final is not None else None, "stopped": run.status,
+                          "target": config.get("target", "hinted"), "loss": config.get("loss"),
+                          "span": config.get("span"), "lr": config.get("lr"),
+                          "drift": _rounded(final.drift) if final is not None else None,
+                          "mean p(error)": _rounded(p_error.mean()) if len(p_error) else None,
                           "saved": bool(run.adapter_path), "in use": "✓" if run.id == active else ""})
         return pd.DataFrame(table, columns=RUN_COLUMNS)
 

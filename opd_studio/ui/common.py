@@ -12,15 +12,15 @@ import os
 
 import gradio as gr
 
+from ..access import Access
 from ..model import ModelLoadError, load_model_cached
 from ..records import RecordError
-from ..access import Access
 from ..store import Store
-from ..workspace import Workspace
+from ..train import DriftError
 from ..trajectory import TrajectoryError
+from ..workspace import Weights, Workspace
 from . import incremental
 from . import session as actions
-from . import training
 
 log = logging.getLogger("opd_studio.ui")
 MODEL_SPEC = os.environ.get("OPD_STUDIO_MODEL", "default")
@@ -36,8 +36,8 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 
 @functools.lru_cache(maxsize=1)
-def _loaded() -> training.Weights:
-    return training.Weights(*load_model_cached(MODEL_SPEC))
+def _loaded() -> Weights:
+    return Weights(*load_model_cached(MODEL_SPEC))
 
 
 @functools.lru_cache(maxsize=1)
@@ -69,7 +69,7 @@ def store(session: actions.Session | None = None) -> Store:
     return workspace(session=session).store
 
 
-def weights(session: actions.Session | None = None) -> training.Weights:
+def weights(session: actions.Session | None = None) -> Weights:
     """The process's weights, brought in line with the active run of the session's workspace (see
     `workspace.Weights.sync`): one process may serve several signed-in users, each with their own runs."""
     loaded = _loaded()
@@ -118,7 +118,7 @@ def counts_markdown(profile: gr.OAuthProfile | None = None, session: actions.Ses
 
 
 def _message(exc: Exception, name: str) -> gr.Error:
-    if isinstance(exc, (*USER_ERRORS, training.DriftError)):
+    if isinstance(exc, (*USER_ERRORS, DriftError)):
         return gr.Error(str(exc).strip("'\""), print_exception=False)
     log.exception("unexpected error in %s", name)
     return gr.Error(f"Unexpected error ({type(exc).__name__}): {exc}. Your work is unchanged.", print_exception=False)

@@ -17,8 +17,9 @@ import pandas as pd
 
 from .. import plots
 from ..targets import ALPHA_MAX, TARGETS
+from ..train import TrainConfig, metrics_frames
+from ..workspace import ANSWER_COLUMNS, FIX_RATE_COLUMNS, RUN_COLUMNS
 from . import session as actions
-from . import training
 from .common import gpu, guarded, guarded_stream, signed_in, weights, workspace
 from .strip import render_timeline
 
@@ -37,11 +38,11 @@ def latest_run(runs: pd.DataFrame):
 @gpu
 def on_train(session, steps, lr, loss, span, drift_weight, drift_threshold, lora_r, use_heldout, target=None,
              alpha=None, placebo=None, profile: gr.OAuthProfile | None = None):
-    defaults = training.TrainConfig()
+    defaults = TrainConfig()
     if alpha is not None and not 0 < float(alpha) <= ALPHA_MAX:
         raise ValueError(f"α must be in (0, {ALPHA_MAX:g}], got {float(alpha):g}: give a strength in that range "
                          "(1 is the plain contrast)")
-    config = training.TrainConfig(steps=int(steps), lr=float(lr), loss=loss, span=span,
+    config = TrainConfig(steps=int(steps), lr=float(lr), loss=loss, span=span,
                                   drift_weight=float(drift_weight),
                                   drift_threshold=float(drift_threshold) if drift_threshold else None,
                                   lora_r=int(lora_r), lora_alpha=2 * int(lora_r), target=target or defaults.target,
@@ -58,7 +59,7 @@ def on_train(session, steps, lr, loss, span, drift_weight, drift_threshold, lora
            gr.skip(), gr.skip(), gr.skip(), "")
     for progress in current.train(weights(session), config, session.cancel, bool(use_heldout)):
         status = progress.status
-        steps_frame, per_record = training.history_frames(progress.history)
+        steps_frame, per_record = metrics_frames(progress.history)
         shown = not per_record.empty
         yield (session, status,
                gr.update(value=plots.training_figure(per_record), visible=True) if shown else hidden,
@@ -163,7 +164,7 @@ def build(app: gr.Blocks, session: gr.State) -> None:
                 "guard anchors every untouched token to the base model and stops the run when drift passes the "
                 "threshold. Records kept as right only add anchors. A finished run is saved and used at once; the "
                 "Runs table keeps them all.", elem_classes=["opd-help"])
-    defaults = training.TrainConfig()  # the library's defaults (bench/effect.py --sweep chose them)
+    defaults = TrainConfig()  # the library's defaults (bench/effect.py --sweep chose them)
     with gr.Row():
         train_steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="Steps")
         train_lr = gr.Number(value=defaults.lr, label="Learning rate")
@@ -200,7 +201,7 @@ def build(app: gr.Blocks, session: gr.State) -> None:
     train_plot = gr.Plot(elem_id="opd-train-plot", visible=False, show_label=False)
     loss_plot = gr.Plot(elem_id="opd-loss-plot", visible=False, show_label=False)
     what_next = gr.Markdown(elem_id="opd-train-next")
-    runs = gr.Dataframe(pd.DataFrame(columns=training.RUN_COLUMNS), interactive=False, label="Runs",
+    runs = gr.Dataframe(pd.DataFrame(columns=RUN_COLUMNS), interactive=False, label="Runs",
                         elem_id="opd-runs")
     gr.Markdown("**Step timeline.** A curated record of the run above (the Run box) across its steps: the student's "
                 "probability of each trained token at the chosen step, the error tokens outlined, and the right "
@@ -218,9 +219,9 @@ def build(app: gr.Blocks, session: gr.State) -> None:
         fix_button = gr.Button("Regenerate and measure the fix rate", elem_id="opd-fix")
     gr.Markdown("*suppressed*: the flagged mistake is no longer produced · *corrected*: the record's verifier now "
                 "passes. A model can stop writing `= 114` without learning to add.", elem_classes=["opd-help"])
-    fix_summary = gr.Dataframe(pd.DataFrame(columns=training.FIX_RATE_COLUMNS), interactive=False,
+    fix_summary = gr.Dataframe(pd.DataFrame(columns=FIX_RATE_COLUMNS), interactive=False,
                                label="Fix rate: curated vs held-out", elem_id="opd-fix-summary", visible=False)
-    fix_rows = gr.Dataframe(pd.DataFrame(columns=training.ANSWER_COLUMNS), interactive=False,
+    fix_rows = gr.Dataframe(pd.DataFrame(columns=ANSWER_COLUMNS), interactive=False,
                             label="Every regenerated answer", visible=False)
 
     train_inputs = [session, train_steps, train_lr, train_loss, train_span, train_drift_weight, train_drift_threshold,
