@@ -415,7 +415,10 @@ def _train_prepared(model, tokenizer, records, config, heldout, on_step, should_
         raise ValueError("no record has a usable hint: accept at least one hint before training")
 
     # -- accelerate ----------------------------------------------------------------------------------------------
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    # Fused AdamW updates all tensors in one kernel; the default updates the ~400 LoRA tensors one by one, which on
+    # a CPU cost more than the model's backward pass (bench/training.py --profile).
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.bfloat16) for p in params)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
     generator = torch.Generator().manual_seed(config.seed)
     loader = torch.utils.data.DataLoader(list(range(len(examples))), batch_size=config.batch_size, shuffle=True,
