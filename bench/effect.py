@@ -20,13 +20,13 @@ Target constructions (`--targets`, issue 10; `opd_studio/targets.py`) are compar
 work uses: *efficacy* = curated greedy answers corrected (beside suppressed), *generalization* = held-out greedy
 answers corrected (and held-out answers the base got right that break), *specificity* = unrelated greedy answers
 unchanged (whole / first sentence) and the neighbourhood KL (mean KL(trained ‖ base) per token on the unrelated QA
-rollouts), *loops* = curated and held-out answers (greedy, and sampled when asked for) that loop (`loops`: a run of ≥ 4 words
-repeated 3 times, or a stretch of ≥ 2 characters repeated 5 times in a row), *drift* = KL on the curated records'
-untouched tokens. Written to bench/results/effect_targets.json.
+rollouts), *loops* = curated and held-out answers (greedy, and sampled when asked for) that loop (`loops`: a run of ≥
+4 words repeated 3 times, or a stretch of ≥ 2 characters repeated 5 times in a row), *drift* = KL on the curated
+records' untouched tokens. Written to bench/results/effect_targets.json.
 
-    python bench/effect.py                 # the default setting
-    python bench/effect.py --sweep         # every setting in SWEEP (slow on CPU: minutes per setting)
-    python bench/effect.py --targets --samples 0    # every construction in TARGET_SWEEP, greedy answers only
+    python -m bench.effect                 # the default setting
+    python -m bench.effect --sweep         # every setting in SWEEP (slow on CPU: minutes per setting)
+    python -m bench.effect --targets --samples 0    # every construction in TARGET_SWEEP, greedy answers only
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ import dataclasses
 import json
 import math
 import re
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -45,17 +44,16 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 warnings.filterwarnings("ignore")
 
-from opd_studio.fix_rate import (FixRateConfig, corrected, fix_rate, regenerate, summarize,  # noqa: E402
+from opd_studio.fix_rate import (FixRateConfig, corrected, fix_rate, regenerate, summarize,
                                  verifiers_for)
-from opd_studio.hints import HINT_MODELS  # noqa: E402
-from opd_studio.model import load_model  # noqa: E402
-from opd_studio.objective import cache_targets, heldout_drift, heldout_example  # noqa: E402
-from opd_studio.records import Record, read_records, write_records  # noqa: E402
-from opd_studio.rollout import SamplingConfig, generate  # noqa: E402
-from opd_studio.train import TrainConfig, base_weights, train  # noqa: E402
+from opd_studio.hints import HINT_MODELS
+from opd_studio.model import load_model
+from opd_studio.objective import cache_targets, heldout_drift, heldout_example
+from opd_studio.records import Record, read_records, write_records
+from opd_studio.rollout import SamplingConfig, generate
+from opd_studio.train import TrainConfig, base_weights, train
 
 TASKS = ROOT / "assets" / "demo_tasks.jsonl"
 DEMO_ROLLOUTS = ROOT / "assets" / "demo_rollouts.jsonl"

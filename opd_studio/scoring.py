@@ -5,10 +5,10 @@
     before    p_i = p(y_i | x_<i)                  (the student)
     after     q_i = p(y_i | x'_<pos(i))            (the teacher: same weights, the hint in context)
 
-Rows of the result are positions of the ORIGINAL trajectory (the columns of docs/data.md). Positions before the first hint are
-identical in both passes (causal attention), so their key/value cache comes from the original pass and the hinted
-pass runs only from the first inserted token on. The scorer also keeps the cache of the last hinted sequence, so
-editing the text of a later hint, or moving a hint later, recomputes only from the first changed token onward.
+Rows of the result are positions of the ORIGINAL trajectory (the columns of docs/data.md). Positions before the first
+hint are identical in both passes (causal attention), so their key/value cache comes from the original pass and the
+hinted pass runs only from the first inserted token on. The scorer also keeps the cache of the last hinted sequence,
+so editing the text of a later hint, or moving a hint later, recomputes only from the first changed token onward.
 Logits are computed only at student positions, in chunks, from the decoder's hidden states.
 
 A placebo (`score(..., placebo=...)`) is a content-free hint of the same shape at the same place

@@ -23,11 +23,11 @@ Drift, the number to watch: mean KL(p_t ‖ b_t) over all A_r, and over the stud
 they are given. When it passes `drift_threshold` the run stops and (by default) rolls back to the last step under
 it; `adapters.save_run` refuses to save a run whose final drift is over the threshold.
 
-Metrics: row k describes the weights after k optimizer steps (row 0 is the base), measured by the forward pass of
-step k + 1 (the last row by one extra forward, without gradient): step, loss, per-record p(error tokens) under the
-student and under the target, the student's log p of every target token and of the right first token at the error
-when a hint's rationale states it (the step timeline, `TrainResult.timeline`), drift, seconds. `train(…, on_step=…)` receives each row as it is made (on the main
-process); `should_stop()` cancels between steps.
+Metrics: row k describes the weights after k optimizer steps (row 0 is the base), measured by the forward pass of step
+k + 1 (the last row by one extra forward, without gradient): step, loss, per-record p(error tokens) under the student
+and under the target, the student's log p of every target token and of the right first token at the error when a
+hint's rationale states it (the step timeline, `TrainResult.timeline`), drift, seconds. `train(…, on_step=…)` receives
+each row as it is made (on the main process); `should_stop()` cancels between steps.
 
 Distribution: everything goes through an `Accelerator` (DDP, gradient accumulation, bf16 autocast on CUDA). Every
 process caches the targets of every record; the data loader shards each step's records between processes, and DDP
