@@ -76,8 +76,9 @@ def test_an_upload_over_a_reviewed_record_keeps_it_and_says_so(studio, tmp_path)
     result = shown(session.predict(handle_file(str(upload)), "manual", "delta", api_name="/upload"))
     assert "2 records: 1 new, 0 kept as they were, 1 added as revisions" in result["status"]
     assert store.get(rejected[0]).to_dict() == before and store.status_of(rejected[0]) == "rejected"
-    revisions = session.predict(rejected[0], api_name="/revisions")
+    revisions, restorable = session.predict(rejected[0], api_name="/revisions")
     assert [row[-2] for row in revisions["data"]][-1] is False  # the upload is kept, not current
+    assert restorable == revisions["data"][-1][0]  # offered for restore: the newest version that is not current
 
 
 def test_a_run_trained_from_the_command_line_is_used_in_the_studio(studio, tmp_path):

@@ -28,9 +28,20 @@ def on_curated(status, source, show_deleted, profile: gr.OAuthProfile | None = N
 
 @guarded
 def on_revisions(record_id, profile: gr.OAuthProfile | None = None):
+    """The record's revisions, and the one before the current as the revision to restore."""
     if not record_id or not record_id.strip():
         raise ValueError("give the id of a record (the first column of the table)")
-    return workspace(profile).revisions(record_id.strip())
+    table = workspace(profile).revisions(record_id.strip())
+    earlier = table[~table.current].rev
+    return table, int(earlier.iloc[-1]) if len(earlier) else None
+
+
+@guarded
+def on_pick(table: pd.DataFrame, evt: gr.SelectData, profile: gr.OAuthProfile | None = None):
+    """A click on a row of the curated table opens that record's revisions."""
+    row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+    record_id = str(table.iloc[int(row)]["id"])
+    return (record_id, *on_revisions(record_id, profile))
 
 
 @guarded
@@ -63,7 +74,7 @@ def on_export(kind, profile: gr.OAuthProfile | None = None):
     path = os.path.join(folder, f"{name}.{fmt}" if fmt != "datasets" else name)
     count = workspace(profile).export(path, status="accepted", fmt=fmt)
     gr.Info(f"Exported {count} curated record(s).")
-    return shutil.make_archive(path, "zip", path) if fmt == "datasets" else path
+    return gr.update(value=shutil.make_archive(path, "zip", path) if fmt == "datasets" else path, visible=True)
 
 
 @guarded
@@ -94,14 +105,16 @@ def build(tab: gr.Tab, counts: gr.Markdown) -> None:
         undo = gr.Checkbox(label="Undelete instead", scale=1)
         delete_button = gr.Button("Delete", elem_id="opd-delete", size="sm", variant="stop")
     revisions = gr.Dataframe(pd.DataFrame(columns=REVISION_COLUMNS), interactive=False, wrap=True,
-                             label="Revisions (the current one is marked)", elem_id="opd-revisions-table")
+                             label="Revisions of the record (click a row above; the current one is marked)",
+                             elem_id="opd-revisions-table")
     with gr.Row():
-        rev = gr.Number(None, precision=0, minimum=1, label="Revision", elem_id="opd-rev")
+        rev = gr.Number(None, precision=0, minimum=1, label="Revision to restore", placeholder="e.g. 1",
+                        elem_id="opd-rev")
         restore_button = gr.Button("Restore this revision", elem_id="opd-restore", size="sm")
     with gr.Row():
         export_kind = gr.Radio(list(EXPORT_FORMATS), value="JSONL", label="Export format")
         export_button = gr.Button("Export curated set", elem_id="opd-export")
-        export_file = gr.File(label="Export", elem_id="opd-export-file")
+        export_file = gr.File(label="Export", elem_id="opd-export-file", visible=False)
         import_file = gr.File(label="Import (a curated export, or rollouts for the review queue)",
                               file_types=[".jsonl", ".parquet"], elem_id="opd-import")
 
@@ -110,7 +123,8 @@ def build(tab: gr.Tab, counts: gr.Markdown) -> None:
     refresh.click(on_curated, view, [curated, counts], api_name="curated")
     for control in view:
         control.change(on_curated, view, [curated, counts], api_name=False, show_progress="hidden")
-    revisions_button.click(on_revisions, [record_id], [revisions], api_name="revisions")
+    revisions_button.click(on_revisions, [record_id], [revisions, rev], api_name="revisions")
+    curated.select(on_pick, [curated], [record_id, revisions, rev], api_name=False)
     restore_button.click(on_restore, [record_id, rev, *view], [revisions, curated, counts],
                          api_name="restore_revision")
     delete_button.click(on_delete, [record_id, undo, *view], [curated, counts], api_name="delete")
