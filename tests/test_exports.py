@@ -2,6 +2,9 @@
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +14,7 @@ from opd_studio.scoring import score_record
 from tests.conftest import ADD, MULTI_TURN
 
 datasets = pytest.importorskip("datasets")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def curated():
@@ -90,26 +94,38 @@ def test_teacher_topk_is_the_hinted_teachers_distribution(tmp_path, tiny_model, 
                                                        split="train", cache_dir=str(tmp_path / "c"))[0]["id"]))
 
 
-def test_one_trl_sdft_step_on_the_export(tmp_path, tokenizer):
+# TRL's Trainer sets accelerate's process-wide state (its mixed precision and all), which no later Accelerator in the
+# same process may change: the step runs in a child process, so the rest of the suite trains as users do.
+TRL_STEP = """
+import json, math, sys
+import datasets, torch
+from peft import LoraConfig
+from trl.experimental.sdft import SDFTConfig, SDFTTrainer
+from opd_studio.model import load_model
+from tests.conftest import random_llama
+
+out = sys.argv[1]
+_, tokenizer = load_model("default", device="cpu")
+dataset = datasets.load_from_disk(out + "/sdft")  # as exported, id column and all
+args = SDFTConfig(output_dir=out + "/trl", per_device_train_batch_size=2, num_generations=1, max_completion_length=8,
+                  max_steps=1, learning_rate=1e-3, report_to="none", save_strategy="no", use_cpu=True, logging_steps=1,
+                  disable_tqdm=True, teacher_model_kind="base",
+                  teacher_prompt_template="{prompt}\\n\\nConsider this feedback: {privileged_context}")
+trainer = SDFTTrainer(model=random_llama(tokenizer, 1.0), args=args, train_dataset=dataset,
+                      processing_class=tokenizer,
+                      peft_config=LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules="all-linear"))
+lora = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
+trainer.train()
+moved = any(not torch.equal(lora[n], p) for n, p in trainer.model.named_parameters() if n in lora)
+print(json.dumps({"step": trainer.state.global_step, "loss": trainer.state.log_history[0]["loss"], "moved": moved}))
+"""
+
+
+def test_one_trl_sdft_step_on_the_export(tmp_path):
     pytest.importorskip("trl")
-    import torch
-    from peft import LoraConfig
-    from trl.experimental.sdft import SDFTConfig, SDFTTrainer
-
-    from tests.conftest import random_llama
-
     export_curated(curated(), "trl-sdft", tmp_path / "sdft")
-    dataset = datasets.load_from_disk(str(tmp_path / "sdft"))  # as exported, id column and all
-    model = random_llama(tokenizer, 1.0)
-    args = SDFTConfig(output_dir=str(tmp_path / "trl"), per_device_train_batch_size=2, num_generations=1,
-                      max_completion_length=8, max_steps=1, learning_rate=1e-3, report_to="none",
-                      save_strategy="no", use_cpu=True, logging_steps=1, disable_tqdm=True,
-                      teacher_model_kind="base",
-                      teacher_prompt_template="{prompt}\n\nConsider this feedback: {privileged_context}")
-    trainer = SDFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                          peft_config=LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules="all-linear"))
-    lora = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
-    trainer.train()
-    assert trainer.state.global_step == 1
-    assert math.isfinite(trainer.state.log_history[0]["loss"])
-    assert any(not torch.equal(lora[n], p) for n, p in trainer.model.named_parameters() if n in lora)
+    done = subprocess.run([sys.executable, "-c", TRL_STEP, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["step"] == 1 and math.isfinite(result["loss"]) and result["moved"]
