@@ -74,7 +74,7 @@ def on_export(kind, profile: gr.OAuthProfile | None = None):
     path = os.path.join(folder, f"{name}.{fmt}" if fmt != "datasets" else name)
     count = workspace(profile).export(path, status="accepted", fmt=fmt)
     gr.Info(f"Exported {count} curated record(s).")
-    return gr.update(value=shutil.make_archive(path, "zip", path) if fmt == "datasets" else path, visible=True)
+    return shutil.make_archive(path, "zip", path) if fmt == "datasets" else path
 
 
 @guarded
@@ -128,6 +128,7 @@ def build(tab: gr.Tab, counts: gr.Markdown) -> None:
     restore_button.click(on_restore, [record_id, rev, *view], [revisions, curated, counts],
                          api_name="restore_revision")
     delete_button.click(on_delete, [record_id, undo, *view], [curated, counts], api_name="delete")
-    export_button.click(on_export, [export_kind], [export_file], api_name="export")
+    export_button.click(on_export, [export_kind], [export_file], api_name="export").success(
+        lambda: gr.update(visible=True), None, [export_file], api_name=False, show_progress="hidden")
     import_file.upload(on_import, [import_file, *view], [curated, counts, import_file], api_name="import_curated")
 
