@@ -77,6 +77,7 @@ def test_trained_weights_persist_when_training_ran_in_another_process(weights, s
     worker = multiprocessing.get_context("fork").Process(target=_train_in_forked_worker,
                                                           args=(weights, store, tokenizer, send))
     worker.start()
+    assert receive.poll(timeout=300), "the worker died before it sent its logits"
     trained_in_worker = torch.tensor(receive.recv())
     worker.join(timeout=120)
     assert worker.exitcode == 0
