@@ -68,14 +68,22 @@ def sampled_token_loss(log_q_token: torch.Tensor, log_p_token: torch.Tensor) -> 
 def top_k_with_tail(log_q: torch.Tensor, log_p: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, V) log-probs → (N, k + 1): the student's top-k tokens and a tail bin, for both distributions."""
     index = log_p.detach().topk(min(k, log_p.shape[-1]), dim=-1).indices
-    p_top, q_top = log_p.gather(-1, index), log_q.gather(-1, index)
-    return torch.cat([q_top, _log_tail(q_top)], -1), torch.cat([p_top, _log_tail(p_top)], -1)
+    return with_tail(log_q.gather(-1, index)), with_tail(log_p.gather(-1, index))
 
 
-def _log_tail(log_top: torch.Tensor) -> torch.Tensor:
-    # log(1 − Σ exp(log_top)), computed stably; the clamp keeps log finite when the top-k hold all the mass.
+def with_tail(log_top: torch.Tensor) -> torch.Tensor:
+    """(N, K) log-probabilities of K tokens → (N, K + 1), the rest of the mass as a last bin: log(1 − Σ exp(log_top)),
+    computed stably; the clamp keeps the log finite when the K tokens hold all the mass."""
     covered = torch.logsumexp(log_top, dim=-1, keepdim=True).clamp(max=-1e-7)
-    return torch.log(-torch.expm1(covered))
+    return torch.cat([log_top, torch.log(-torch.expm1(covered))], dim=-1)
+
+
+def over_chunks(fn, tensors: list[torch.Tensor], chunk_size: int, checkpointed: bool):
+    """`fn(*rows)` for each chunk of `chunk_size` rows of `tensors` (all (N, …)). `checkpointed`: under activation
+    checkpointing, so a chunk's (n, V) logits are recomputed in the backward pass instead of kept."""
+    for a in range(0, tensors[0].shape[0], chunk_size):
+        rows = [t[a: a + chunk_size] for t in tensors]
+        yield checkpoint(fn, *rows, use_reentrant=False) if checkpointed else fn(*rows)
 
 
 def per_token_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, config: LossConfig,
@@ -111,17 +119,10 @@ def distill_loss(student_hidden: torch.Tensor, head, teacher_logits: torch.Tenso
         return student_hidden.sum() * 0.0
     if weights is None:
         weights = torch.ones(n, device=student_hidden.device)
-    total = student_hidden.new_zeros((), dtype=torch.float32)
-    for a in range(0, n, config.chunk_size):
-        b = min(a + config.chunk_size, n)
-        chunk_tokens = tokens[a:b] if tokens is not None else None
+    def chunk_loss(hidden, teacher, w, chunk_tokens=None):
+        return (per_token_loss(head(hidden), teacher, config, chunk_tokens) * w).sum()
 
-        def chunk_loss(hidden, teacher, w, chunk_tokens=chunk_tokens):
-            return (per_token_loss(head(hidden), teacher, config, chunk_tokens) * w).sum()
-
-        if student_hidden.requires_grad:
-            total = total + checkpoint(chunk_loss, student_hidden[a:b], teacher_logits[a:b], weights[a:b],
-                                       use_reentrant=False)
-        else:
-            total = total + chunk_loss(student_hidden[a:b], teacher_logits[a:b], weights[a:b])
+    tensors = [student_hidden, teacher_logits, weights] + ([tokens] if tokens is not None else [])
+    total = sum(over_chunks(chunk_loss, tensors, config.chunk_size, student_hidden.requires_grad),
+                start=student_hidden.new_zeros((), dtype=torch.float32))
     return total / weights.sum().clamp_min(1e-8)

@@ -35,9 +35,8 @@ import re
 from dataclasses import dataclass, field
 
 import torch
-import torch.utils.checkpoint
 
-from .losses import LossConfig, distill_loss, forward_kl, reverse_kl
+from .losses import LossConfig, distill_loss, forward_kl, over_chunks, reverse_kl, with_tail
 from .records import Record, placebo_for
 from .scoring import check_context, forward_reusing, logits_from_hidden, place_hints, splice, target_mask
 from .targets import TargetSpec, banned_mask, construct, leak_sets
@@ -216,12 +215,6 @@ def hidden_at(forward, sequences: list[list[int]], rows: list[list[int]], pad_id
 # The anchor: KL between the cached base top-K (+ tail) and the student on the same bins
 
 
-def with_tail(log_top: torch.Tensor) -> torch.Tensor:
-    """(N, K) log-probabilities of K tokens → (N, K + 1) with the rest of the mass as a last bin."""
-    covered = torch.logsumexp(log_top, dim=-1, keepdim=True).clamp(max=-1e-7)
-    return torch.cat([log_top, torch.log(-torch.expm1(covered))], dim=-1)
-
-
 def anchor_terms(student_hidden: torch.Tensor, head, base_top_logp: torch.Tensor, base_top_ids: torch.Tensor,
                  weights: torch.Tensor, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(Σ_t w_t KL(b_t ‖ p_t), per-position drift KL(p_t ‖ b_t) detached), both on the base's top-K + tail bins.
@@ -229,25 +222,16 @@ def anchor_terms(student_hidden: torch.Tensor, head, base_top_logp: torch.Tensor
     Chunked under activation checkpointing like `losses.distill_loss`: a chunk's (n, V) logits are recomputed in the
     backward pass instead of kept.
     """
-    total = student_hidden.new_zeros((), dtype=torch.float32)
-    drift = []
-
     def chunk_terms(hidden, log_b, ids, w):
         log_p = torch.log_softmax(head(hidden).float(), dim=-1).gather(-1, ids)  # (n, K)
         b, p = with_tail(log_b.float()), with_tail(log_p)
         # KL is >= 0; rounding can leave -1e-9 where the student still equals the base.
         return (forward_kl(b, p) * w).sum(), reverse_kl(b, p).detach().clamp_min(0.0)
 
-    for a in range(0, student_hidden.shape[0], chunk_size):
-        args = (student_hidden[a: a + chunk_size], base_top_logp[a: a + chunk_size], base_top_ids[a: a + chunk_size],
-                weights[a: a + chunk_size])
-        if student_hidden.requires_grad:
-            part, chunk_drift = torch.utils.checkpoint.checkpoint(chunk_terms, *args, use_reentrant=False)
-        else:
-            part, chunk_drift = chunk_terms(*args)
-        total = total + part
-        drift.append(chunk_drift)
-    return total, (torch.cat(drift) if drift else student_hidden.new_zeros(0))
+    parts = list(over_chunks(chunk_terms, [student_hidden, base_top_logp, base_top_ids, weights], chunk_size,
+                             student_hidden.requires_grad))
+    total = sum((part for part, _ in parts), start=student_hidden.new_zeros((), dtype=torch.float32))
+    return total, (torch.cat([drift for _, drift in parts]) if parts else student_hidden.new_zeros(0))
 
 
 # ------------------------------------------------------------------------------------------------------------------
