@@ -342,18 +342,13 @@ def worst_drift(row: dict[str, Any]) -> float:
     return max(values) if values else 0.0
 
 
-def _schedule(config: TrainConfig):
-    def factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / (config.warmup_steps + 1)
-        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-        if config.schedule == "linear":
-            return max(0.0, 1.0 - progress)
-        if config.schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        return 1.0
+def make_scheduler(optimizer, config: TrainConfig):
+    """transformers' schedules: `warmup_steps` of linear warm-up, then constant, linear to 0 at `steps`, or a cosine
+    half-period to 0 at `steps`."""
+    from transformers import get_scheduler
 
-    return factor
+    name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[config.schedule]
+    return get_scheduler(name, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=config.steps)
 
 
 def train(model, tokenizer, records: list[Record], config: TrainConfig | None = None, *,
@@ -419,7 +414,7 @@ def _train_prepared(model, tokenizer, records, config, heldout, on_step, should_
     # a CPU cost more than the model's backward pass (bench/training.py --profile).
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.bfloat16) for p in params)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+    scheduler = make_scheduler(optimizer, config)
     generator = torch.Generator().manual_seed(config.seed)
     loader = torch.utils.data.DataLoader(list(range(len(examples))), batch_size=config.batch_size, shuffle=True,
                                          generator=generator, collate_fn=list)

@@ -416,3 +416,22 @@ def test_fix_rate_table(tokenizer, small_model):
     assert table.loc[table.split == "heldout", "suppressed"].isna().all()
     summary = summarize(table)
     assert set(summary["split"]) == {"curated", "heldout"} and (summary["answers"] > 0).all()
+
+
+def test_schedules_are_transformers_with_warmup():
+    from opd_studio.train import make_scheduler
+
+    def lrs(schedule, warmup=0, steps=4):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        scheduler = make_scheduler(optimizer, TrainConfig(schedule=schedule, warmup_steps=warmup, steps=steps))
+        values = []
+        for _ in range(steps):
+            values.append(scheduler.get_last_lr()[0])
+            optimizer.step()
+            scheduler.step()
+        return values
+
+    assert lrs("constant") == [1.0] * 4
+    assert lrs("linear") == pytest.approx([1.0, 0.75, 0.5, 0.25])
+    assert lrs("cosine") == pytest.approx([1.0, 0.8536, 0.5, 0.1464], abs=1e-4)
+    assert lrs("constant", warmup=2) == pytest.approx([0.0, 0.5, 1.0, 1.0])
