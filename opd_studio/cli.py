@@ -139,7 +139,7 @@ def _number_or_none(kind, text: str):
 
 
 def _add_train_parser(commands) -> None:
-    """`train`: every `TrainConfig` field is a flag (transformers' HfArgumentParser, help from the field metadata)."""
+    """`train`: every `TrainConfig` field is a flag (transformers' HfArgumentParser; help from each field's metadata)."""
     from transformers import HfArgumentParser
 
     from .train import TrainConfig
@@ -148,7 +148,6 @@ def _add_train_parser(commands) -> None:
     for action in flags._actions:  # "none" for the settings whose default is None (no top-k, no drift stop)
         if action.dest in ("top_k", "drift_threshold", "max_grad_norm") and action.type is not None:
             action.type = functools.partial(_number_or_none, action.type)
-            action.help = f"{action.help or ''} a number, or 'none'".strip()
     train = commands.add_parser("train", parents=[flags], help="train on the curated set; the run is recorded in the "
                                                                "store and becomes the active weights",
                                 description="Train on the store's curated set (accepted records, accepted hints), or "

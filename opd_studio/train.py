@@ -68,53 +68,54 @@ class DriftError(RuntimeError):
 # Configuration
 
 
+def flag(default, help: str):
+    """A setting with its help text (what `opd-studio train --help` shows, through transformers' HfArgumentParser)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
     # What is trained toward: the loss D and where it applies (see losses.py and scoring.target_mask).
-    loss: str = "jsd"
-    beta: float = 0.5
-    top_k: int | None = None  # student top-k support + tail bin; None = full vocabulary
-    span: str = "turn"  # error | turn | response
-    # The target construction (targets.py): hinted | contrast | evidence | unleaked; alpha is contrast's strength,
-    # evidence_nats evidence's threshold; placebo: "default" (each hint's stored placebo, else the default one),
-    # "stored" (stored placebos only), or a text used where a hint has none. Contrast at α = 2 by default: on the
-    # demo arithmetic tasks it corrected 3 of 8 curated answers where the hinted target corrected 2, with no looping
-    # answer and fewer unrelated answers changed (bench/effect.py --targets, README "Correction").
-    target: str = "contrast"
-    alpha: float = 2.0
-    evidence_nats: float = 0.5
-    placebo: str = "default"
-    chunk_size: int = 128  # positions per loss chunk (bounds the (chunk, V) memory)
+    loss: str = flag("jsd", "jsd | forward_kl | reverse_kl | sampled (losses.py)")
+    beta: float = flag(0.5, "JSD's β (0: forward KL, 1: reverse KL, TRL's convention)")
+    top_k: int | None = flag(None, "student top-k support + a tail bin; none = the full vocabulary")
+    span: str = flag("turn", "where the loss applies after the hint: error | turn | response")
+    # Contrast at α = 2 by default: on the demo arithmetic tasks it corrected 3 of 8 curated answers where the hinted
+    # target corrected 2, with no looping answer and fewer unrelated answers changed (bench/effect.py --targets,
+    # README "Correction").
+    target: str = flag("contrast", "the target construction (targets.py): hinted | contrast | evidence | unleaked")
+    alpha: float = flag(2.0, "contrast's strength α in (0, 4]: log r ∝ log p + α (log q_hint − log q_placebo)")
+    evidence_nats: float = flag(0.5, "evidence's threshold: train where the content lowers the token by more")
+    placebo: str = flag("default", "default (each hint's stored placebo, else one built from its frame), stored "
+                                   "(stored placebos only), or a content-free text used where a hint has none")
+    chunk_size: int = flag(128, "positions per loss chunk (bounds the (chunk, vocabulary) memory)")
     # The drift guard: KL(base ‖ student) on every other student token, its weight, and when a run is stopped.
     # Weight 3 rather than 1: on the demo arithmetic tasks it suppressed the same held-out errors with a third of the
     # drift and broke no unrelated answer (bench/effect.py --sweep, README "Effect").
-    drift_weight: float = 3.0
-    drift_threshold: float | None = 0.05  # nats per token; None = never stop
-    rollback: bool = True  # on a drift stop, go back to the last step under the threshold
-    anchor_top_k: int = 64  # base top-K (+ tail) kept per anchored position
-    # The teacher.
-    teacher: str = "frozen"  # frozen | live | ema
-    ema_decay: float = 0.95
-    # Optimisation.
-    lr: float = 1e-4
-    steps: int = 10
-    schedule: str = "constant"  # constant | linear | cosine, after `warmup_steps` of linear warm-up
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
-    batch_size: int = 8  # records per micro-batch and process
-    grad_accum: int = 1
-    seed: int = 0
+    drift_weight: float = flag(3.0, "weight of the anchor to the base model on every untouched student token")
+    drift_threshold: float | None = flag(0.05, "stop when drift passes this (nats/token); none = never stop")
+    rollback: bool = flag(True, "on a drift stop, go back to the last step under the threshold")
+    anchor_top_k: int = flag(64, "base top-K (+ tail) kept per anchored position")
+    teacher: str = flag("frozen", "frozen (θ0, cached once) | live (current θ) | ema")
+    ema_decay: float = flag(0.95, "the EMA teacher's decay")
+    lr: float = flag(1e-4, "learning rate")
+    steps: int = flag(10, "optimizer steps")
+    schedule: str = flag("constant", "constant | linear | cosine, after warmup_steps of linear warm-up")
+    warmup_steps: int = flag(0, "steps of linear warm-up")
+    weight_decay: float = flag(0.0, "AdamW weight decay")
+    max_grad_norm: float | None = flag(1.0, "clip the gradient norm; none = no clipping")
+    batch_size: int = flag(8, "records per micro-batch and process")
+    grad_accum: int = flag(1, "micro-batches per optimizer step")
+    seed: int = flag(0, "seed (LoRA initialisation, batch order)")
     # What is trained: a LoRA adapter (default) or every weight.
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    target_modules: str = "all-linear"  # or comma-separated module names (a list works from Python)
-    full_finetune: bool = False
-    # Held-out drift is measured every `heldout_every` steps (it costs one forward of the held-out records).
-    heldout_every: int = 1
-    mixed_precision: str = "auto"  # auto (bf16 on CUDA, none on CPU) | no | bf16
-    gradient_checkpointing: bool = False  # recompute decoder layers in backward: less memory, ~1/3 more compute
+    lora_r: int = flag(16, "LoRA rank")
+    lora_alpha: int = flag(32, "LoRA alpha")
+    lora_dropout: float = flag(0.0, "LoRA dropout")
+    target_modules: str = flag("all-linear", "all-linear, or comma-separated module names (a list from Python)")
+    full_finetune: bool = flag(False, "train every weight instead of a LoRA adapter")
+    heldout_every: int = flag(1, "measure held-out drift every N steps (one forward of the held-out records)")
+    mixed_precision: str = flag("auto", "auto (bf16 on CUDA, none on CPU) | no | bf16")
+    gradient_checkpointing: bool = flag(False, "recompute decoder layers in backward: less memory, ~1/3 more compute")
 
     def __post_init__(self) -> None:
         checks = [
