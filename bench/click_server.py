@@ -52,7 +52,7 @@ def clicks(model, tokenizer, length: int, n_clicks: int) -> dict:
         sync(model)
         whole_ms.append(1000 * (time.perf_counter() - started))
         started = time.perf_counter()
-        render_strip(session.table, "delta", session.scorer.trajectory)
+        render_strip(session.scores, "delta", session.scorer.trajectory)
         html_ms.append(1000 * (time.perf_counter() - started))
 
     def spread(values):

@@ -22,12 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator
 
-import pandas as pd
 import torch
 
 from .records import Record
 from .rollout import SamplingConfig, prompt_ids, rollout_record
-from .scoring import ForwardPass, HintScorer, forward_reusing, place_hints, splice
+from .scoring import ForwardPass, HintScorer, ScoreResult, forward_reusing, place_hints, splice
 from .trajectory import Trajectory, TrajectoryError, build_trajectory
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -138,10 +137,10 @@ def prepare_scoring(tokenizer, records: list[Record], include_rejected: bool = F
 
 def score_records(model, tokenizer, jobs: list[ScoreJob], span: str = "turn", top_k: int = 5,
                   batch_size: int = 16, max_batch_tokens: int = 32768,
-                  on_tokens=None) -> Iterator[tuple[Record, pd.DataFrame]]:
-    """(record, table) for every job, as `scoring.score_record` would give it. Records of similar length are taken
+                  on_tokens=None) -> Iterator[tuple[Record, ScoreResult]]:
+    """(record, scores) for every job, as `scoring.score_record` would give it. Records of similar length are taken
     GROUP_BATCHES batches at a time, their sequences sorted by length into batches (a wider pool pads less), and
-    their tables yielded when the group's passes are done. `on_tokens(n)` is told how many tokens each group ran."""
+    their scores yielded when the group's passes are done. `on_tokens(n)` is told how many tokens each group ran."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     record_batches = length_batches([j.n_tokens for j in jobs], batch_size * GROUP_BATCHES,
                                     max_batch_tokens * GROUP_BATCHES * 2)

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from .records import Hint, placebo_text
-from .scoring import HintScorer, logits_from_hidden, place_hints
+from .scoring import HintScorer, ScoreResult, logits_from_hidden, place_hints
 
 PAD_ID = 0  # any id: right padding is never attended to by real tokens
 
@@ -162,10 +162,9 @@ def compare_hint_texts(scorer: HintScorer, texts: list[str], anchor: int, error:
 
 
 @torch.no_grad()
-def hint_flags(scorer: HintScorer, hints: list[Hint], table: pd.DataFrame) -> pd.DataFrame:
-    """Leak and contamination flags at the target positions of `table` (the result of `scorer.score(hints)`)."""
-    trajectory, model = scorer.trajectory, scorer.model
-    placed = scorer.place(hints)
+def hint_flags(scorer: HintScorer, scores: ScoreResult) -> pd.DataFrame:
+    """Leak and contamination flags at the target positions of `scores` (what `scorer.score(hints)` gave)."""
+    trajectory, model, table, placed = scorer.trajectory, scorer.model, scores.table, scores.hints
     hinted, position = scorer.hinted_pass(placed)
     ids = trajectory.input_ids
     targets = table.index[table.target & table.logp_after.notna()].tolist()

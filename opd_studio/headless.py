@@ -68,9 +68,9 @@ def score_file(model, tokenizer, records: list[Record], output: str | Path, span
         bar.update(n)
 
     try:
-        for record, table in score_records(model, tokenizer, jobs, span=span, top_k=top_k, batch_size=batch_size,
-                                           on_tokens=on_tokens):
-            store.add(record.id, _rows(record.id, table))
+        for record, scores in score_records(model, tokenizer, jobs, span=span, top_k=top_k, batch_size=batch_size,
+                                            on_tokens=on_tokens):
+            store.add(record.id, _rows(record.id, scores.table))
     except BaseException:
         store.discard_if_empty()
         raise

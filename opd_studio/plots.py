@@ -1,4 +1,5 @@
-"""Plotly figures from the engine's DataFrames. Pure functions: a table in, a figure out, no state.
+"""Plotly figures from the engine's results (score tables, training metrics). Pure functions: data in, a figure out,
+no state.
 
 Plotly renders a subset of HTML in labels, so token text (untrusted model output) is escaped before it becomes one.
 """
@@ -6,9 +7,13 @@ Plotly renders a subset of HTML in labels, so token text (untrusted model output
 from __future__ import annotations
 
 import html
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import plotly.graph_objects as go
+
+if TYPE_CHECKING:
+    from .scoring import ScoreResult
 
 BEFORE, AFTER, ERROR, HINT = "#6b7280", "#dc2626", "rgba(250, 204, 21, 0.25)", "#7c3aed"
 PLACEBO, CONTENT, RIGHT = "#0f766e", "#2563eb", "#059669"
@@ -48,19 +53,19 @@ def _scored(table: pd.DataFrame) -> pd.DataFrame:
     return table[table.student & table.logp_before.notna()]
 
 
-def _mark_hints_and_error(figure: go.Figure, table: pd.DataFrame) -> None:
-    span = table.attrs.get("error_span")
+def _mark_hints_and_error(figure: go.Figure, scores: ScoreResult) -> None:
+    span = scores.error_span
     if span:
         figure.add_vrect(x0=span[0] - 0.5, x1=span[1] - 0.5, fillcolor=ERROR, line_width=0, annotation_text="error",
                          annotation_position="top left")
-    for hint in table.attrs.get("hints", []):
-        figure.add_vline(x=hint["insert_at"] - 0.5, line_dash="dash", line_color=HINT)
+    for hint in scores.hints:
+        figure.add_vline(x=hint.insert_at - 0.5, line_dash="dash", line_color=HINT)
 
 
-def logprob_figure(table: pd.DataFrame) -> go.Figure:
+def logprob_figure(scores: ScoreResult) -> go.Figure:
     """log p(token) before vs after the hint, per student position, and under the placebo when the table has the
     placebo lane (tokens flagged style marked ◇); error span shaded, hints dashed."""
-    rows = _scored(table)
+    rows = _scored(scores.table)
     labels = [label(t) for t in rows.text]
     figure = go.Figure([
         go.Scatter(x=rows.i, y=rows.logp_before, name="before (student)", mode="lines+markers",
@@ -78,18 +83,18 @@ def logprob_figure(table: pd.DataFrame) -> go.Figure:
             figure.add_trace(go.Scatter(x=style.i, y=style.logp_after, name="style (the placebo does it too)",
                                         mode="markers", marker=dict(symbol="diamond-open", size=12, color=PLACEBO),
                                         text=[label(t) for t in style.text], hovertemplate="%{text}: style"))
-    _mark_hints_and_error(figure, table)
+    _mark_hints_and_error(figure, scores)
     _integer_positions(figure, rows.i)
     return _layout(figure, "log p(token): before vs after the hint" + (" vs the placebo" if placebo else ""),
                    "log p")
 
 
-def kl_figure(table: pd.DataFrame) -> go.Figure:
-    rows = _scored(table)
+def kl_figure(scores: ScoreResult) -> go.Figure:
+    rows = _scored(scores.table)
     colors = [AFTER if t else BEFORE for t in rows.target]
     figure = go.Figure(go.Bar(x=rows.i, y=rows.kl, marker_color=colors, text=[label(t) for t in rows.text],
                               hovertemplate="%{text}: KL %{y:.3f}", name="KL"))
-    _mark_hints_and_error(figure, table)
+    _mark_hints_and_error(figure, scores)
     _integer_positions(figure, rows.i)
     return _layout(figure, "KL(teacher ‖ student) per position (red: in the loss span)", "nats", height=240)
 

@@ -9,12 +9,14 @@ pairs), `top_ids`, `top_logp` — from the model's raw distribution (temperature
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import pandas as pd
 import torch
 
 from .records import Record
+from .scoring import token_stats
 from .trajectory import build_trajectory
 
 
@@ -92,11 +94,7 @@ def _drop_incomplete_tail(tokenizer, ids: list[int]) -> list[int]:
 
 
 def _token_table(tokenizer, ids: list[int], logprobs: torch.Tensor, top_k: int) -> pd.DataFrame:
-    targets = torch.tensor(ids, device=logprobs.device)
-    chosen = logprobs.gather(1, targets[:, None])[:, 0]
-    rank = (logprobs > chosen[:, None]).sum(1) + 1
-    entropy = -(logprobs.exp() * logprobs).sum(1)
-    top_lp, top_ids = logprobs.topk(top_k, dim=1)
+    stats = token_stats(logprobs, torch.tensor(ids, device=logprobs.device), top_k)
     decode = {}
 
     def text(t: int) -> str:
@@ -105,9 +103,9 @@ def _token_table(tokenizer, ids: list[int], logprobs: torch.Tensor, top_k: int) 
         return decode[t]
 
     return pd.DataFrame({
-        "i": range(len(ids)), "text": [text(t) for t in ids], "token_id": ids, "logp": chosen.tolist(),
-        "rank": rank.tolist(), "entropy": entropy.tolist(),
-        "top": [[[text(int(t)), float(p)] for t, p in zip(row_ids, row_lp.exp())]
-                for row_ids, row_lp in zip(top_ids.tolist(), top_lp)],
-        "top_ids": top_ids.tolist(), "top_logp": top_lp.tolist(),
+        "i": range(len(ids)), "text": [text(t) for t in ids], "token_id": ids, "logp": stats.logp.tolist(),
+        "rank": stats.rank.tolist(), "entropy": stats.entropy.tolist(),
+        "top": [[[text(int(t)), math.exp(lp)] for t, lp in zip(row_ids, row_lp)]
+                for row_ids, row_lp in zip(stats.top_ids.tolist(), stats.top_logp.tolist())],
+        "top_ids": stats.top_ids.tolist(), "top_logp": stats.top_logp.tolist(),
     })

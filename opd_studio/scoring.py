@@ -24,6 +24,7 @@ This module knows token ids, hints and models; nothing about Gradio.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -58,6 +59,42 @@ class PlacedHint:
     insert_at: int  # original token the hint tokens go before (the anchor, or the turn start for feedback turns)
     ids: list[int]  # hint tokens
     snapped: bool  # the hint's character offset fell inside a token and was moved to that token's start
+    text: str  # the hint tokens decoded: what the model reads (a feedback turn with its template)
+
+    @property
+    def placement(self) -> str:
+        return self.hint.placement
+
+
+@dataclass
+class ScoreResult:
+    """What `HintScorer.score` gives: the per-token table and what it was scored with."""
+
+    table: pd.DataFrame  # one row per original token: COLUMNS, and PLACEBO_COLUMNS with the placebo lane
+    hints: list[PlacedHint]  # in insertion order
+    span: str  # the loss span (LOSS_SPANS) of the `target` column
+    error_span: tuple[int, int] | None  # the record's error span in original tokens
+    placebo: list[str] | None = None  # the placebo texts scored beside the hints, when the lane ran
+    pending_from: int | None = None  # a first update (ui/incremental.py): rows from here on still lack the teacher
+
+    @property
+    def anchors(self) -> list[int]:
+        return [p.anchor for p in self.hints]
+
+    @property
+    def hinted_length(self) -> int:
+        return len(self.table) + sum(len(p.ids) for p in self.hints)
+
+    def copy(self) -> "ScoreResult":
+        return dataclasses.replace(self, table=self.table.copy())
+
+
+@dataclass
+class GradientMap:
+    """What `HintScorer.gradient_map` gives: one row per target position (GRADIENT_MAP_COLUMNS), and the target."""
+
+    frame: pd.DataFrame
+    target: str  # the target construction (targets.TARGETS)
 
 
 def place_hints(tokenizer, trajectory: Trajectory, hints: list[Hint]) -> list[PlacedHint]:
@@ -76,7 +113,7 @@ def place_hints(tokenizer, trajectory: Trajectory, hints: list[Hint]) -> list[Pl
             ids = tokenizer(hint.inserted_text, add_special_tokens=False)["input_ids"]
         if not ids:
             raise TrajectoryError(f"hint {n} is empty: write some hint text")
-        placed.append(PlacedHint(hint, anchor, insert_at, list(ids), snapped))
+        placed.append(PlacedHint(hint, anchor, insert_at, list(ids), snapped, tokenizer.decode(ids)))
     return sorted(placed, key=lambda p: (p.insert_at, p.anchor))
 
 
@@ -210,22 +247,25 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 
 @dataclass
-class _Stats:
+class TokenStats:
+    """Per position, what a model's distribution says about the token that is there (scoring's before / after
+    columns, and a rollout's own table)."""
+
     logp: np.ndarray  # (N,) log p(actual token)
     rank: np.ndarray  # (N,) 1 = the model's top choice
     entropy: np.ndarray  # (N,) nats
     top_ids: np.ndarray  # (N, k)
-    top_p: np.ndarray  # (N, k)
+    top_logp: np.ndarray  # (N, k)
 
 
-def _stats(logprobs: torch.Tensor, targets: torch.Tensor, top_k: int) -> _Stats:
-    # logprobs (N, V) float32, targets (N,)
-    target_lp = logprobs.gather(1, targets[:, None])  # (N, 1)
-    rank = (logprobs > target_lp).sum(1) + 1
+def token_stats(logprobs: torch.Tensor, tokens: torch.Tensor, top_k: int) -> TokenStats:
+    """`logprobs` (N, V) float32 log-probabilities at N positions, `tokens` (N,) the token at each."""
+    token_lp = logprobs.gather(1, tokens[:, None])  # (N, 1)
+    rank = (logprobs > token_lp).sum(1) + 1
     entropy = -(logprobs.exp() * logprobs).sum(1)
     top_lp, top_ids = logprobs.topk(top_k, dim=1)
-    return _Stats(target_lp[:, 0].cpu().numpy(), rank.cpu().numpy(), entropy.cpu().numpy(),
-                  top_ids.cpu().numpy(), top_lp.exp().cpu().numpy())
+    return TokenStats(token_lp[:, 0].cpu().numpy(), rank.cpu().numpy(), entropy.cpu().numpy(),
+                      top_ids.cpu().numpy(), top_lp.cpu().numpy())
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -236,7 +276,7 @@ class HintScorer:
     """Scores one trajectory under any number of hint sets, reusing every pass it can.
 
     >>> scorer = HintScorer(model, tokenizer, build_trajectory(tokenizer, record))
-    >>> table = scorer.score(record.hints, span="turn")
+    >>> scores = scorer.score(record.hints, span="turn")  # a ScoreResult: scores.table, scores.hints, …
     """
 
     def __init__(self, model, tokenizer, trajectory: Trajectory, top_k: int = 5, chunk_size: int = 256,
@@ -258,7 +298,7 @@ class HintScorer:
         return place_hints(self.tokenizer, self.trajectory, hints)
 
     def score(self, hints: list[Hint], span: str = "turn", error: ErrorSpan | None = None,
-              placebo: str | list[Hint] | None = None) -> pd.DataFrame:
+              placebo: str | list[Hint] | None = None) -> ScoreResult:
         """One row per original token (COLUMNS); with `placebo` (see `resolve_placebo`) also PLACEBO_COLUMNS."""
         placed = self.place(hints)
         placebo_hints = resolve_placebo(hints, placebo)
@@ -269,13 +309,8 @@ class HintScorer:
         table = self._table(placed, targets, before, after)
         if placebo_hints is not None:
             self._add_placebo(table, self.place(placebo_hints), before)
-            table.attrs["placebo"] = [h.text for h in placebo_hints]
-        table.attrs.update(
-            hints=[{"anchor": p.anchor, "insert_at": p.insert_at, "n_tokens": len(p.ids),
-                    "text": self.tokenizer.decode(p.ids), "snapped": p.snapped, "placement": p.hint.placement}
-                   for p in placed],
-            error_span=error_tokens, hinted_length=len(self.trajectory) + sum(len(p.ids) for p in placed), span=span)
-        return table
+        return ScoreResult(table, placed, span, error_tokens,
+                           placebo=None if placebo_hints is None else [h.text for h in placebo_hints])
 
     # -- passes ---------------------------------------------------------------------------------------------------
 
@@ -365,7 +400,7 @@ class HintScorer:
     @torch.no_grad()
     def gradient_map(self, hints: list[Hint], target: TargetSpec | None = None,
                      placebo: str | list[Hint] | None = "default", span: str = "turn",
-                     error: ErrorSpan | None = None) -> pd.DataFrame:
+                     error: ErrorSpan | None = None) -> GradientMap:
         """Where a target construction pushes, before any training: one row per target position (GRADIENT_MAP_COLUMNS).
 
         p_student / p_hinted / p_placebo / p_target: the probability of the trajectory's token under the unhinted
@@ -384,7 +419,7 @@ class HintScorer:
         mask = target_mask(self.trajectory, placed, span, error_tokens)
         positions = [i for i in range(1, len(self.trajectory)) if mask[i]]
         if not positions:
-            return pd.DataFrame(columns=GRADIENT_MAP_COLUMNS)
+            return GradientMap(pd.DataFrame(columns=GRADIENT_MAP_COLUMNS), spec.kind)
         ids = self.trajectory.input_ids
         tokens = torch.tensor([ids[i] for i in positions], device=self.model.device)
         log_p = self._logprobs(self.original_pass().hidden, [i - 1 for i in positions])  # (n, V)
@@ -421,8 +456,7 @@ class HintScorer:
             "push": [math.log(max(r, 1e-45)) - math.log(max(p, 1e-45)) for r, p in zip(p_target, p_student)],
             "kl_target": kl.tolist(), "top_student": tops(log_p), "top_hinted": tops(log_q),
             "top_placebo": tops(log_z), "top_target": tops(log_r)}, columns=GRADIENT_MAP_COLUMNS)
-        frame.attrs["target"] = spec.kind
-        return frame
+        return GradientMap(frame, spec.kind)
 
     def _logprobs(self, hidden: torch.Tensor, rows: list[int]) -> torch.Tensor:
         index = torch.tensor(rows, device=hidden.device)
@@ -431,10 +465,10 @@ class HintScorer:
     def _rows(self, logprobs: torch.Tensor, positions: list[int]) -> dict[int, tuple]:
         """position → (log p(token), rank, entropy, top-k [text, p]) from its (V,) log-probabilities."""
         ids = torch.tensor([self.trajectory.input_ids[i] for i in positions], device=logprobs.device)
-        stats = _stats(logprobs, ids, self.top_k)
+        stats = token_stats(logprobs, ids, self.top_k)
         out = {}
         for n, i in enumerate(positions):
-            top = [[self._text_of(int(t)), float(p)] for t, p in zip(stats.top_ids[n], stats.top_p[n])]
+            top = [[self._text_of(int(t)), math.exp(lp)] for t, lp in zip(stats.top_ids[n], stats.top_logp[n])]
             out[i] = (float(stats.logp[n]), int(stats.rank[n]), float(stats.entropy[n]), top)
         return out
 
@@ -470,7 +504,7 @@ class HintScorer:
 
 
 def score_record(model, tokenizer, record: Record, span: str = "turn", top_k: int = 5,
-                 include_rejected: bool = False, placebo: str | None = None) -> pd.DataFrame:
+                 include_rejected: bool = False, placebo: str | None = None) -> ScoreResult:
     """Score a record with its hints (rejected ones left out unless asked for); `placebo` as in `HintScorer.score`."""
     trajectory = build_trajectory(tokenizer, record)
     hints = [h for h in record.hints if include_rejected or h.status != "rejected"]

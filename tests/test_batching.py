@@ -51,7 +51,7 @@ def test_batched_scoring_matches_one_at_a_time(tiny_model, tokenizer, batch_size
     records = scoring_records()
     jobs = prepare_scoring(tokenizer, records)
     ran = []
-    results = dict((r.id, t) for r, t in score_records(tiny_model, tokenizer, jobs, top_k=5, batch_size=batch_size,
+    results = dict((r.id, s.table) for r, s in score_records(tiny_model, tokenizer, jobs, top_k=5, batch_size=batch_size,
                                                          on_tokens=ran.append))
     assert set(results) == {r.id for r in records}
     # an original and a hinted pass per hinted record, the original alone otherwise; a sequence that two records
@@ -59,7 +59,7 @@ def test_batched_scoring_matches_one_at_a_time(tiny_model, tokenizer, batch_size
     unique = {s for j in jobs for s in j.sequences}
     assert sum(len(s) for s in unique) <= sum(ran) <= sum(j.n_tokens for j in jobs)
     for record in records:
-        assert_same_table(results[record.id], score_record(tiny_model, tokenizer, record, top_k=5))
+        assert_same_table(results[record.id], score_record(tiny_model, tokenizer, record, top_k=5).table)
 
 
 def test_batched_scoring_with_placebo(tiny_model, tokenizer):
@@ -69,8 +69,10 @@ def test_batched_scoring_with_placebo(tiny_model, tokenizer):
         pytest.skip("this scoring.py has no placebo option")
     records = scoring_records()[:3]
     jobs = prepare_scoring(tokenizer, records, placebo="default")
-    for record, table in score_records(tiny_model, tokenizer, jobs, batch_size=4):
-        assert_same_table(table, score_record(tiny_model, tokenizer, record, placebo="default"))
+    for record, scores in score_records(tiny_model, tokenizer, jobs, batch_size=4):
+        single = score_record(tiny_model, tokenizer, record, placebo="default")
+        assert_same_table(scores.table, single.table)
+        assert scores.hints == single.hints and scores.placebo == single.placebo
 
 
 def test_a_bad_record_fails_before_any_work_and_names_itself(tokenizer):

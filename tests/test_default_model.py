@@ -24,15 +24,16 @@ def test_greedy_rollout_makes_the_worked_example_mistake(default_model):
     trajectory = build_trajectory(tokenizer, record)
     first, last = trajectory.student_token_spans[1]
     assert trajectory.input_ids[first:last] == record.response_token_ids
-    scored = score_record(model, tokenizer, record)
+    scored = score_record(model, tokenizer, record).table
     assert scored.logp_before[first:last].tolist() == pytest.approx(table.logp.tolist(), abs=1e-4)
     assert (table["rank"] == 1).all()  # greedy picks the top token every time
 
 
 def test_inline_hint_before_32_lowers_p3_more_than_tenfold(default_model):
     model, tokenizer = default_model
-    table = score_record(model, tokenizer, Record.from_dict(ADD))
-    row = table.loc[table.attrs["hints"][0]["anchor"]]
+    scores = score_record(model, tokenizer, Record.from_dict(ADD))
+    table = scores.table
+    row = table.loc[scores.anchors[0]]
     assert row.text == "3"
     p_before, p_after = math.exp(row.logp_before), math.exp(row.logp_after)
     assert p_before > 0.9 and p_after < p_before / 10
@@ -45,7 +46,7 @@ def test_feedback_turn_lowers_p3_less_than_inline(default_model):
     model, tokenizer = default_model
     record = Record.from_dict(ADD)
     record.hints = [Hint(text="Wrong. 17 + 25 = 42.", message=1, char=10, placement="feedback")]
-    row = score_record(model, tokenizer, record).loc[48]
+    row = score_record(model, tokenizer, record).table.loc[48]
     assert row.text == "3" and row.logp_after < row.logp_before - math.log(2)
     assert row.top_after[0][0] == "4"
 

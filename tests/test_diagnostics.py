@@ -10,7 +10,7 @@ from tests.conftest import ADD, MULTI_TURN
 
 
 def one_by_one_drop(model, tokenizer, trajectory, text, k, error):
-    table = HintScorer(model, tokenizer, trajectory).score([Hint(text=text, token=k)])
+    table = HintScorer(model, tokenizer, trajectory).score([Hint(text=text, token=k)]).table
     rows = table.loc[error[0]: error[1] - 1]
     return (rows.logp_after - rows.logp_before).sum()
 
@@ -69,7 +69,7 @@ def test_flags_catch_a_copied_hint_and_a_leaked_answer(default_model):
 
     def flags(text):
         hints = [Hint(text=text, token=48)]
-        return hint_flags(scorer, hints, scorer.score(hints))
+        return hint_flags(scorer, scorer.score(hints))
 
     # The teacher restarts the hint's "17 + 25 …" instead of continuing the answer: contamination.
     copied = flags(" (Hint: 17 + 25 = 42.) ")

@@ -81,7 +81,7 @@ def test_teacher_topk_is_the_hinted_teachers_distribution(tmp_path, tiny_model, 
     assert export_curated(records, "teacher-topk", output, tiny_model, tokenizer, top_k=8) == 2
     loaded = datasets.load_from_disk(str(output))
     for row, record in zip(loaded, records[:2]):
-        table = score_record(tiny_model, tokenizer, record, top_k=5)
+        table = score_record(tiny_model, tokenizer, record, top_k=5).table
         assert row["target_positions"] == table.index[table.target & (table.i > 0)].tolist()
         assert row["input_ids"][0] == tokenizer(table.text[0])["input_ids"][0]
         for i, ids, logprobs in zip(row["target_positions"], row["topk_ids"], row["topk_logprobs"]):

@@ -23,7 +23,7 @@ def test_scores_in_both_formats_equal_one_at_a_time_scoring(tiny_model, tokenize
     parquet = pd.read_parquet(tmp_path / "scores.parquet")
     assert rows.record_id.unique().tolist() == [r.id for r in records]  # input order, whatever the batching
     for record in records:
-        single = score_record(tiny_model, tokenizer, record)
+        single = score_record(tiny_model, tokenizer, record).table
         from_jsonl = rows[rows.record_id == record.id].drop(columns="record_id").reset_index(drop=True)
         from_jsonl["rank_before"] = from_jsonl["rank_before"].astype("Int64")
         from_jsonl["rank_after"] = from_jsonl["rank_after"].astype("Int64")
@@ -41,7 +41,7 @@ def test_rerun_skips_what_the_output_and_an_interrupted_run_hold(tiny_model, tok
     # an interrupted run: two records finished into the sidecar, the third was being written when it died
     interrupted = ResumableOutput(output, lambda path: {})
     for record in records[2:4]:
-        rows = score_file.__globals__["_rows"](record.id, score_record(tiny_model, tokenizer, record))
+        rows = score_file.__globals__["_rows"](record.id, score_record(tiny_model, tokenizer, record).table)
         interrupted.add(record.id, rows)
     interrupted.close()
     with interrupted.sidecar.open("a") as handle:
@@ -52,7 +52,7 @@ def test_rerun_skips_what_the_output_and_an_interrupted_run_hold(tiny_model, tok
     ids = [json.loads(line)["record_id"] for line in output.read_text().splitlines()]
     assert list(dict.fromkeys(ids)) == [r.id for r in records]
     # the torn line was scored again, once
-    assert ids.count("long") == len(score_record(tiny_model, tokenizer, records[5]))
+    assert ids.count("long") == len(score_record(tiny_model, tokenizer, records[5]).table)
     again = score_file(tiny_model, tokenizer, records, output)
     assert again.resumed == len(records) and again.tokens == 0
 

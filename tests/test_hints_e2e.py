@@ -25,13 +25,13 @@ def test_demo_prompt_to_proposal_to_falling_error_probability(default_model):
     (proposal,) = result.proposals
     wrong = rollout.messages[-1]["content"][proposal.char_start:proposal.char_end]
     assert wrong == "32"
-    table = score_record(model, tokenizer, record, span="error")
-    error = table.iloc[proposal.token_start:proposal.token_end]
+    scores = score_record(model, tokenizer, record, span="error")
+    error = scores.table.iloc[proposal.token_start:proposal.token_end]
     assert "".join(error.text) == "32" and error.target.all()
     p_before, p_after = math.exp(error.logp_before.sum()), math.exp(error.logp_after.sum())
     assert p_after < p_before / 10, (p_before, p_after)
     # the hint sits right before the error token, the trajectory's own space in front of it
-    assert table.attrs["hints"][0]["anchor"] == proposal.token_start
+    assert scores.anchors == [proposal.token_start]
 
 
 def test_propose_cli(tmp_path):

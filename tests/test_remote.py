@@ -142,7 +142,7 @@ def test_llama_cpp_server_rollouts_score_exactly(llama_server, default_model, tm
         assert tokenizer.decode(rollout.response_token_ids) == rollout.messages[-1]["content"]
         # the server's log-probs of its own sampled tokens agree with the local model on the same ids
         # (same weights; llama.cpp runs them quantized, so within a tolerance), where the prompts agree
-        table = score_record(model, tokenizer, rollout)
+        table = score_record(model, tokenizer, rollout).table
         local = table[table.student].logp_before.tolist()[: len(remote["logprobs"])]
         close = sum(abs(a - b) < 0.5 for a, b in zip(local, remote["logprobs"]))
         assert close >= 0.8 * len(local), (local, remote["logprobs"])

@@ -53,7 +53,7 @@ HINT_SETS = {
 @pytest.mark.parametrize("name", HINT_SETS)
 def test_cached_scoring_equals_naive_full_forward(tiny_model, tokenizer, name):
     trajectory = build_trajectory(tokenizer, Record.from_dict(ADD))
-    table = HintScorer(tiny_model, tokenizer, trajectory).score(HINT_SETS[name])
+    table = HintScorer(tiny_model, tokenizer, trajectory).score(HINT_SETS[name]).table
     assert list(table.columns) == COLUMNS
     assert_matches_naive(table, naive_table(tiny_model, tokenizer, trajectory, HINT_SETS[name]))
 
@@ -63,7 +63,7 @@ def test_multi_turn_with_three_hints_equals_naive(tiny_model, tokenizer):
     trajectory = build_trajectory(tokenizer, record)
     hints = [Hint(text=" (check Rome)", message=6, char=8), Hint(text=" (tool says 18)", message=4, char=6),
              Hint(text="Call the tool.", message=2, char=0, placement="feedback")]
-    table = HintScorer(tiny_model, tokenizer, trajectory).score(hints, span="response")
+    table = HintScorer(tiny_model, tokenizer, trajectory).score(hints, span="response").table
     assert_matches_naive(table, naive_table(tiny_model, tokenizer, trajectory, hints))
     # context rows carry no numbers, student rows all do
     assert table.loc[~table.student, "logp_before"].isna().all()
@@ -72,8 +72,8 @@ def test_multi_turn_with_three_hints_equals_naive(tiny_model, tokenizer):
 
 def test_positions_before_the_first_hint_are_unchanged(tiny_model, tokenizer):
     trajectory = build_trajectory(tokenizer, Record.from_dict(ADD))
-    table = HintScorer(tiny_model, tokenizer, trajectory).score(HINT_SETS["inline"])
-    anchor = table.attrs["hints"][0]["anchor"]
+    scores = HintScorer(tiny_model, tokenizer, trajectory).score(HINT_SETS["inline"])
+    table, (anchor,) = scores.table, scores.anchors
     early = table[table.student & (table.i < anchor)]
     assert len(early) > 3
     assert (early.logp_before == early.logp_after).all() and (early.kl == 0).all()
@@ -94,8 +94,8 @@ def test_incremental_rescoring_equals_fresh_scoring(tiny_model, tokenizer):
         [Hint(text=" (first)", message=4, char=6), Hint(text=" (second, edited)", message=6, char=5)],
     ]
     for hints in edits:
-        incremental = scorer.score(hints)
-        fresh = HintScorer(tiny_model, tokenizer, trajectory).score(hints)
+        incremental = scorer.score(hints).table
+        fresh = HintScorer(tiny_model, tokenizer, trajectory).score(hints).table
         numeric = ["logp_before", "logp_after", "entropy_after", "kl"]
         np.testing.assert_allclose(incremental[numeric].to_numpy(float), fresh[numeric].to_numpy(float),
                                    atol=1e-4, equal_nan=True)
@@ -130,8 +130,8 @@ def test_editing_a_later_hint_reuses_the_earlier_hinted_prefix(tiny_model, token
 
 def test_top_alternatives_are_sorted_probabilities(tiny_model, tokenizer):
     trajectory = build_trajectory(tokenizer, Record.from_dict(ADD))
-    table = HintScorer(tiny_model, tokenizer, trajectory, top_k=5).score(HINT_SETS["inline"])
-    row = table.loc[table.attrs["hints"][0]["anchor"]]
+    scores = HintScorer(tiny_model, tokenizer, trajectory, top_k=5).score(HINT_SETS["inline"])
+    row = scores.table.loc[scores.anchors[0]]
     probs = [p for _, p in row.top_before]
     assert len(probs) == 5 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
     if row.rank_before == 1:
@@ -156,10 +156,11 @@ def test_placebo_columns_equal_naive_full_forward(tiny_model, tokenizer):
 
     trajectory = build_trajectory(tokenizer, Record.from_dict(MULTI_TURN))
     hints = [Hint(text=" (Hint: tool says 18.)", message=4, char=6), Hint(text=" (check Rome)", message=6, char=8)]
-    table = HintScorer(tiny_model, tokenizer, trajectory).score(hints, span="response", placebo="default")
+    scores = HintScorer(tiny_model, tokenizer, trajectory).score(hints, span="response", placebo="default")
+    table = scores.table
     assert list(table.columns) == COLUMNS + PLACEBO_COLUMNS
     placebos = [default_placebo(h) for h in hints]
-    assert table.attrs["placebo"] == [" (Hint: check this step.)", " (check this step.)"]
+    assert scores.placebo == [" (Hint: check this step.)", " (check this step.)"]
     reference = naive_table(tiny_model, tokenizer, trajectory, placebos)
     assert_matches_naive(table.rename(columns={"logp_placebo": "logp_after", "rank_placebo": "rank_after",
                                                "logp_after": "_", "rank_after": "__"}),
@@ -188,11 +189,11 @@ def test_placebo_pass_has_its_own_cache(tiny_model, tokenizer):
     try:
         scorer.score([Hint(text=" (Hint: one)", message=4, char=6)], placebo="default")
         first = len(seen)
-        edited = scorer.score([Hint(text=" (Hint: one, edited)", message=4, char=6)], placebo="default")
+        edited = scorer.score([Hint(text=" (Hint: one, edited)", message=4, char=6)], placebo="default").table
     finally:
         del tiny_model.model.forward
     assert first == 3 and len(seen) == 4  # original, hinted, placebo; then the edited hint only
     fresh = HintScorer(tiny_model, tokenizer, trajectory).score([Hint(text=" (Hint: one, edited)", message=4, char=6)],
-                                                                placebo="default")
+                                                                placebo="default").table
     np.testing.assert_allclose(edited.logp_placebo.to_numpy(float), fresh.logp_placebo.to_numpy(float), atol=1e-4,
                                equal_nan=True)

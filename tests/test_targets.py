@@ -135,7 +135,9 @@ def test_the_constructions_differ_where_they_should(tokenizer, small_model):
 def test_gradient_map_equals_naive_passes(tokenizer, small_model):
     record = Record.from_dict(REVEAL)
     scorer = HintScorer(small_model, tokenizer, build_trajectory(tokenizer, record))
-    frame = scorer.gradient_map(record.hints, TargetSpec("contrast", alpha=2.0), placebo="default")
+    gradient = scorer.gradient_map(record.hints, TargetSpec("contrast", alpha=2.0), placebo="default")
+    assert gradient.target == "contrast"
+    frame = gradient.frame
     naive = naive_passes(small_model, tokenizer, record)
     assert frame.i.tolist() == [t for t, *_ in naive]
     for row, (t, y, lp, lq, lz, *_rest) in zip(frame.itertuples(), naive):
@@ -212,7 +214,7 @@ def test_training_with_each_construction_keeps_a_timeline(tokenizer, small_model
         assert line.right_text == "42" and line.p_right is not None and len(line.p_right) == 3
         assert line.p_target[0] != line.p_target[-1]  # the student moved
         # step 0 is the base: the timeline's first row equals the scorer's p_before
-        table = HintScorer(small_model, tokenizer, build_trajectory(tokenizer, record)).score([])
+        table = HintScorer(small_model, tokenizer, build_trajectory(tokenizer, record)).score([]).table
         for i, p in zip(line.positions, line.p_target[0]):
             assert p == pytest.approx(math.exp(table.loc[i, "logp_before"]), rel=1e-4)
         frame = line.frame()
@@ -311,9 +313,9 @@ def test_contrast_puts_the_right_digit_on_top_where_the_hinted_target_puts_a_lin
         scorer = HintScorer(model, tokenizer, build_trajectory(tokenizer, record))
         for kind in on_top:
             first = scorer.gradient_map(record.hints, TargetSpec(kind, alpha=2.0), span="error",
-                                        error=record.error).iloc[0]
+                                        error=record.error).frame.iloc[0]
             on_top[kind] += first.top_target[0][0] == right
-        table = scorer.score(record.hints, error=record.error, placebo="default")
+        table = scorer.score(record.hints, error=record.error, placebo="default").table
         style += bool(table.loc[table.target, "style"].any())
     assert len(records) == 12
     assert on_top["hinted"] <= 3 and on_top["contrast"] >= 9, on_top

@@ -306,7 +306,7 @@ def test_training_lowers_error_probability_on_default_model(trained_default, def
     assert last["drift"] < 0.05
     # The metric is what the scorer sees: p("3") · p("2") under the trained model, unhinted.
     record = records(ADD)[0]
-    table = HintScorer(trained_default.model, tokenizer, build_trajectory(tokenizer, record)).score([])
+    table = HintScorer(trained_default.model, tokenizer, build_trajectory(tokenizer, record)).score([]).table
     assert table.loc[[48, 49], "logp_before"].sum() == pytest.approx(math.log(p_after), abs=1e-4)
 
 

@@ -268,7 +268,7 @@ def test_hint_moves_at_the_click_and_the_final_strip_equals_a_one_shot_rescoring
     trajectory = build_trajectory(tokenizer, record)
     message, char = trajectory.token_to_char(token)
     table = HintScorer(model, tokenizer, trajectory).score([Hint(text=DEFAULT_HINT, token=token, message=message,
-                                                                 char=char)], span="turn")
+                                                                 char=char)], span="turn").table
     shown = page.evaluate("""Array.from(document.querySelectorAll('#opd-strip .opd-tok[data-kl]'))
         .map(c => [Number(c.dataset.i), Number(c.dataset.p), Number(c.dataset.q), Number(c.dataset.kl)])""")
     assert len(shown) == int(table.logp_before.notna().sum())

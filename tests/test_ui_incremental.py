@@ -41,39 +41,39 @@ def test_window_rows_equal_the_one_shot_rows(tiny_model, tokenizer, placement):
     upto = incremental.window_end(HintScorer(tiny_model, tokenizer, trajectory), record.hints, record.error)
     window = incremental.window_table(HintScorer(tiny_model, tokenizer, trajectory), record.hints, "turn",
                                       record.error)
-    assert window.attrs["pending_from"] == upto < len(trajectory) - 20  # a real window, not the whole record
-    assert_rows_equal(window.iloc[:upto], one_shot.iloc[:upto], exact=False)
-    assert window.attrs["hints"] == one_shot.attrs["hints"]
-    assert (window.iloc[upto:].kl.fillna(0) == 0).all()  # pending rows carry no teacher numbers yet
+    assert window.pending_from == upto < len(trajectory) - 20  # a real window, not the whole record
+    assert_rows_equal(window.table.iloc[:upto], one_shot.table.iloc[:upto], exact=False)
+    assert window.hints == one_shot.hints and window.error_span == one_shot.error_span
+    assert (window.table.iloc[upto:].kl.fillna(0) == 0).all()  # pending rows carry no teacher numbers yet
 
 
 def test_window_first_then_full_equals_one_shot_in_the_session(tiny_model, tokenizer):
     session = actions.open_record(actions.Session(), tiny_model, tokenizer, long_record())
     fresh = actions.open_record(actions.Session(), tiny_model, tokenizer, long_record())
     actions.move_hint(session, 60, score=actions.rescore_window)
-    assert session.table.attrs["pending_from"] is not None
+    assert session.scores.pending_from is not None
     actions.rescore(session)
     actions.move_hint(fresh, 60)
-    assert_rows_equal(session.table, fresh.table)
-    assert session.table.attrs.get("pending_from") is None
+    assert_rows_equal(session.scores.table, fresh.scores.table)
+    assert session.scores.pending_from is None
 
 
-def test_speculated_tables_equal_one_shot_and_stay_in_budget(tiny_model, tokenizer):
+def test_speculated_results_equal_one_shot_and_stay_in_budget(tiny_model, tokenizer):
     record = long_record()
     session = actions.open_record(actions.Session(), tiny_model, tokenizer, record)
-    error_start = session.table.attrs["error_span"][0]
+    error_start = session.scores.error_span[0]
     candidates = incremental.candidate_hints(session.hints, [], error_start, session.scorer.trajectory)
     assert len(candidates) >= 3
     speculator = incremental.Speculator(session.scorer).start([(c, "turn", session.error) for c in candidates],
                                                               delay_s=0)
     speculator.thread.join(60)
-    assert len(speculator.tables) == len(candidates) and speculator.used_bytes <= speculator.budget_bytes
+    assert len(speculator.results) == len(candidates) and speculator.used_bytes <= speculator.budget_bytes
     for hints in candidates:
         one_shot = HintScorer(tiny_model, tokenizer, session.scorer.trajectory).score(hints, "turn", session.error)
-        assert_rows_equal(speculator.get(hints, "turn", session.error), one_shot)
+        assert_rows_equal(speculator.get(hints, "turn", session.error).table, one_shot.table)
     tiny = incremental.Speculator(session.scorer, budget_bytes=1).start([(candidates[0], "turn", None)], delay_s=0)
     tiny.thread.join(60)
-    assert tiny.tables == {}  # over budget: nothing kept
+    assert tiny.results == {}  # over budget: nothing kept
 
 
 def test_speculation_yields_to_a_real_action(tiny_model, tokenizer):
@@ -81,20 +81,20 @@ def test_speculation_yields_to_a_real_action(tiny_model, tokenizer):
     speculator = incremental.Speculator(session.scorer).start([(session.hints, "turn", None)] * 3, delay_s=5)
     speculator.stop.set()
     speculator.thread.join(5)
-    assert not speculator.thread.is_alive() and speculator.tables == {}
+    assert not speculator.thread.is_alive() and speculator.results == {}
 
 
 def test_a_click_on_a_speculated_position_is_served_from_memory(tiny_model, tokenizer):
     session = actions.open_record(actions.Session(), tiny_model, tokenizer, long_record())
     actions.speculate(session)
     session.speculator.thread.join(60)
-    assert session.speculator.tables
-    error_start = session.table.attrs["error_span"][0]
+    assert session.speculator.results
+    error_start = session.scores.error_span[0]
     served = session.speculator.get
     calls = []
     session.speculator.get = lambda *a: calls.append(a) or served(*a)
     actions.move_hint(session, error_start + 1, score=actions.rescore_window)
-    assert calls and session.table.attrs.get("pending_from") is None  # whole, at once
+    assert calls and session.scores.pending_from is None  # whole, at once
     fresh = actions.open_record(actions.Session(), tiny_model, tokenizer, long_record())
     actions.move_hint(fresh, error_start + 1)
-    assert_rows_equal(session.table, fresh.table)
+    assert_rows_equal(session.scores.table, fresh.scores.table)

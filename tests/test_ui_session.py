@@ -16,7 +16,7 @@ def opened(tiny_model, tokenizer):
 
 
 def anchors(session):
-    return [h["anchor"] for h in session.table.attrs["hints"]]
+    return session.scores.anchors
 
 
 def test_move_edit_undo(opened):
@@ -25,7 +25,7 @@ def test_move_edit_undo(opened):
     assert anchors(opened) == [45] and opened.hints[0].status == "edited"
     assert (opened.hints[0].message, opened.hints[0].char) == (1, 6)  # stored readable as message + char too
     actions.edit_hint(opened, "(new text) ", "inline")
-    assert opened.table.attrs["hints"][0]["text"] == "(new text) "
+    assert opened.scores.hints[0].text == "(new text) "
     actions.undo(opened)
     assert opened.hints[0].text == ADD["hints"][0]["text"] and anchors(opened) == [45]
     actions.undo(opened)
@@ -35,20 +35,20 @@ def test_move_edit_undo(opened):
 
 
 def test_bad_edits_change_nothing(opened):
-    before = opened.table.copy()
+    before = opened.scores.table.copy()
     for bad in (lambda: actions.move_hint(opened, 3), lambda: actions.move_hint(opened, 999),
                 lambda: actions.edit_hint(opened, "   ", "inline"),
                 lambda: actions.edit_hint(opened, "x", "template", "no placeholder")):
         with pytest.raises(ValueError):
             bad()
-    assert opened.table.equals(before) and anchors(opened) == [48] and opened.undo_stack == []
+    assert opened.scores.table.equals(before) and anchors(opened) == [48] and opened.undo_stack == []
 
 
 def test_span_changes_targets(opened):
     actions.set_span(opened, "error")
-    assert opened.table.index[opened.table.target].tolist() == [48, 49]
+    assert opened.scores.table.index[opened.scores.table.target].tolist() == [48, 49]
     actions.set_span(opened, "response")
-    assert opened.table.index[opened.table.target].tolist() == [48, 49, 50, 51]
+    assert opened.scores.table.index[opened.scores.table.target].tolist() == [48, 49, 50, 51]
 
 
 def test_review_saves_what_was_edited(opened, tmp_path):
@@ -66,7 +66,7 @@ def test_strip_escapes_untrusted_text(tiny_model, tokenizer):
                                                        {"role": "assistant", "content": evil}],
                                "hints": [{"message": 1, "char": 0, "text": "<b onmouseover=alert(3)>hint</b>"}]})
     session = actions.open_record(actions.Session(), tiny_model, tokenizer, record)
-    html = render_strip(session.table, "delta", session.scorer.trajectory)
+    html = render_strip(session.scores, "delta", session.scorer.trajectory)
     assert "<script" not in html and "<img" not in html and "<b onmouseover" not in html
     assert "&lt;" in html and "&lt;b·onmouseover=alert(3)&gt;hint&lt;/b&gt;" in html  # shown, as text
 

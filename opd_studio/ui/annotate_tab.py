@@ -104,10 +104,10 @@ def prefetch_proposals(records: list[Record], name: str, limit: int = 200) -> No
 def status_markdown(session: actions.Session) -> str:
     if session.record is None:
         return FIRST_STATUS
-    record, table = session.record, session.table
+    record, table = session.record, session.scores.table
     which = "base weights" if session.base_weights else f"{weights(session).label} weights"
     parts = [f"**{record.id}** · {len(table)} tokens · loss span: {session.span} · {which}"]
-    anchors = [h["anchor"] for h in table.attrs.get("hints", [])]
+    anchors = session.scores.anchors
     if anchors:
         row = table.loc[anchors[0]]
         placebo = ""
@@ -171,15 +171,15 @@ def render(session: actions.Session, view: str, hint_model_name: str | None = No
 
 
 def strip_html(session: actions.Session, view: str) -> str:
-    return render_strip(session.table, view, session.scorer.trajectory, oneshot=ONESHOT, gradient=session.gradient)
+    return render_strip(session.scores, view, session.scorer.trajectory, oneshot=ONESHOT, gradient=session.gradient)
 
 
 @guarded
 def on_plots(session: actions.Session):
     """The log-prob and KL plots of the open record (None, None when nothing is open)."""
-    if session is None or session.record is None or session.table.attrs.get("pending_from") is not None:
+    if session is None or session.record is None or session.scores.pending_from is not None:
         return None, None
-    return plots.logprob_figure(session.table), plots.kl_figure(session.table)
+    return plots.logprob_figure(session.scores), plots.kl_figure(session.scores)
 
 
 @guarded
@@ -239,8 +239,8 @@ def on_gradient(session, target, alpha, view):
     """The gradient map of the open record for `target`: in the token details and as a table."""
     session = synced(session)
     with model_turn(session):
-        frame = actions.gradient_map(session, target, alpha)
-    return session, strip_html(session, view), gr.update(value=actions.gradient_table(frame), visible=True)
+        gradient = actions.gradient_map(session, target, alpha)
+    return session, strip_html(session, view), gr.update(value=actions.gradient_table(gradient), visible=True)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -372,7 +372,7 @@ def _edited(session, view, change):
     with model_turn(session):
         session = change(session, actions.rescore if ONESHOT else actions.rescore_window)
     yield render(session, view, queue=False)
-    if session.table.attrs.get("pending_from") is not None:
+    if session.scores.pending_from is not None:
         with model_turn(session):
             session = actions.rescore(session)
         yield render(session, view, queue=False)
@@ -499,7 +499,7 @@ def on_sweep(session, window):
     actions._require_open(session)
     if not session.hints:
         raise ValueError("place a hint first")
-    error = session.table.attrs.get("error_span") or (session.table.attrs["hints"][0]["anchor"],) * 2
+    error = session.scores.error_span or (session.scores.anchors[0],) * 2
     error = (error[0], max(error[1], error[0] + 1))
     placebo = session.hints[0].placebo or session.placebo_default or "default"  # the placebo the lane scores
     with model_turn(session):
@@ -515,9 +515,9 @@ def on_compare(session, candidates):
     texts = [t for t in (candidates or "").split("\n") if t.strip()]
     if not session.hints:
         raise ValueError("place a hint first")
-    anchor = session.table.attrs["hints"][0]["anchor"]
+    anchor = session.scores.anchors[0]
     with model_turn(session):
-        comparison = compare_hint_texts(session.scorer, texts, anchor, session.table.attrs.get("error_span"))
+        comparison = compare_hint_texts(session.scorer, texts, anchor, session.scores.error_span)
     return (gr.update(value=plots.comparison_figure(comparison), visible=True),
             gr.update(value=comparison.round(3), visible=True))
 
@@ -527,7 +527,7 @@ def on_compare(session, candidates):
 def on_flags(session):
     actions._require_open(session)
     with model_turn(session):
-        flags = hint_flags(session.scorer, session.hints, session.table)
+        flags = hint_flags(session.scorer, session.scores)
     summary = summarize_flags(flags)
     text = (f"{summary['targets']} target positions · **{summary['leaks']} leak** (teacher's top token only in the "
             f"hint) · **{summary['continues_hint']} copy the hint** · max teacher mass on hint-only tokens "

@@ -4,7 +4,7 @@ Window first. After a hint moves, a person looks at the hint and the error span.
 original positions before `upto` (the end of the error span plus a few tokens): the hinted pass runs from the first
 hint to `upto` and no further (causal attention: what comes later cannot change those positions), and the
 vocabulary projections run only there. Rows at or after `upto` keep their before-values and are marked pending
-(`table.attrs["pending_from"]`). Rows before `upto` are the one-shot `HintScorer.score` rows (tested equal); the
+(`ScoreResult.pending_from`). Rows before `upto` are the one-shot `HintScorer.score` rows (tested equal); the
 full table still comes from `HintScorer.score`, unchanged, as a second update.
 
 Speculation. While the user reads a freshly opened record, `Speculator` scores the likely next hint positions (the
@@ -22,11 +22,10 @@ import copy
 import threading
 from dataclasses import asdict
 
-import pandas as pd
 import torch
 
 from ..records import ErrorSpan, Hint
-from ..scoring import HintScorer, forward_reusing, splice, target_mask
+from ..scoring import HintScorer, ScoreResult, forward_reusing, splice, target_mask
 
 WINDOW_AFTER_ERROR = 8  # tokens after the error span scored in the first update
 MODEL_LOCK = threading.RLock()  # one model pass at a time: real actions and speculation never run side by side
@@ -52,9 +51,9 @@ def window_end(scorer: HintScorer, hints: list[Hint], error: ErrorSpan | None) -
 
 @torch.no_grad()
 def window_table(scorer: HintScorer, hints: list[Hint], span: str = "turn", error: ErrorSpan | None = None,
-                 upto: int | None = None) -> pd.DataFrame:
+                 upto: int | None = None) -> ScoreResult:
     """`scorer.score(hints, span, error)` for the original positions before `upto`; rows from `upto` on carry their
-    before-values (after = before, KL 0) and are pending: `attrs["pending_from"] == upto`."""
+    before-values (after = before, KL 0) and are pending: `pending_from == upto`."""
     upto = window_end(scorer, hints, error) if upto is None else upto
     placed = scorer.place(hints)
     trajectory = scorer.trajectory
@@ -74,13 +73,8 @@ def window_table(scorer: HintScorer, hints: list[Hint], span: str = "turn", erro
         after = scorer._rows(log_q, changed)
         kl = dict(zip(changed, (log_q.exp() * (log_q - log_p)).sum(1).clamp_min(0.0).tolist()))
     table = scorer._table(placed, targets, before, (after, kl))
-    table.attrs.update(
-        hints=[{"anchor": p.anchor, "insert_at": p.insert_at, "n_tokens": len(p.ids),
-                "text": scorer.tokenizer.decode(p.ids), "snapped": p.snapped, "placement": p.hint.placement}
-               for p in placed],
-        error_span=error_tokens, hinted_length=len(trajectory) + sum(len(p.ids) for p in placed), span=span,
-        pending_from=upto if placed and upto < len(trajectory) else None)
-    return table
+    return ScoreResult(table, placed, span, error_tokens,
+                       pending_from=upto if placed and upto < len(trajectory) else None)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -94,22 +88,22 @@ def hints_key(hints: list[Hint], span: str, error: ErrorSpan | None) -> tuple:
     return (tuple(scored), span, None if error is None else (error.message, error.char_start, error.char_end))
 
 
-def table_bytes(table: pd.DataFrame) -> int:
+def result_bytes(scores: ScoreResult) -> int:
     # the top-k lists dominate: 2 × k × (str + float) per row, ~100 bytes each
-    return int(table.memory_usage(deep=False).sum()) + len(table) * 2 * 5 * 100
+    return int(scores.table.memory_usage(deep=False).sum()) + len(scores.table) * 2 * 5 * 100
 
 
 class Speculator:
     """Scores likely hint positions in a background thread; `get` serves a finished table, `stop` yields."""
 
     def __init__(self, scorer: HintScorer, budget_bytes: int = SPECULATION_BUDGET_BYTES,
-                 tables: dict[tuple, pd.DataFrame] | None = None):
+                 results: dict[tuple, ScoreResult] | None = None):
         # A scorer of its own (its hinted-pass cache is its own), sharing the record's original pass and before-stats.
         self.scorer = HintScorer(scorer.model, scorer.tokenizer, scorer.trajectory, top_k=scorer.top_k,
                                  chunk_size=scorer.chunk_size, base_weights=scorer.base_weights)
         self.scorer._original, self.scorer._before = scorer.original_pass(), scorer._before_stats()
-        self.tables: dict[tuple, pd.DataFrame] = dict(tables or {})  # still valid: same record, same weights
-        self.budget_bytes, self.used_bytes = budget_bytes, sum(map(table_bytes, self.tables.values()))
+        self.results: dict[tuple, ScoreResult] = dict(results or {})  # still valid: same record, same weights
+        self.budget_bytes, self.used_bytes = budget_bytes, sum(map(result_bytes, self.results.values()))
         self.stop = threading.Event()
         self.first_done = threading.Event()  # set once `first` (see `start`) has finished or given up
         self.thread: threading.Thread | None = None
@@ -137,23 +131,23 @@ class Speculator:
             self.first_done.set()
         for hints, span, error in candidates:
             key = hints_key(hints, span, error)
-            if key in self.tables:
+            if key in self.results:
                 continue
             with MODEL_LOCK:
                 if self.stop.is_set():
                     return
                 try:
-                    table = self.scorer.score(hints, span=span, error=error)
+                    scores = self.scorer.score(hints, span=span, error=error)
                 except (ValueError, KeyError):
                     continue  # a candidate the trajectory refuses (context token, …): nothing to serve
-            size = table_bytes(table)
+            size = result_bytes(scores)
             if self.used_bytes + size > self.budget_bytes:
                 return
-            self.tables[key], self.used_bytes = table, self.used_bytes + size
+            self.results[key], self.used_bytes = scores, self.used_bytes + size
 
-    def get(self, hints: list[Hint], span: str, error: ErrorSpan | None) -> pd.DataFrame | None:
-        table = self.tables.get(hints_key(hints, span, error))
-        return None if table is None else table.copy()
+    def get(self, hints: list[Hint], span: str, error: ErrorSpan | None) -> ScoreResult | None:
+        scores = self.results.get(hints_key(hints, span, error))
+        return None if scores is None else scores.copy()
 
 
 def candidate_hints(hints: list[Hint], proposals_hints: list[Hint], error_start: int | None, trajectory,

@@ -23,7 +23,7 @@ from ..hints.propose import locate
 from ..records import ErrorSpan, Hint, Record, parse_records, placebo_for
 from ..objective import build_example
 from ..rollout import SamplingConfig, generate
-from ..scoring import LOSS_SPANS, HintScorer
+from ..scoring import LOSS_SPANS, GradientMap, HintScorer, ScoreResult
 from ..store import Store
 from ..targets import ALPHA_MAX, TargetSpec
 from ..train import Timeline, timeline
@@ -44,7 +44,7 @@ class Session:
     proposals: list[HintProposal] = field(default_factory=list)
     proposal_reason: str = ""
     span: str = "turn"
-    table: pd.DataFrame | None = None
+    scores: ScoreResult | None = None  # the open record scored with the working hints
     notice: str = ""
     undo_stack: list[tuple[list[Hint], ErrorSpan | None, str]] = field(default_factory=list)
     opened_at: float = 0.0
@@ -57,7 +57,7 @@ class Session:
     user: str | None = None  # the signed-in name on a Space (whose workspace and weights this session uses)
     placebo_on: bool = False  # score a placebo beside the hint (the placebo lane: `scoring.PLACEBO_COLUMNS`)
     placebo_default: str | None = None  # the placebo of hints without their own (None: `records.default_placebo`)
-    gradient: pd.DataFrame | None = None  # the gradient map of the hints as they are (`gradient_map`)
+    gradient: GradientMap | None = None  # the gradient map of the hints as they are (`gradient_map`)
     timeline: "RunTimeline | None" = None  # the step timeline the Train tab shows
 
     @property
@@ -130,11 +130,11 @@ def speculate(session: Session, first=None) -> Session:
     sets = []
     if session.hints and not session.placebo_on:  # positions fixed by the record, so each is scored once (their
         # tables have no placebo lane: with the lane on, a click is scored when it comes)
-        error = session.table.attrs.get("error_span")
+        error = session.scores.error_span
         sets = incremental.candidate_hints(session.hints, [p.to_hint() for p in session.proposals[1:4]],
                                            error[0] if error else None, session.scorer.trajectory)
-    kept = session.speculator.tables if session.speculator is not None else None
-    session.speculator = incremental.Speculator(session.scorer, tables=kept).start(
+    kept = session.speculator.results if session.speculator is not None else None
+    session.speculator = incremental.Speculator(session.scorer, results=kept).start(
         [(h, session.span, session.error) for h in sets], first=first)
     return session
 
@@ -214,11 +214,11 @@ def rescore(session: Session) -> Session:
     """The whole table: served from the speculated tables when the user clicked a position scored in advance (they
     carry no placebo lane, so with the lane on the table is scored here)."""
     placebo = placebo_arg(session)
-    table = (session.speculator.get(session.hints, session.span, session.error)
-             if session.speculator and placebo is None else None)
-    if table is None:
-        table = session.scorer.score(session.hints, span=session.span, error=session.error, placebo=placebo)
-    return _show(session, table)
+    scores = (session.speculator.get(session.hints, session.span, session.error)
+              if session.speculator and placebo is None else None)
+    if scores is None:
+        scores = session.scorer.score(session.hints, span=session.span, error=session.error, placebo=placebo)
+    return _show(session, scores)
 
 
 def rescore_window(session: Session) -> Session:
@@ -226,17 +226,17 @@ def rescore_window(session: Session) -> Session:
     (`incremental.window_table`). A speculated table is served whole instead. The placebo lane comes with the
     second (whole) update only; when the window is the whole strip, the whole table is scored at once."""
     if session.placebo_on:
-        table = incremental.window_table(session.scorer, session.hints, session.span, session.error)
-        return _show(session, table) if table.attrs.get("pending_from") is not None else rescore(session)
-    table = session.speculator.get(session.hints, session.span, session.error) if session.speculator else None
-    if table is None:
-        table = incremental.window_table(session.scorer, session.hints, session.span, session.error)
-    return _show(session, table)
+        scores = incremental.window_table(session.scorer, session.hints, session.span, session.error)
+        return _show(session, scores) if scores.pending_from is not None else rescore(session)
+    scores = session.speculator.get(session.hints, session.span, session.error) if session.speculator else None
+    if scores is None:
+        scores = incremental.window_table(session.scorer, session.hints, session.span, session.error)
+    return _show(session, scores)
 
 
-def _show(session: Session, table: pd.DataFrame) -> Session:
-    snapped = [h for h in table.attrs["hints"] if h["snapped"]]
-    session.table = table
+def _show(session: Session, scores: ScoreResult) -> Session:
+    snapped = any(h.snapped for h in scores.hints)
+    session.scores = scores
     session.gradient = None  # it belonged to the hints before this change
     session.notice = ("the hint's character offset fell inside a token and was moved to the token's start"
                       if snapped else "")
@@ -361,7 +361,7 @@ def set_placebo(session: Session, on: bool, text: str | None = None, default: st
         raise
 
 
-def gradient_map(session: Session, target: str = "hinted", alpha: float = 1.0) -> pd.DataFrame:
+def gradient_map(session: Session, target: str = "hinted", alpha: float = 1.0) -> GradientMap:
     """Where the target construction `target` pushes at each target position, before training
     (`HintScorer.gradient_map`); kept on the session so the strip's token details show it."""
     _require_open(session)
@@ -384,13 +384,14 @@ def _tops(pairs) -> str:
     return " · ".join(f"{json.dumps(text)[1:-1]} {p:.2f}" for text, p in pairs[:3])
 
 
-def gradient_table(frame: pd.DataFrame | None) -> pd.DataFrame:
+def gradient_table(gradient: GradientMap | None) -> pd.DataFrame:
     """The gradient map, readable: per target token its weight, p under the student and the target, the push, and
     the top tokens of both."""
     columns = ["i", "token", "weight", "trained", "p student", "p target", "push (nats)", "student's top",
                "target's top"]
-    if frame is None or frame.empty:
+    if gradient is None or gradient.frame.empty:
         return pd.DataFrame(columns=columns)
+    frame = gradient.frame
     return pd.DataFrame({"i": frame.i, "token": [json.dumps(t)[1:-1] for t in frame.text],
                          "weight": frame.weight.round(3), "trained": frame.trained,
                          "p student": frame.p_student.round(3), "p target": frame.p_target.round(3),

@@ -18,6 +18,8 @@ import math
 
 import pandas as pd
 
+from ..scoring import GradientMap, PlacedHint, ScoreResult
+
 VIEWS = ("before", "after", "delta", "kl", "placebo", "content")
 PLACEBO_VIEWS = ("placebo", "content")  # need the placebo lane (`scoring.PLACEBO_COLUMNS`)
 LOW_P = 0.1  # "low-probability" token for keyboard jumps
@@ -140,31 +142,31 @@ def _tooltip(row, push=None) -> str:
         f"{_gradient_lines(push)}</span>")
 
 
-def render_strip(table: pd.DataFrame, view: str = "delta", trajectory=None, show_template: bool = False,
-                 oneshot: bool = False, gradient: pd.DataFrame | None = None) -> str:
+def render_strip(scores: ScoreResult, view: str = "delta", trajectory=None, show_template: bool = False,
+                 oneshot: bool = False, gradient: GradientMap | None = None) -> str:
     """HTML for the whole trajectory: generated tokens, the content of user and tool messages (greyed), role labels.
     Chat-template tokens and the system prompt are left out unless `show_template`. Rows from
-    `table.attrs["pending_from"]` on are drawn pending (their teacher numbers are on the way). `oneshot`: the
+    `scores.pending_from` on are drawn pending (their teacher numbers are on the way). `oneshot`: the
     strip's script does not preview moves (the old path, for the latency benchmark). With the placebo lane
     (`scoring.PLACEBO_COLUMNS`) tokens flagged style get a dotted underline; `gradient` (`HintScorer.gradient_map`)
     adds where the target pushes to the details of each target token."""
     if view not in VIEWS:
         raise ValueError(f"view {view!r} is not one of {', '.join(VIEWS)}")
+    table = scores.table
     has_placebo = "logp_placebo" in table.columns
     pushes = {}
-    if gradient is not None and not gradient.empty:
-        target = gradient.attrs.get("target", "hinted")
-        pushes = {row.i: row for row in gradient.assign(target=target).itertuples()}
-    hints_at: dict[int, list[dict]] = {}
-    for hint in table.attrs.get("hints", []):
-        hints_at.setdefault(hint["insert_at"], []).append(hint)
-    error = table.attrs.get("error_span") or (-1, -1)
-    pending_from = table.attrs.get("pending_from")
-    pending_from = len(table) if pending_from is None else pending_from
-    first = (table.attrs.get("hints") or [{}])[0]
+    if gradient is not None and not gradient.frame.empty:
+        pushes = {row.i: row for row in gradient.frame.assign(target=gradient.target).itertuples()}
+    hints_at: dict[int, list[PlacedHint]] = {}
+    for hint in scores.hints:
+        hints_at.setdefault(hint.insert_at, []).append(hint)
+    error = scores.error_span or (-1, -1)
+    pending_from = len(table) if scores.pending_from is None else scores.pending_from
+    first = scores.hints[0] if scores.hints else None
     parts = [f"<div class='opd-strip' data-view='{view}' tabindex='-1' data-render='{next(_renders)}' "
-             f"data-stage='{'window' if pending_from < len(table) else 'full'}' data-hint='{first.get('anchor', '')}' "
-             f"data-placement='{html.escape(first.get('placement', 'inline'))}' data-oneshot='{int(oneshot)}'>",
+             f"data-stage='{'window' if pending_from < len(table) else 'full'}' "
+             f"data-hint='{first.anchor if first else ''}' "
+             f"data-placement='{html.escape(first.placement if first else 'inline')}' data-oneshot='{int(oneshot)}'>",
              legend(view, has_placebo, bool(pushes))]
     previous_message = None
     visible_context = _visible_context(trajectory, show_template)
@@ -175,8 +177,8 @@ def render_strip(table: pd.DataFrame, view: str = "delta", trajectory=None, show
             parts.append(f"<span class='opd-role opd-role-{role}'>{role}</span>")
             previous_message = message
         for hint in hints_at.get(row.i, []):
-            parts.append(f"<span class='opd-ghost' title='hint ({html.escape(hint['placement'])}), "
-                         f"{hint['n_tokens']} tokens'>{_visible(hint['text'])}</span>")
+            parts.append(f"<span class='opd-ghost' title='hint ({html.escape(hint.placement)}), "
+                         f"{len(hint.ids)} tokens'>{_visible(hint.text)}</span>")
         if not row.student and row.i not in visible_context and not row.hint:
             continue
         classes = ["opd-tok", "opd-student" if row.student else "opd-context"]
