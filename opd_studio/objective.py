@@ -91,7 +91,7 @@ def build_example(tokenizer, record: Record, span: str = "turn", placebo: str | 
     any other text, each hint's stored placebo, else this text at the hint's place.
     """
     trajectory = build_trajectory(tokenizer, record)
-    hints = [h for h in record.hints if h.status != "rejected"]
+    hints = record.usable_hints
     placed = place_hints(tokenizer, trajectory, hints) if hints else []
     hinted_ids, position = splice(trajectory.input_ids, placed)
     error = trajectory.error_token_span(record.error) if record.error else None
@@ -134,9 +134,9 @@ def right_text(record: Record) -> str | None:
         return None
     content = record.messages[record.error.message].get("content") or ""
     wrong = content[record.error.char_start: record.error.char_end]
-    for hint in record.hints:
+    for hint in record.usable_hints:
         match = _RIGHT.search(hint.rationale or "")
-        if hint.status != "rejected" and match and match.group("wrong").strip() == wrong.strip():
+        if match and match.group("wrong").strip() == wrong.strip():
             return match.group("right").strip()
     return None
 

@@ -507,6 +507,6 @@ def score_record(model, tokenizer, record: Record, span: str = "turn", top_k: in
                  include_rejected: bool = False, placebo: str | None = None) -> ScoreResult:
     """Score a record with its hints (rejected ones left out unless asked for); `placebo` as in `HintScorer.score`."""
     trajectory = build_trajectory(tokenizer, record)
-    hints = [h for h in record.hints if include_rejected or h.status != "rejected"]
+    hints = record.hints if include_rejected else record.usable_hints
     return HintScorer(model, tokenizer, trajectory, top_k=top_k).score(hints, span=span, error=record.error,
                                                                         placebo=placebo)
