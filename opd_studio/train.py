@@ -23,11 +23,13 @@ Drift, the number to watch: mean KL(p_t ‖ b_t) over all A_r, and over the stud
 they are given. When it passes `drift_threshold` the run stops and (by default) rolls back to the last step under
 it; `adapters.save_run` refuses to save a run whose final drift is over the threshold.
 
-Metrics: row k describes the weights after k optimizer steps (row 0 is the base), measured by the forward pass of step
-k + 1 (the last row by one extra forward, without gradient): step, loss, per-record p(error tokens) under the student
-and under the target, the student's log p of every target token and of the right first token at the error when a
-hint's rationale states it (the step timeline, `TrainResult.timeline`), drift, seconds. `train(…, on_step=…)` receives
-each row as it is made (on the main process); `should_stop()` cancels between steps.
+Metrics: row k (a `metrics.StepMetrics`) describes the weights after k optimizer steps (row 0 is the base), measured
+by the forward pass of step k + 1 (the last row by one extra forward, without gradient): step, loss, per-record
+(`metrics.RecordMetrics`) p(error tokens) under the student and under the target, the student's log p of every target
+token and of the right first token at the error when a hint's rationale states it (the step timeline,
+`TrainResult.timeline`), drift, seconds (the whole step since the previous row) and train_seconds (its forward and
+backward passes and the optimizer update before them). `train(…, on_step=…)` receives each row as it is made (on the
+main process); `should_stop()` cancels between steps.
 
 Distribution: everything goes through an `Accelerator` (DDP, gradient accumulation, bf16 autocast on CUDA). Every
 process caches the targets of every record; the data loader shards each step's records between processes, and DDP
@@ -50,6 +52,7 @@ from typing import Any, Callable
 import torch
 
 from .losses import LOSSES, LossConfig
+from .metrics import STEP_COLUMNS, RecordMetrics, StepMetrics
 from .objective import (BatchOutput, Example, HiddenAt, batch_loss, build_example, cache_targets, heldout_drift,
                         heldout_example, moving_teacher)
 from .records import Record
@@ -225,14 +228,14 @@ def weights_checksum(model) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# The loop
+# A run's result and what is read from its metric rows
 
 
 @dataclass
 class TrainResult:
     model: Any  # the trained model (a peft model for LoRA: `with model.disable_adapter():` gives the base back)
     config: TrainConfig
-    history: list[dict[str, Any]]  # metric rows, row k = weights after k steps
+    history: list[StepMetrics]  # metric rows, row k = weights after k steps
     steps: int  # optimizer steps the returned weights have had
     stopped: str  # "steps" | "drift" | "cancelled"
     record_ids: list[str]
@@ -245,7 +248,7 @@ class TrainResult:
     placebo_defaulted: list[str] = field(default_factory=list)  # records whose placebo was built by default
 
     @property
-    def final(self) -> dict[str, Any]:
+    def final(self) -> StepMetrics:
         return self.history[-1]
 
     @property
@@ -271,7 +274,8 @@ class TrainResult:
     def summary(self) -> dict[str, Any]:
         """What `adapters.save_run` writes next to the weights."""
         return {"config": self.config.to_dict(), "steps": self.steps, "stopped": self.stopped,
-                "record_ids": self.record_ids, "heldout_ids": self.heldout_ids, "history": self.history,
+                "record_ids": self.record_ids, "heldout_ids": self.heldout_ids,
+                "history": [row.to_dict() for row in self.history],
                 "targets": {ex.record_id: {"positions": ex.targets, "right_text": ex.right_text}
                             for ex in self.examples},
                 "placebo_defaulted": self.placebo_defaulted,
@@ -307,40 +311,41 @@ class Timeline:
                              for k, step in enumerate(self.steps) for i, p in zip(self.positions, self.p_target[k])])
 
 
-def timeline(history: list[dict[str, Any]], record_id: str, positions: list[int],
+def timeline(history: list[StepMetrics], record_id: str, positions: list[int],
              right_text: str | None = None) -> Timeline:
-    """A record's `Timeline` from a run's metric rows (`TrainResult.history`, or run.json's "history" with the
-    positions from its "targets")."""
-    rows = [row for row in history if record_id in row["records"]]
-    values = [row["records"][record_id] for row in rows]
-    right = [math.exp(v.get("right_logp", math.nan)) for v in values]
-    return Timeline(record_id, list(positions), [row["step"] for row in rows],
-                    [[math.exp(x) for x in v.get("target_logp", [])] for v in values],
-                    [math.exp(v["logp_error"]) for v in values],
+    """A record's `Timeline` from a run's metric rows (`TrainResult.history`, or a stored run's rows through
+    `metrics.load_history`, with the positions from its run.json's "targets")."""
+    rows = [row for row in history if record_id in row.records]
+    values = [row.records[record_id] for row in rows]
+    right = [math.exp(v.right_logp) for v in values]
+    return Timeline(record_id, list(positions), [row.step for row in rows],
+                    [[math.exp(x) for x in v.target_logp] for v in values],
+                    [math.exp(v.logp_error) for v in values],
                     right if right_text is not None and not all(math.isnan(x) for x in right) else None, right_text)
 
 
-STEP_COLUMNS = ["step", "loss", "distill", "anchor", "drift", "drift_heldout", "lr", "grad_norm", "seconds",
-                "train_seconds"]
 RECORD_COLUMNS = ["step", "record", "p_error", "p_teacher", "drift"]
 
 
-def metrics_frames(history: list[dict[str, Any]]):
-    """(per-step frame, per-(step, record) frame) from metric rows — `TrainResult.history`, what `on_step`
-    receives, or a stored run's metrics. The one place that reads the rows' layout."""
+def metrics_frames(history: list[StepMetrics]):
+    """(per-step frame, per-(step, record) frame) from metric rows — `TrainResult.history`, what `on_step` has
+    received so far, or a stored run's rows through `metrics.load_history`."""
     import pandas as pd
 
-    steps = pd.DataFrame([{k: row.get(k, math.nan) for k in STEP_COLUMNS} for row in history], columns=STEP_COLUMNS)
-    records = pd.DataFrame([{"step": row["step"], "record": rid, "p_error": math.exp(r["logp_error"]),
-                             "p_teacher": math.exp(r["logp_teacher"]), "drift": r["drift"]}
-                            for row in history for rid, r in row.get("records", {}).items()], columns=RECORD_COLUMNS)
+    steps = pd.DataFrame([{k: getattr(row, k) for k in STEP_COLUMNS} for row in history], columns=STEP_COLUMNS)
+    records = pd.DataFrame([{"step": row.step, "record": rid, "p_error": math.exp(r.logp_error),
+                             "p_teacher": math.exp(r.logp_teacher), "drift": r.drift}
+                            for row in history for rid, r in row.records.items()], columns=RECORD_COLUMNS)
     return steps, records
 
 
-def worst_drift(row: dict[str, Any]) -> float:
-    values = [row.get("drift"), row.get("drift_heldout")]
-    values = [v for v in values if v is not None and not math.isnan(v)]
+def worst_drift(row: StepMetrics) -> float:
+    values = [v for v in (row.drift, row.drift_heldout) if not math.isnan(v)]
     return max(values) if values else 0.0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The loop
 
 
 def make_scheduler(optimizer, config: TrainConfig):
@@ -353,7 +358,7 @@ def make_scheduler(optimizer, config: TrainConfig):
 
 
 def train(model, tokenizer, records: list[Record], config: TrainConfig | None = None, *,
-          heldout: list[Record] | None = None, on_step: Callable[[dict], None] | None = None,
+          heldout: list[Record] | None = None, on_step: Callable[[StepMetrics], None] | None = None,
           should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """Train on `records` (curated, with hints) for `config.steps` optimizer steps; return the trained model and
     the metric rows. `heldout` records (no hints needed) are only measured: drift on their student tokens."""
@@ -428,33 +433,31 @@ def _train_prepared(model, tokenizer, records, config, heldout, on_step, should_
     snapshot = None
 
     # Every record starts at its base value, so the curve has a point for records not in the first batch.
-    latest = {ex.record_id: {"logp_error": ex.base_error_logp, "logp_teacher": ex.teacher_error_logp,
-                             "drift": 0.0, "target_logp": list(ex.base_target_logp),
-                             "right_logp": ex.base_right_logp} for ex in examples}
-    history: list[dict[str, Any]] = []
+    latest = {ex.record_id: RecordMetrics(ex.base_error_logp, ex.teacher_error_logp, 0.0, list(ex.base_target_logp),
+                                          ex.base_right_logp) for ex in examples}
+    history: list[StepMetrics] = []
     step, stopped = 0, "steps"
     sums = _StepSums()
     clock = [time.perf_counter()]  # when the last row was made: a row's "seconds" is the whole step since then
 
-    def finish_row() -> dict[str, Any]:
+    def finish_row() -> StepMetrics:
         """Gather this step's metrics from every process into row `step`."""
         totals = torch.tensor([sums.loss, sums.distill, sums.anchor, sums.batches, sums.drift, sums.drift_count],
                               dtype=torch.float64, device=device)
         totals = accelerator.reduce(totals, reduction="sum").tolist()
         for rid, values in gather_object(list(sums.records.items())):
             latest[rid] = values
-        row = {"step": step, "loss": totals[0] / max(totals[3], 1), "distill": totals[1] / max(totals[3], 1),
-               "anchor": totals[2] / max(totals[3], 1), "drift": totals[4] / max(totals[5], 1),
-               "drift_heldout": math.nan, "lr": scheduler.get_last_lr()[0], "grad_norm": sums.grad_norm,
-               "seconds": time.perf_counter() - clock[0], "train_seconds": sums.train_seconds,
-               "records": {rid: dict(v) for rid, v in latest.items()}}
+        row = StepMetrics(step, totals[0] / max(totals[3], 1), totals[1] / max(totals[3], 1),
+                          totals[2] / max(totals[3], 1), totals[4] / max(totals[5], 1), math.nan,
+                          scheduler.get_last_lr()[0], sums.grad_norm, time.perf_counter() - clock[0],
+                          sums.train_seconds, dict(latest))
         if held and (step % config.heldout_every == 0 or step == config.steps):
             with accelerator.autocast():
                 part = held[accelerator.process_index:: accelerator.num_processes]
                 drift_sum, count = (heldout_drift(model, part, pad_id, device, config.batch_size, config.chunk_size)
                                     if part else (0.0, 0))
             totals = accelerator.reduce(torch.tensor([drift_sum, count], dtype=torch.float64, device=device), "sum")
-            row["drift_heldout"] = float(totals[0] / max(float(totals[1]), 1.0))
+            row.drift_heldout = float(totals[0] / max(float(totals[1]), 1.0))
         clock[0] = time.perf_counter()
         history.append(row)
         if on_step is not None and accelerator.is_main_process:
@@ -499,7 +502,7 @@ def _train_prepared(model, tokenizer, records, config, heldout, on_step, should_
                                 p.copy_(v)
                         step -= 1
                         history.pop()
-                        history[-1]["rolled_back_from"] = step + 1
+                        history[-1].rolled_back_from = step + 1
                 else:
                     if config.rollback and config.drift_threshold is not None:
                         snapshot = [p.detach().clone() for p in params]
@@ -546,7 +549,7 @@ class _StepSums:
     def reset(self) -> None:
         self.loss = self.distill = self.anchor = self.drift = 0.0
         self.batches = self.drift_count = 0
-        self.records: dict[str, dict[str, float]] = {}
+        self.records: dict[str, RecordMetrics] = {}
         self.grad_norm = math.nan
         # The optimizer update of the previous step belongs to the training part of this row's step.
         self.train_seconds = self.train_seconds_next
