@@ -222,7 +222,7 @@ def run_setting(name, changes, model, tokenizer, curated, heldout, unrelated_tas
     out = {"name": name, "changes": changes, "anchor_records": len(anchors), "steps": result.steps,
            "stopped": result.stopped, "train_seconds": seconds, "p_error_before": float(first.p_error.mean()),
            "p_error_after": float(last.p_error.mean()), "p_teacher": float(first.p_teacher.mean()),
-           "drift": result.final["drift"], "drift_heldout": result.final["drift_heldout"],
+           "drift": result.final.drift, "drift_heldout": result.final.drift_heldout,
            "curve": frame.to_dict("records"), "steps_curve": result.steps_frame().to_dict("records")}
     out.update(evaluate(result.model, tokenizer, curated, heldout, unrelated_tasks, base_unrelated, samples))
     if neighbourhood:

@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 warnings.filterwarnings("ignore")
 
+from opd_studio.metrics import StepMetrics
 from opd_studio.model import load_model
 from opd_studio.records import Hint, Record
 from opd_studio.rollout import SamplingConfig, generate
@@ -101,7 +102,7 @@ def run_ours(model, tokenizer, records, steps: int, copy_model: bool = True, on_
     rows = result.history[1:-1]
     completion = sum(len(ex.targets) for ex in result.examples)
     student = sum(len(ex.input_ids) for ex in result.examples)
-    return {"whole": [r["seconds"] for r in rows], "train": [r["train_seconds"] for r in rows],
+    return {"whole": [r.seconds for r in rows], "train": [r.train_seconds for r in rows],
             "cache": result.cache_seconds, "completion_tokens": [completion] * len(rows),
             "student_tokens": [student] * len(rows), "teacher_tokens": [0] * len(rows)}
 
@@ -195,10 +196,10 @@ def profile_both(model, tokenizer, records, steps: int) -> dict:
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     ours_profiler = torch.profiler.profile(activities=activities)
 
-    def on_step(row: dict) -> None:
-        if row["step"] == 1:
+    def on_step(row: StepMetrics) -> None:
+        if row.step == 1:
             ours_profiler.start()
-        elif row["step"] == steps:
+        elif row.step == steps:
             ours_profiler.stop()
 
     run_ours(model, tokenizer, records, steps, on_step=on_step)

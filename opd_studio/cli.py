@@ -328,6 +328,7 @@ def _train(args) -> None:
     import torch
     from accelerate import PartialState
 
+    from .metrics import StepMetrics
     from .model import load_model
     from .train import TrainConfig, train
     from .workspace import heldout_records
@@ -359,10 +360,10 @@ def _train(args) -> None:
     model, tokenizer = load_model(args.model, device=device, dtype=args.dtype,
                                   trust_remote_code=args.trust_remote_code)
 
-    def report(row: dict) -> None:
-        print(f"step {row['step']:>3}  loss {row['loss']:.4f}  drift {row['drift']:.4f}"
-              + (f"  held-out {row['drift_heldout']:.4f}" if not math.isnan(row["drift_heldout"]) else "")
-              + f"  {row['seconds']:.2f}s", file=sys.stderr, flush=True)
+    def report(row: StepMetrics) -> None:
+        print(f"step {row.step:>3}  loss {row.loss:.4f}  drift {row.drift:.4f}"
+              + (f"  held-out {row.drift_heldout:.4f}" if not math.isnan(row.drift_heldout) else "")
+              + f"  {row.seconds:.2f}s", file=sys.stderr, flush=True)
 
     result = train(model, tokenizer, records, config, heldout=heldout or None, on_step=report)
     if state.is_main_process and result.placebo_defaulted:
@@ -387,6 +388,8 @@ def _train(args) -> None:
 def _runs(args) -> None:
     import pandas as pd
 
+    from .metrics import load_history
+
     workspace = _workspace()
     if args.action == "list":
         table = workspace.runs_table()
@@ -402,8 +405,8 @@ def _runs(args) -> None:
         if run is None:
             raise ValueError(f"there is no run {args.run} (see opd-studio runs list)")
         print(json.dumps(run["config"], indent=1))
-        steps = pd.DataFrame([{k: v for k, v in row.items() if k not in ("records", "timeline")}
-                              for row in run["metrics"]])
+        steps = pd.DataFrame([{k: v for k, v in row.to_dict().items() if k != "records"}
+                              for row in load_history(run["metrics"])])
         print(steps.to_string(index=False))
 
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .losses import LossConfig, distill_loss, forward_kl, over_chunks, reverse_kl, with_tail
+from .metrics import RecordMetrics
 from .records import Record, placebo_for
 from .scoring import check_context, forward_reusing, logits_from_hidden, place_hints, splice, target_mask
 from .targets import TargetSpec, banned_mask, construct, leak_sets
@@ -341,9 +342,7 @@ class BatchOutput:
     anchor: float
     drift_sum: float  # Σ KL(p ‖ b) over the batch's anchors
     drift_count: int
-    # id → {"logp_error", "logp_teacher", "drift", "target_logp" (list: log p(y_t) per target, the step timeline),
-    # "right_logp" (log p(right first token) at the first error position, NaN when not known)}
-    records: dict[str, dict]
+    records: dict[str, RecordMetrics]  # record id → its metrics under the weights that ran the batch
 
 
 def batch_loss(student, head, examples: list[Example], loss: LossConfig, drift_weight: float, pad_id: int, device,
@@ -399,24 +398,23 @@ def batch_loss(student, head, examples: list[Example], loss: LossConfig, drift_w
     records, drift_at = {}, 0
     with torch.no_grad():
         for i, ex in enumerate(examples):
-            row = {"logp_error": math.nan, "logp_teacher": math.nan, "drift": math.nan, "target_logp": [],
-                   "right_logp": math.nan}
+            logp_error = logp_teacher = record_drift = right_logp = math.nan
+            target_logp: list[float] = []
             if ex.errors:
                 error_logp = torch.log_softmax(head(pieces[i][2].detach()).float(), dim=-1)  # (n_e, V)
                 tokens = torch.tensor([ex.input_ids[t] for t in ex.errors], device=error_logp.device)
-                row["logp_error"] = float(error_logp.gather(1, tokens[:, None]).sum())
-                row["logp_teacher"] = (teacher_error_logp[i] if teacher_error_logp is not None
-                                       else ex.teacher_error_logp)
+                logp_error = float(error_logp.gather(1, tokens[:, None]).sum())
+                logp_teacher = teacher_error_logp[i] if teacher_error_logp is not None else ex.teacher_error_logp
                 if ex.right_token is not None:
-                    row["right_logp"] = float(error_logp[0, ex.right_token])
+                    right_logp = float(error_logp[0, ex.right_token])
             if ex.targets:
-                target_logp = torch.log_softmax(head(pieces[i][0].detach()).float(), dim=-1)
-                tokens = torch.tensor([ex.input_ids[t] for t in ex.targets], device=target_logp.device)
-                row["target_logp"] = target_logp.gather(1, tokens[:, None])[:, 0].tolist()
+                logp_at_targets = torch.log_softmax(head(pieces[i][0].detach()).float(), dim=-1)
+                tokens = torch.tensor([ex.input_ids[t] for t in ex.targets], device=logp_at_targets.device)
+                target_logp = logp_at_targets.gather(1, tokens[:, None])[:, 0].tolist()
             if ex.anchors:
-                row["drift"] = float(drift[drift_at: drift_at + len(ex.anchors)].mean())
+                record_drift = float(drift[drift_at: drift_at + len(ex.anchors)].mean())
                 drift_at += len(ex.anchors)
-            records[ex.record_id] = row
+            records[ex.record_id] = RecordMetrics(logp_error, logp_teacher, record_drift, target_logp, right_logp)
     return BatchOutput(distill + drift_weight * anchor, float(distill.detach()), float(anchor.detach()),
                        float(drift.sum()), int(drift.numel()), records)
 

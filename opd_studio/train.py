@@ -23,11 +23,17 @@ Drift, the number to watch: mean KL(p_t ‖ b_t) over all A_r, and over the stud
 they are given. When it passes `drift_threshold` the run stops and (by default) rolls back to the last step under
 it; `adapters.save_run` refuses to save a run whose final drift is over the threshold.
 
-Metrics: row k describes the weights after k optimizer steps (row 0 is the base), measured by the forward pass of step
-k + 1 (the last row by one extra forward, without gradient): step, loss, per-record p(error tokens) under the student
-and under the target, the student's log p of every target token and of the right first token at the error when a
-hint's rationale states it (the step timeline, `TrainResult.timeline`), drift, seconds. `train(…, on_step=…)` receives
-each row as it is made (on the main process); `should_stop()` cancels between steps.
+Metrics: row k (a `metrics.StepMetrics`) describes the weights after k optimizer steps (row 0 is the base), measured
+by the forward pass of step k + 1 (the last row by one extra forward, without gradient): step, loss, per-record
+(`metrics.RecordMetrics`) p(error tokens) under the student and under the target, the student's log p of every target
+token and of the right first token at the error when a hint's rationale states it (the step timeline,
+`TrainResult.timeline`), drift, seconds (the whole step since the previous row) and train_seconds (its forward and
+backward passes and the optimizer update before them). `train(…, on_step=…)` receives each row as it is made (on the
+main process); `should_stop()` cancels between steps.
+
+The loop: `_Run` holds what the steps share. Each micro-batch (`_micro_step`) adds its loss and metrics to the step's
+sums; at the end of a step (`_end_step`) the row is made (`_finish_row`), then the run is cancelled, stopped on drift
+(`_roll_back`), or the weights updated (`_apply_update`).
 
 Distribution: everything goes through an `Accelerator` (DDP, gradient accumulation, bf16 autocast on CUDA). Every
 process caches the targets of every record; the data loader shards each step's records between processes, and DDP
@@ -50,6 +56,7 @@ from typing import Any, Callable
 import torch
 
 from .losses import LOSSES, LossConfig
+from .metrics import STEP_COLUMNS, RecordMetrics, StepMetrics
 from .objective import (BatchOutput, Example, HiddenAt, batch_loss, build_example, cache_targets, heldout_drift,
                         heldout_example, moving_teacher)
 from .records import Record
@@ -225,14 +232,14 @@ def weights_checksum(model) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# The loop
+# A run's result and what is read from its metric rows
 
 
 @dataclass
 class TrainResult:
     model: Any  # the trained model (a peft model for LoRA: `with model.disable_adapter():` gives the base back)
     config: TrainConfig
-    history: list[dict[str, Any]]  # metric rows, row k = weights after k steps
+    history: list[StepMetrics]  # metric rows, row k = weights after k steps
     steps: int  # optimizer steps the returned weights have had
     stopped: str  # "steps" | "drift" | "cancelled"
     record_ids: list[str]
@@ -245,7 +252,7 @@ class TrainResult:
     placebo_defaulted: list[str] = field(default_factory=list)  # records whose placebo was built by default
 
     @property
-    def final(self) -> dict[str, Any]:
+    def final(self) -> StepMetrics:
         return self.history[-1]
 
     @property
@@ -271,7 +278,8 @@ class TrainResult:
     def summary(self) -> dict[str, Any]:
         """What `adapters.save_run` writes next to the weights."""
         return {"config": self.config.to_dict(), "steps": self.steps, "stopped": self.stopped,
-                "record_ids": self.record_ids, "heldout_ids": self.heldout_ids, "history": self.history,
+                "record_ids": self.record_ids, "heldout_ids": self.heldout_ids,
+                "history": [row.to_dict() for row in self.history],
                 "targets": {ex.record_id: {"positions": ex.targets, "right_text": ex.right_text}
                             for ex in self.examples},
                 "placebo_defaulted": self.placebo_defaulted,
@@ -307,40 +315,41 @@ class Timeline:
                              for k, step in enumerate(self.steps) for i, p in zip(self.positions, self.p_target[k])])
 
 
-def timeline(history: list[dict[str, Any]], record_id: str, positions: list[int],
+def timeline(history: list[StepMetrics], record_id: str, positions: list[int],
              right_text: str | None = None) -> Timeline:
-    """A record's `Timeline` from a run's metric rows (`TrainResult.history`, or run.json's "history" with the
-    positions from its "targets")."""
-    rows = [row for row in history if record_id in row["records"]]
-    values = [row["records"][record_id] for row in rows]
-    right = [math.exp(v.get("right_logp", math.nan)) for v in values]
-    return Timeline(record_id, list(positions), [row["step"] for row in rows],
-                    [[math.exp(x) for x in v.get("target_logp", [])] for v in values],
-                    [math.exp(v["logp_error"]) for v in values],
+    """A record's `Timeline` from a run's metric rows (`TrainResult.history`, or a stored run's rows through
+    `metrics.load_history`, with the positions from its run.json's "targets")."""
+    rows = [row for row in history if record_id in row.records]
+    values = [row.records[record_id] for row in rows]
+    right = [math.exp(v.right_logp) for v in values]
+    return Timeline(record_id, list(positions), [row.step for row in rows],
+                    [[math.exp(x) for x in v.target_logp] for v in values],
+                    [math.exp(v.logp_error) for v in values],
                     right if right_text is not None and not all(math.isnan(x) for x in right) else None, right_text)
 
 
-STEP_COLUMNS = ["step", "loss", "distill", "anchor", "drift", "drift_heldout", "lr", "grad_norm", "seconds",
-                "train_seconds"]
 RECORD_COLUMNS = ["step", "record", "p_error", "p_teacher", "drift"]
 
 
-def metrics_frames(history: list[dict[str, Any]]):
-    """(per-step frame, per-(step, record) frame) from metric rows — `TrainResult.history`, what `on_step`
-    receives, or a stored run's metrics. The one place that reads the rows' layout."""
+def metrics_frames(history: list[StepMetrics]):
+    """(per-step frame, per-(step, record) frame) from metric rows — `TrainResult.history`, what `on_step` has
+    received so far, or a stored run's rows through `metrics.load_history`."""
     import pandas as pd
 
-    steps = pd.DataFrame([{k: row.get(k, math.nan) for k in STEP_COLUMNS} for row in history], columns=STEP_COLUMNS)
-    records = pd.DataFrame([{"step": row["step"], "record": rid, "p_error": math.exp(r["logp_error"]),
-                             "p_teacher": math.exp(r["logp_teacher"]), "drift": r["drift"]}
-                            for row in history for rid, r in row.get("records", {}).items()], columns=RECORD_COLUMNS)
+    steps = pd.DataFrame([{k: getattr(row, k) for k in STEP_COLUMNS} for row in history], columns=STEP_COLUMNS)
+    records = pd.DataFrame([{"step": row.step, "record": rid, "p_error": math.exp(r.logp_error),
+                             "p_teacher": math.exp(r.logp_teacher), "drift": r.drift}
+                            for row in history for rid, r in row.records.items()], columns=RECORD_COLUMNS)
     return steps, records
 
 
-def worst_drift(row: dict[str, Any]) -> float:
-    values = [row.get("drift"), row.get("drift_heldout")]
-    values = [v for v in values if v is not None and not math.isnan(v)]
+def worst_drift(row: StepMetrics) -> float:
+    values = [v for v in (row.drift, row.drift_heldout) if not math.isnan(v)]
     return max(values) if values else 0.0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The loop
 
 
 def make_scheduler(optimizer, config: TrainConfig):
@@ -353,7 +362,7 @@ def make_scheduler(optimizer, config: TrainConfig):
 
 
 def train(model, tokenizer, records: list[Record], config: TrainConfig | None = None, *,
-          heldout: list[Record] | None = None, on_step: Callable[[dict], None] | None = None,
+          heldout: list[Record] | None = None, on_step: Callable[[StepMetrics], None] | None = None,
           should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """Train on `records` (curated, with hints) for `config.steps` optimizer steps; return the trained model and
     the metric rows. `heldout` records (no hints needed) are only measured: drift on their student tokens."""
@@ -385,19 +394,34 @@ def train(model, tokenizer, records: list[Record], config: TrainConfig | None = 
 
 def _train_prepared(model, tokenizer, records, config, heldout, on_step, should_stop, accelerator, mixed,
                     run_started) -> TrainResult:
-    """`train` once the model to train exists (see there)."""
+    """`train` once the model to train exists (see there): cache, step until the run ends, measure the final
+    weights, hand the model back unwrapped."""
     from accelerate.utils import gather_object
 
-    device = accelerator.device
-    model.to(device)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    model.to(accelerator.device)
     params = [p for _, p in trainable(model)]
     if not params:
         raise ValueError("the model has no trainable weights")
-    cache_dtype = torch.bfloat16 if mixed == "bf16" else torch.float32
-
-    # -- align and cache -----------------------------------------------------------------------------------------
     cache_started = time.perf_counter()
+    examples, held = _align_and_cache(model, tokenizer, records, heldout, config, accelerator,
+                                      torch.bfloat16 if mixed == "bf16" else torch.float32)
+    cache_seconds = time.perf_counter() - cache_started
+    run = _start_run(model, tokenizer, params, examples, held, config, accelerator, on_step, should_stop)
+    stopped = _run_steps(run)
+    if stopped == "steps":
+        _final_row(run)
+    model = _unwrap(run)
+    checksums = gather_object([weights_checksum(model)])
+    accelerator.wait_for_everyone()
+    return TrainResult(model, config, run.history, run.step, stopped, [ex.record_id for ex in examples],
+                       [ex.record_id for ex in held], cache_seconds, time.perf_counter() - run_started, checksums,
+                       accelerator.process_index, examples, [ex.record_id for ex in examples if ex.placebo_defaulted])
+
+
+def _align_and_cache(model, tokenizer, records, heldout, config, accelerator,
+                     cache_dtype) -> tuple[list[Example], list[Example]]:
+    """The records aligned, with what stays fixed through the run cached under the base weights: the base's anchors
+    and, for the frozen teacher, its targets."""
     spec = config.target_spec
     placebo = config.placebo if spec.needs_placebo else None
     examples = [build_example(tokenizer, r, config.span, placebo) for r in records]
@@ -406,151 +430,32 @@ def _train_prepared(model, tokenizer, records, config, heldout, on_step, should_
         cache_targets(model, examples, config.anchor_top_k, cache_dtype, teacher=config.teacher == "frozen",
                       target=spec)
         cache_targets(model, held, config.anchor_top_k, cache_dtype, teacher=False)
-    cache_seconds = time.perf_counter() - cache_started
     if not any(ex.targets for ex in examples):
         raise ValueError("no record has a usable hint: accept at least one hint before training")
+    return examples, held
 
-    # -- accelerate ----------------------------------------------------------------------------------------------
+
+def _build_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
     # Fused AdamW updates all tensors in one kernel; the default updates the ~400 LoRA tensors one by one, which on
     # a CPU cost more than the model's backward pass (bench/training.py --profile).
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.bfloat16) for p in params)
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
-    scheduler = make_scheduler(optimizer, config)
-    generator = torch.Generator().manual_seed(config.seed)
-    loader = torch.utils.data.DataLoader(list(range(len(examples))), batch_size=config.batch_size, shuffle=True,
-                                         generator=generator, collate_fn=list)
-    if config.gradient_checkpointing:
-        model.activation_checkpointing_enable({"use_reentrant": False})
-    student, optimizer, loader = accelerator.prepare(HiddenAt(model, config.gradient_checkpointing), optimizer,
-                                                     loader)
-    head = lambda h: logits_from_hidden(model, h)  # noqa: E731
-    ema = [p.detach().clone() for p in params] if config.teacher == "ema" else None
-    snapshot = None
-
-    # Every record starts at its base value, so the curve has a point for records not in the first batch.
-    latest = {ex.record_id: {"logp_error": ex.base_error_logp, "logp_teacher": ex.teacher_error_logp,
-                             "drift": 0.0, "target_logp": list(ex.base_target_logp),
-                             "right_logp": ex.base_right_logp} for ex in examples}
-    history: list[dict[str, Any]] = []
-    step, stopped = 0, "steps"
-    sums = _StepSums()
-    clock = [time.perf_counter()]  # when the last row was made: a row's "seconds" is the whole step since then
-
-    def finish_row() -> dict[str, Any]:
-        """Gather this step's metrics from every process into row `step`."""
-        totals = torch.tensor([sums.loss, sums.distill, sums.anchor, sums.batches, sums.drift, sums.drift_count],
-                              dtype=torch.float64, device=device)
-        totals = accelerator.reduce(totals, reduction="sum").tolist()
-        for rid, values in gather_object(list(sums.records.items())):
-            latest[rid] = values
-        row = {"step": step, "loss": totals[0] / max(totals[3], 1), "distill": totals[1] / max(totals[3], 1),
-               "anchor": totals[2] / max(totals[3], 1), "drift": totals[4] / max(totals[5], 1),
-               "drift_heldout": math.nan, "lr": scheduler.get_last_lr()[0], "grad_norm": sums.grad_norm,
-               "seconds": time.perf_counter() - clock[0], "train_seconds": sums.train_seconds,
-               "records": {rid: dict(v) for rid, v in latest.items()}}
-        if held and (step % config.heldout_every == 0 or step == config.steps):
-            with accelerator.autocast():
-                part = held[accelerator.process_index:: accelerator.num_processes]
-                drift_sum, count = (heldout_drift(model, part, pad_id, device, config.batch_size, config.chunk_size)
-                                    if part else (0.0, 0))
-            totals = accelerator.reduce(torch.tensor([drift_sum, count], dtype=torch.float64, device=device), "sum")
-            row["drift_heldout"] = float(totals[0] / max(float(totals[1]), 1.0))
-        clock[0] = time.perf_counter()
-        history.append(row)
-        if on_step is not None and accelerator.is_main_process:
-            on_step(row)
-        return row
-
-    def micro_step(indices: list[int], grad: bool) -> None:
-        batch = [examples[i] for i in indices]
-        started = time.perf_counter()
-        teacher_logits = teacher_error = None
-        with accelerator.autocast():
-            if config.teacher != "frozen":
-                with swapped(params, ema) if ema is not None else contextlib.nullcontext():
-                    teacher_logits, teacher_error = moving_teacher(model, batch, pad_id, device, spec)
-            forward = student if grad else accelerator.unwrap_model(student)
-            with contextlib.nullcontext() if grad else torch.no_grad():
-                out = batch_loss(forward, head, batch, config.loss_config, config.drift_weight, pad_id, device,
-                                 teacher_logits, teacher_error)
-        if grad:
-            accelerator.backward(out.loss)
-        sums.add(out, time.perf_counter() - started)
-
-    # -- steps ---------------------------------------------------------------------------------------------------
-    done = False
-    while not done:
-        for indices in loader:
-            with accelerator.accumulate(student):
-                micro_step(indices, grad=True)
-                if not accelerator.sync_gradients:
-                    continue
-                if config.max_grad_norm:
-                    sums.grad_norm = float(accelerator.clip_grad_norm_(params, config.max_grad_norm))
-                finish_row()
-                if should_stop is not None and _agree(accelerator, should_stop()):
-                    stopped, done = "cancelled", True
-                elif (config.drift_threshold is not None and step > 0
-                      and worst_drift(history[-1]) > config.drift_threshold):
-                    stopped, done = "drift", True
-                    if config.rollback and snapshot is not None:
-                        with torch.no_grad():
-                            for p, v in zip(params, snapshot):
-                                p.copy_(v)
-                        step -= 1
-                        history.pop()
-                        history[-1]["rolled_back_from"] = step + 1
-                else:
-                    if config.rollback and config.drift_threshold is not None:
-                        snapshot = [p.detach().clone() for p in params]
-                    update_started = time.perf_counter()
-                    optimizer.step()
-                    scheduler.step()
-                    if ema is not None:
-                        with torch.no_grad():
-                            for e, p in zip(ema, params):
-                                e.lerp_(p.detach(), 1.0 - config.ema_decay)
-                    sums.train_seconds_next = time.perf_counter() - update_started
-                    step += 1
-                    done = step >= config.steps
-                optimizer.zero_grad(set_to_none=True)
-                sums.reset()
-            if done:
-                break
-
-    if stopped == "steps":  # the row of the final weights: one more forward, no gradient
-        for a in range(accelerator.process_index * config.batch_size, len(examples),
-                       config.batch_size * accelerator.num_processes):
-            micro_step(list(range(a, min(a + config.batch_size, len(examples)))), grad=False)
-        finish_row()
-
-    model = accelerator.unwrap_model(student).model
-    if config.gradient_checkpointing:
-        model.activation_checkpointing_disable()
-        with contextlib.suppress(AttributeError):  # the embedding hook the enable call added for reentrant mode
-            model.disable_input_require_grads()
-    checksums = gather_object([weights_checksum(model)])
-    accelerator.wait_for_everyone()
-    return TrainResult(model, config, history, step, stopped, [ex.record_id for ex in examples],
-                       [ex.record_id for ex in held], cache_seconds, time.perf_counter() - run_started, checksums,
-                       accelerator.process_index, examples, [ex.record_id for ex in examples if ex.placebo_defaulted])
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
 
 
+@dataclass
 class _StepSums:
     """What the micro-batches of one optimizer step add up, until the step's row is made."""
 
-    def __init__(self):
-        self.train_seconds_next = 0.0
-        self.reset()
-
-    def reset(self) -> None:
-        self.loss = self.distill = self.anchor = self.drift = 0.0
-        self.batches = self.drift_count = 0
-        self.records: dict[str, dict[str, float]] = {}
-        self.grad_norm = math.nan
-        # The optimizer update of the previous step belongs to the training part of this row's step.
-        self.train_seconds = self.train_seconds_next
-        self.train_seconds_next = 0.0
+    # The optimizer update of the previous step belongs to the training part of this step: it starts the count.
+    train_seconds: float = 0.0
+    loss: float = 0.0
+    distill: float = 0.0
+    anchor: float = 0.0
+    batches: int = 0
+    drift: float = 0.0
+    drift_count: int = 0
+    records: dict[str, RecordMetrics] = field(default_factory=dict)
+    grad_norm: float = math.nan
 
     def add(self, out: BatchOutput, seconds: float) -> None:
         self.loss += float(out.loss.detach())
@@ -561,6 +466,188 @@ class _StepSums:
         self.drift_count += out.drift_count
         self.records.update(out.records)
         self.train_seconds += seconds
+
+
+@dataclass
+class _Run:
+    """What the steps of one training run share."""
+
+    config: TrainConfig
+    accelerator: Any
+    model: Any  # the model being trained, as `prepare_model` returned it
+    student: Any  # `HiddenAt(model)` as accelerate prepared it (DDP-wrapped under several processes)
+    optimizer: Any
+    scheduler: Any
+    loader: Any  # shuffled record indices, sharded between processes
+    params: list[torch.nn.Parameter]
+    examples: list[Example]
+    held: list[Example]
+    pad_id: int
+    on_step: Callable[[StepMetrics], None] | None
+    should_stop: Callable[[], bool] | None
+    ema: list[torch.Tensor] | None  # the EMA teacher's weights
+    # Each record's metrics as last measured: a row shows every record, also those not in its step's batches.
+    latest: dict[str, RecordMetrics]
+    history: list[StepMetrics] = field(default_factory=list)
+    step: int = 0  # optimizer steps taken
+    sums: _StepSums = field(default_factory=_StepSums)
+    snapshot: list[torch.Tensor] | None = None  # the weights before the last update, for a drift stop's rollback
+    last_row_at: float = field(default_factory=time.perf_counter)  # a row's `seconds` count from here
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        return logits_from_hidden(self.model, hidden)
+
+
+def _start_run(model, tokenizer, params, examples, held, config, accelerator, on_step, should_stop) -> _Run:
+    """Optimizer, schedule and shuffled batches, through accelerate; every record's metrics at their base values."""
+    optimizer = _build_optimizer(params, config)
+    scheduler = make_scheduler(optimizer, config)
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = torch.utils.data.DataLoader(list(range(len(examples))), batch_size=config.batch_size, shuffle=True,
+                                         generator=generator, collate_fn=list)
+    if config.gradient_checkpointing:
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    student, optimizer, loader = accelerator.prepare(HiddenAt(model, config.gradient_checkpointing), optimizer,
+                                                     loader)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ema = [p.detach().clone() for p in params] if config.teacher == "ema" else None
+    latest = {ex.record_id: RecordMetrics(ex.base_error_logp, ex.teacher_error_logp, 0.0, list(ex.base_target_logp),
+                                          ex.base_right_logp) for ex in examples}
+    return _Run(config=config, accelerator=accelerator, model=model, student=student, optimizer=optimizer,
+                scheduler=scheduler, loader=loader, params=params, examples=examples, held=held, pad_id=pad_id,
+                on_step=on_step, should_stop=should_stop, ema=ema, latest=latest)
+
+
+def _run_steps(run: _Run) -> str:
+    """Micro-batches, epoch after epoch, until the end of a step ends the run; returns why it ended."""
+    while True:
+        for indices in run.loader:
+            with run.accelerator.accumulate(run.student):
+                _micro_step(run, indices, grad=True)
+                stopped = _end_step(run) if run.accelerator.sync_gradients else None
+            if stopped is not None:
+                return stopped
+
+
+def _micro_step(run: _Run, indices: list[int], grad: bool) -> None:
+    """One micro-batch's forward pass (a moving teacher's first) and, with `grad`, its backward, into the sums."""
+    config, accelerator = run.config, run.accelerator
+    batch = [run.examples[i] for i in indices]
+    started = time.perf_counter()
+    teacher_logits = teacher_error = None
+    with accelerator.autocast():
+        if config.teacher != "frozen":
+            with swapped(run.params, run.ema) if run.ema is not None else contextlib.nullcontext():
+                teacher_logits, teacher_error = moving_teacher(run.model, batch, run.pad_id, accelerator.device,
+                                                               config.target_spec)
+        forward = run.student if grad else accelerator.unwrap_model(run.student)
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            out = batch_loss(forward, run.head, batch, config.loss_config, config.drift_weight, run.pad_id,
+                             accelerator.device, teacher_logits, teacher_error)
+    if grad:
+        accelerator.backward(out.loss)
+    run.sums.add(out, time.perf_counter() - started)
+
+
+def _end_step(run: _Run) -> str | None:
+    """The gradients of a step are in: make its row, then end the run (cancelled, drift) or update the weights.
+    Returns why the run ended, None while it goes on."""
+    config = run.config
+    if config.max_grad_norm:
+        run.sums.grad_norm = float(run.accelerator.clip_grad_norm_(run.params, config.max_grad_norm))
+    row = _finish_row(run)
+    stopped, update_seconds = None, 0.0
+    if run.should_stop is not None and _agree(run.accelerator, run.should_stop()):
+        stopped = "cancelled"
+    elif config.drift_threshold is not None and run.step > 0 and worst_drift(row) > config.drift_threshold:
+        stopped = "drift"
+        if config.rollback and run.snapshot is not None:
+            _roll_back(run)
+    else:
+        update_seconds = _apply_update(run)
+        stopped = "steps" if run.step >= config.steps else None
+    run.optimizer.zero_grad(set_to_none=True)
+    run.sums = _StepSums(train_seconds=update_seconds)  # the update is timed with the next step's training
+    return stopped
+
+
+def _finish_row(run: _Run) -> StepMetrics:
+    """Row `run.step`: this step's sums from every process, every record's latest metrics, held-out drift when due."""
+    from accelerate.utils import gather_object
+
+    accelerator, sums, config = run.accelerator, run.sums, run.config
+    totals = torch.tensor([sums.loss, sums.distill, sums.anchor, sums.batches, sums.drift, sums.drift_count],
+                          dtype=torch.float64, device=accelerator.device)
+    loss, distill, anchor, batches, drift, drift_count = accelerator.reduce(totals, reduction="sum").tolist()
+    for record_id, values in gather_object(list(sums.records.items())):
+        run.latest[record_id] = values
+    row = StepMetrics(run.step, loss / max(batches, 1), distill / max(batches, 1), anchor / max(batches, 1),
+                      drift / max(drift_count, 1), math.nan, run.scheduler.get_last_lr()[0], sums.grad_norm,
+                      time.perf_counter() - run.last_row_at, sums.train_seconds, dict(run.latest))
+    if run.held and (run.step % config.heldout_every == 0 or run.step == config.steps):
+        row.drift_heldout = _heldout_drift(run)
+    run.last_row_at = time.perf_counter()  # held-out drift is measurement, counted in neither step
+    run.history.append(row)
+    if run.on_step is not None and accelerator.is_main_process:
+        run.on_step(row)
+    return row
+
+
+def _heldout_drift(run: _Run) -> float:
+    """Mean KL(p ‖ b) over the held-out records' student tokens, each process measuring its share."""
+    accelerator, config = run.accelerator, run.config
+    with accelerator.autocast():
+        part = run.held[accelerator.process_index:: accelerator.num_processes]
+        drift_sum, count = (heldout_drift(run.model, part, run.pad_id, accelerator.device, config.batch_size,
+                                          config.chunk_size) if part else (0.0, 0))
+    totals = accelerator.reduce(torch.tensor([drift_sum, count], dtype=torch.float64, device=accelerator.device),
+                                "sum")
+    return float(totals[0] / max(float(totals[1]), 1.0))
+
+
+def _apply_update(run: _Run) -> float:
+    """The optimizer step, the schedule and the EMA teacher, after keeping the weights a drift stop would roll back
+    to; returns the seconds of the update itself."""
+    config = run.config
+    if config.rollback and config.drift_threshold is not None:
+        run.snapshot = [p.detach().clone() for p in run.params]
+    started = time.perf_counter()
+    run.optimizer.step()
+    run.scheduler.step()
+    if run.ema is not None:
+        with torch.no_grad():
+            for e, p in zip(run.ema, run.params):
+                e.lerp_(p.detach(), 1.0 - config.ema_decay)
+    run.step += 1
+    return time.perf_counter() - started
+
+
+def _roll_back(run: _Run) -> None:
+    """Back to the weights before the last update: the row over the threshold goes, the row kept says so."""
+    with torch.no_grad():
+        for p, v in zip(run.params, run.snapshot):
+            p.copy_(v)
+    run.step -= 1
+    run.history.pop()
+    run.history[-1].rolled_back_from = run.step + 1
+
+
+def _final_row(run: _Run) -> None:
+    """The row of the final weights: one more forward over every record (each process its share), no gradient."""
+    size, accelerator, count = run.config.batch_size, run.accelerator, len(run.examples)
+    for a in range(accelerator.process_index * size, count, size * accelerator.num_processes):
+        _micro_step(run, list(range(a, min(a + size, count))), grad=False)
+    _finish_row(run)
+
+
+def _unwrap(run: _Run):
+    """The trained model out of accelerate's wrapping, with gradient checkpointing off again."""
+    model = run.accelerator.unwrap_model(run.student).model
+    if run.config.gradient_checkpointing:
+        model.activation_checkpointing_disable()
+        with contextlib.suppress(AttributeError):  # the embedding hook the enable call added for reentrant mode
+            model.disable_input_require_grads()
+    return model
 
 
 def _agree(accelerator, flag: bool) -> bool:

@@ -25,7 +25,6 @@ import copy
 import hashlib
 import itertools
 import json
-import math
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ import pandas as pd
 
 from .adapters import load_adapter, reset_to_base, save_run
 from .fix_rate import FixRateConfig, fix_rate, summarize
+from .metrics import StepMetrics, load_history
 from .records import Record, read_records
 from .store import AddReport, Store, consistent
 from .train import DriftError, TrainConfig, TrainResult, base_weights, metrics_frames, train
@@ -151,7 +151,7 @@ class TrainProgress:
     """What a running training reports: a status line and the metric rows so far (row k = after k steps)."""
 
     status: str
-    history: list[dict]
+    history: list[StepMetrics]
     outcome: RunOutcome | None = None  # set on the last report
 
 
@@ -291,7 +291,7 @@ class Workspace:
         (`activate`). A run whose drift is over its threshold is recorded but not saved (unless `force`)."""
         self.require_write("train")
         count = len(result.record_ids)
-        run_id = self.store.add_run(result.config.to_dict(), result.history,
+        run_id = self.store.add_run(result.config.to_dict(), [row.to_dict() for row in result.history],
                                     name=name or f"{count} record{'s' if count != 1 else ''}", status=result.stopped)
         adapter_path = self.store.runs_dir / f"run-{run_id}"
         try:
@@ -342,7 +342,7 @@ class Workspace:
                             f"for {len(records)} record{'s' if len(records) != 1 else ''}"
                             + (f" and {len(heldout)} held-out rollouts" if heldout else "") + "…", [])
         threading.Thread(target=work, daemon=True).start()
-        history: list[dict] = []
+        history: list[StepMetrics] = []
         while True:
             kind, item = updates.get()
             if kind == "error":
@@ -350,9 +350,8 @@ class Workspace:
             if kind == "done":
                 break
             history.append(item)
-            yield TrainProgress(f"`{progress_bar(item['step'], config.steps)}` step {item['step']} / {config.steps}"
-                                f" · loss {item.get('loss', math.nan):.4f} · drift {item.get('drift', math.nan):.4f}",
-                                list(history))
+            yield TrainProgress(f"`{progress_bar(item.step, config.steps)}` step {item.step} / {config.steps}"
+                                f" · loss {item.loss:.4f} · drift {item.drift:.4f}", list(history))
         result: TrainResult = item
         outcome = self.register_run(result, weights.tokenizer)
         with weights.lock:
@@ -360,9 +359,8 @@ class Workspace:
                 weights.trained, weights.run_id, weights.store_path = result.model, outcome.run_id, self.store.path
             else:
                 weights.base = reset_to_base(result.model)
-        final = result.final
         yield TrainProgress(f"**run {outcome.run_id}: {result.steps} steps, stopped by {result.stopped}** · drift "
-                            f"{final.get('drift', math.nan):.4f} · {outcome.message}", result.history, outcome)
+                            f"{result.final.drift:.4f} · {outcome.message}", result.history, outcome)
 
     def runs_table(self) -> pd.DataFrame:
         """Every run, comparable: settings, how it ended, final drift and mean p(error tokens), whether its weights
@@ -370,9 +368,8 @@ class Workspace:
         active = self.store.active_run()
         table = []
         for run in self.store.runs().itertuples():
-            history = json.loads(run.metrics)
             config = json.loads(run.config)
-            steps, records = metrics_frames(history if isinstance(history, list) else [])
+            steps, records = metrics_frames(load_history(json.loads(run.metrics)))
             final = steps.iloc[-1] if len(steps) else None
             p_error = records[records.step == final.step].p_error.dropna() if final is not None else records.p_error
             table.append({"run": run.id, "records": run.name,

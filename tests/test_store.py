@@ -1,6 +1,7 @@
 """The SQLite store: round trips, review status, soft delete, export/import, atomicity, concurrency, kill -9."""
 
 import json
+import math
 import subprocess
 import sys
 import threading
@@ -154,7 +155,9 @@ def test_a_store_written_by_the_first_release_opens_migrated(tmp_path):
     import sqlite3
     from pathlib import Path
 
+    from opd_studio.metrics import load_history
     from opd_studio.migrations import MIGRATIONS
+    from opd_studio.workspace import Workspace
 
     path = tmp_path / "old.sqlite"
     shutil.copy(Path(__file__).parent / "fixtures" / "store_v0.sqlite", path)
@@ -169,7 +172,10 @@ def test_a_store_written_by_the_first_release_opens_migrated(tmp_path):
     assert store.get("add-17-25").hints[0].text == " (Hint: 7 + 5 = 12, so carry the 1.) "
     assert store.revisions("add-17-25").note.tolist() == ["before revisions were kept"]
     assert store.runs().id.tolist() == [1, 2] and store.active_run() == 1
-    assert store.run(1)["metrics"][-1]["step"] == 3
+    history = load_history(store.run(1)["metrics"])  # rows without the keys later releases added
+    assert [row.step for row in history] == [0, 3] and history[-1].records["add-17-25"].logp_error == -1.6
+    runs = Workspace(store).runs_table()
+    assert runs.drift.tolist()[0] == 0.001 and runs["mean p(error)"].tolist()[0] == round(math.exp(-1.6), 4)
     Store(path)  # opening again runs no migration twice
     store.save(Record.from_dict({**ADD, "id": "new-one"}), "accepted")
     assert store.counts()["accepted"] == 2

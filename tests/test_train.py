@@ -17,6 +17,7 @@ from opd_studio.adapters import export_merged, load_adapter, load_run, save_run
 from opd_studio.fix_rate import (FixRateConfig, corrected, error_signature, fix_rate, summarize, suppressed,
                                  verifiers_for)
 from opd_studio.losses import per_token_loss
+from opd_studio.metrics import StepMetrics, load_history
 from opd_studio.records import Record, write_records
 from opd_studio.objective import HiddenAt, batch_loss, build_example, cache_targets
 from opd_studio.scoring import HintScorer, logits_from_hidden
@@ -180,7 +181,7 @@ def test_an_anchor_only_record_widens_the_guard_without_diluting_the_distillatio
     both, alone, anchors_only = run([hinted, plain]), run([hinted]), run([plain])
     assert both.distill == pytest.approx(alone.distill, abs=1e-6)
     assert both.anchor == pytest.approx((alone.anchor + anchors_only.anchor) / 2, abs=1e-6)
-    assert anchors_only.distill == 0 and both.records[plain.record_id]["drift"] > 0
+    assert anchors_only.distill == 0 and both.records[plain.record_id].drift > 0
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tokenizer, small_model):
@@ -238,8 +239,8 @@ def test_frozen_teacher_stays_frozen_and_base_weights_untouched(tokenizer, small
     # …while the student did (a random model hardly reacts to hints; the error probability falling is tested on
     # the real model below).
     assert any(float(p.abs().max()) > 0 for n, p in trained.named_parameters() if "lora_B" in n)
-    assert result.history[0]["drift"] == pytest.approx(0.0, abs=1e-6) and result.final["drift"] > 1e-6
-    assert [row["step"] for row in result.history] == [0, 1, 2, 3] and result.stopped == "steps"
+    assert result.history[0].drift == pytest.approx(0.0, abs=1e-6) and result.final.drift > 1e-6
+    assert [row.step for row in result.history] == [0, 1, 2, 3] and result.stopped == "steps"
 
 
 @pytest.mark.parametrize("teacher", ["live", "ema"])
@@ -247,7 +248,7 @@ def test_moving_teachers_recompute_targets(tokenizer, small_model, teacher):
     result = train(fresh(small_model), tokenizer, records(ADD), TrainConfig(steps=2, lr=5e-3, teacher=teacher,
                                                                            drift_threshold=None))
     assert result.examples[0].teacher_logits is None  # nothing cached: the teacher moves
-    values = [row["records"]["add-17-25"]["logp_teacher"] for row in result.history]
+    values = [row.records["add-17-25"].logp_teacher for row in result.history]
     assert len(set(values)) > 1 and all(math.isfinite(v) for v in values)
 
 
@@ -255,7 +256,7 @@ def test_drift_guard_stops_rolls_back_and_refuses_to_save(tokenizer, small_model
     config = TrainConfig(steps=5, lr=5e-2, drift_threshold=1e-5, drift_weight=0.0)
     rolled = train(fresh(small_model), tokenizer, records(ADD), config)
     assert rolled.stopped == "drift" and rolled.steps < 5
-    assert rolled.final["drift"] <= 1e-5 and not rolled.drift_exceeded  # back to the last step under it
+    assert rolled.final.drift <= 1e-5 and not rolled.drift_exceeded  # back to the last step under it
     kept = train(fresh(small_model), tokenizer, records(ADD), dataclass_replace(config, rollback=False))
     assert kept.stopped == "drift" and kept.drift_exceeded
     with pytest.raises(DriftError, match="over the threshold"):
@@ -263,6 +264,30 @@ def test_drift_guard_stops_rolls_back_and_refuses_to_save(tokenizer, small_model
     assert not (tmp_path / "run").exists()
     save_run(kept, tmp_path / "forced", force=True)
     assert load_run(tmp_path / "forced")["drift_exceeded"] is True
+
+
+def test_metric_rows_keep_their_stored_layout(tokenizer, small_model, tmp_path):
+    """Rows are typed in memory and stored as they always were; run.json (NaN written as null) reads back the same."""
+    config = TrainConfig(steps=5, lr=5e-2, drift_threshold=1e-5, drift_weight=0.0)
+    rolled = train(fresh(small_model), tokenizer, records(ADD), config)
+    row = rolled.final.to_dict()
+    assert list(row) == ["step", "loss", "distill", "anchor", "drift", "drift_heldout", "lr", "grad_norm", "seconds",
+                         "train_seconds", "records", "rolled_back_from"]
+    assert row["rolled_back_from"] == rolled.steps + 1
+    assert list(row["records"]["add-17-25"]) == ["logp_error", "logp_teacher", "drift", "target_logp", "right_logp"]
+    assert all(0 < r.train_seconds <= r.seconds for r in rolled.history)  # the step's training is part of the step
+    save_run(rolled, tmp_path / "run")
+    stored = load_history(load_run(tmp_path / "run")["history"])
+    assert json.dumps([r.to_dict() for r in stored]) == json.dumps([r.to_dict() for r in rolled.history])
+
+
+def test_rows_of_earlier_releases_read_with_nan_for_what_they_lack():
+    old = StepMetrics.from_dict({"step": 3, "loss": 0.2, "drift": 0.001, "drift_heldout": None,
+                                 "records": {"r": {"logp_error": -1.6, "logp_teacher": -5.0, "drift": 0.001}}})
+    assert (old.step, old.loss, old.rolled_back_from) == (3, 0.2, None)
+    assert all(math.isnan(v) for v in (old.distill, old.drift_heldout, old.grad_norm, old.train_seconds))
+    assert old.records["r"].target_logp == [] and math.isnan(old.records["r"].right_logp)
+    assert load_history({"not": "a list"}) == []
 
 
 def test_should_stop_cancels_between_steps(tokenizer, small_model):
@@ -276,7 +301,7 @@ def test_held_out_drift_is_measured(tokenizer, small_model):
     heldout = [Record.from_dict(dict(LONGER, id="held", hints=[], error=None))]
     result = train(fresh(small_model), tokenizer, records(ADD), TrainConfig(steps=2, lr=5e-3, drift_threshold=None),
                    heldout=heldout)
-    assert result.history[0]["drift_heldout"] == pytest.approx(0.0, abs=1e-6) and result.final["drift_heldout"] > 1e-6
+    assert result.history[0].drift_heldout == pytest.approx(0.0, abs=1e-6) and result.final.drift_heldout > 1e-6
 
 
 def dataclass_replace(config, **changes):
@@ -300,10 +325,10 @@ def trained_default(default_model):
 def test_training_lowers_error_probability_on_default_model(trained_default, default_model):
     _, tokenizer = default_model
     first, last = trained_default.history[0], trained_default.final
-    p_before = math.exp(first["records"]["add-17-25"]["logp_error"])
-    p_after = math.exp(last["records"]["add-17-25"]["logp_error"])
+    p_before = math.exp(first.records["add-17-25"].logp_error)
+    p_after = math.exp(last.records["add-17-25"].logp_error)
     assert p_before > 0.5 and p_after < 0.5 * p_before
-    assert last["drift"] < 0.05
+    assert last.drift < 0.05
     # The metric is what the scorer sees: p("3") · p("2") under the trained model, unhinted.
     record = records(ADD)[0]
     table = HintScorer(trained_default.model, tokenizer, build_trajectory(tokenizer, record)).score([]).table

@@ -20,6 +20,7 @@ import pandas as pd
 from ..adapters import load_run
 from ..hints.base import HintProposal
 from ..hints.propose import locate
+from ..metrics import load_history
 from ..records import ErrorSpan, Hint, Record, parse_records, placebo_for
 from ..objective import build_example
 from ..rollout import SamplingConfig, generate
@@ -434,11 +435,11 @@ def run_timeline(workspace: Workspace, tokenizer, run_number, record_id: str | N
     run = workspace.store.run(int(run_number))
     if run is None:
         raise ValueError(f"there is no run {int(run_number)}")
-    history = run["metrics"] if isinstance(run["metrics"], list) else []
+    history = load_history(run["metrics"])
     if not history:
         raise ValueError(f"run {int(run_number)} has no steps recorded")
     targets = _run_targets(run)
-    trained = list(history[0].get("records", {}))
+    trained = list(history[0].records)
     records = {rid: workspace.store.get(rid) for rid in trained}
     positions = {}
     for rid, record in records.items():
