@@ -57,9 +57,11 @@ def status_text(page) -> str:
     return page.locator("#opd-status [data-testid=markdown]").inner_text()
 
 
-def wait_hint_before(page, token: int, timeout: float = 60_000) -> None:
-    """The redraw is done when a hint chip stands right before token `token`."""
-    page.wait_for_selector(f"#opd-strip .opd-ghost + .opd-tok[data-i='{token}']", timeout=timeout)
+def wait_hint_before(page, token: int, timeout: float = 60_000, preview: bool = False) -> None:
+    """A hint chip stands right before token `token`: in the server's whole redraw, or (`preview`) already in the
+    page's own preview of a move, which comes before the server's answer (and the status it brings)."""
+    strip = "#opd-strip .opd-strip" if preview else f"#opd-strip .opd-strip[data-stage='full'][data-hint='{token}']"
+    page.wait_for_selector(f"{strip} .opd-ghost + .opd-tok[data-i='{token}']", timeout=timeout)
 
 
 def wait_text(page, selector: str, text: str, timeout: float = 60_000) -> None:
@@ -259,7 +261,7 @@ def test_hint_moves_at_the_click_and_the_final_strip_equals_a_one_shot_rescoring
     # shift → moves the hint one generated token on, in the page first
     page.locator(f"#opd-strip .opd-tok[data-i='{token}']").focus()
     page.keyboard.press("Shift+ArrowRight")
-    wait_hint_before(page, token + 1, timeout=5_000)
+    wait_hint_before(page, token + 1, timeout=5_000, preview=True)
     page.wait_for_selector(f"#opd-strip .opd-strip[data-stage='full'][data-hint='{token + 1}']", timeout=60_000)
     page.keyboard.press("Shift+ArrowLeft")
     page.wait_for_selector(f"#opd-strip .opd-strip[data-stage='full'][data-hint='{token}']", timeout=60_000)
