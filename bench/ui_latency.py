@@ -83,16 +83,22 @@ def studio(work: Path, oneshot: bool) -> StudioServer:
         os.environ.pop("OPD_STUDIO_ONESHOT")
 
 
+def open_uploaded(browser, server, path: Path, timeout_ms: float):
+    """A page on the studio with the rollouts of `path` uploaded and the first one's strip shown."""
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.goto(server.url)
+    page.wait_for_selector("#opd-generate")
+    page.locator("#opd-upload input[type=file]").set_input_files(str(path))
+    page.wait_for_selector("#opd-strip .opd-tok.opd-student", timeout=timeout_ms)
+    return page
+
+
 def clicks(browser, tokenizer, length: int, n_clicks: int, oneshot: bool, work: Path) -> dict:
     rollout = work / f"rollout-{length}.jsonl"
     write_records(rollout, [rollout_of_length(tokenizer, length, f"long-{length}")])
     server = studio(work / f"data-{length}-{'old' if oneshot else 'new'}", oneshot)
     try:
-        page = browser.new_page(viewport={"width": 1440, "height": 900})
-        page.goto(server.url)
-        page.wait_for_selector("#opd-generate")
-        page.locator("#opd-upload input[type=file]").set_input_files(str(rollout))
-        page.wait_for_selector("#opd-strip .opd-tok.opd-student", timeout=600_000)
+        page = open_uploaded(browser, server, rollout, timeout_ms=600_000)
         students = [int(i) for i in page.eval_on_selector_all("#opd-strip .opd-tok.opd-student[data-i]",
                                                                "cs => cs.map(c => c.dataset.i)")]
         timings = {"hint_visible_ms": [], "error_numbers_ms": [], "strip_ms": []}
@@ -125,11 +131,7 @@ def review(browser, n_records: int, oneshot: bool, work: Path) -> float:
     server = studio(work / f"data-review-{'old' if oneshot else 'new'}", oneshot)
     seconds = []
     try:
-        page = browser.new_page(viewport={"width": 1440, "height": 900})
-        page.goto(server.url)
-        page.wait_for_selector("#opd-generate")
-        page.locator("#opd-upload input[type=file]").set_input_files(str(path))
-        page.wait_for_selector("#opd-strip .opd-tok.opd-student", timeout=120_000)
+        page = open_uploaded(browser, server, path, timeout_ms=120_000)
         for n in range(n_records - 1):
             time.sleep(READ_S)
             before = page.evaluate("document.querySelector('#opd-strip .opd-strip').dataset.render")

@@ -81,10 +81,6 @@ class ScoreResult:
     def anchors(self) -> list[int]:
         return [p.anchor for p in self.hints]
 
-    @property
-    def hinted_length(self) -> int:
-        return len(self.table) + sum(len(p.ids) for p in self.hints)
-
     def copy(self) -> "ScoreResult":
         return dataclasses.replace(self, table=self.table.copy())
 

@@ -1,5 +1,6 @@
 """Hinted scoring against the obviously-correct path: two full forward passes with no cache."""
 
+import contextlib
 import math
 
 import numpy as np
@@ -102,23 +103,30 @@ def test_incremental_rescoring_equals_fresh_scoring(tiny_model, tokenizer):
         assert (incremental.rank_after.fillna(0) == fresh.rank_after.fillna(0)).all()
 
 
-def test_editing_a_later_hint_reuses_the_earlier_hinted_prefix(tiny_model, tokenizer):
-    trajectory = build_trajectory(tokenizer, Record.from_dict(MULTI_TURN))
-    scorer = HintScorer(tiny_model, tokenizer, trajectory)
+@contextlib.contextmanager
+def counted_passes(model):
+    """The length of every decoder pass `model` runs inside the block."""
     seen = []
-    original_forward = tiny_model.model.forward
+    original_forward = model.model.forward
 
     def counting_forward(*args, **kwargs):
         seen.append(kwargs["input_ids"].shape[1])
         return original_forward(*args, **kwargs)
 
-    tiny_model.model.forward = counting_forward
+    model.model.forward = counting_forward
     try:
+        yield seen
+    finally:
+        del model.model.forward
+
+
+def test_editing_a_later_hint_reuses_the_earlier_hinted_prefix(tiny_model, tokenizer):
+    trajectory = build_trajectory(tokenizer, Record.from_dict(MULTI_TURN))
+    scorer = HintScorer(tiny_model, tokenizer, trajectory)
+    with counted_passes(tiny_model) as seen:
         first = [Hint(text=" (first)", message=4, char=6), Hint(text=" (second)", message=6, char=5)]
         scorer.score(first)
         scorer.score([first[0], Hint(text=" (second, edited)", message=6, char=5)])
-    finally:
-        del tiny_model.model.forward
     full, hinted, edited = seen
     assert full == len(trajectory)
     placed = place_hints(tokenizer, trajectory, [Hint(text=" (second, edited)", message=6, char=5)])
@@ -178,20 +186,10 @@ def test_placebo_pass_has_its_own_cache(tiny_model, tokenizer):
     """Editing the hint reruns only the hinted suffix; the placebo, unchanged, is not run again."""
     trajectory = build_trajectory(tokenizer, Record.from_dict(MULTI_TURN))
     scorer = HintScorer(tiny_model, tokenizer, trajectory)
-    seen = []
-    original_forward = tiny_model.model.forward
-
-    def counting_forward(*args, **kwargs):
-        seen.append(kwargs["input_ids"].shape[1])
-        return original_forward(*args, **kwargs)
-
-    tiny_model.model.forward = counting_forward
-    try:
+    with counted_passes(tiny_model) as seen:
         scorer.score([Hint(text=" (Hint: one)", message=4, char=6)], placebo="default")
         first = len(seen)
         edited = scorer.score([Hint(text=" (Hint: one, edited)", message=4, char=6)], placebo="default").table
-    finally:
-        del tiny_model.model.forward
     assert first == 3 and len(seen) == 4  # original, hinted, placebo; then the edited hint only
     fresh = HintScorer(tiny_model, tokenizer, trajectory).score([Hint(text=" (Hint: one, edited)", message=4, char=6)],
                                                                 placebo="default").table
