@@ -67,7 +67,7 @@ EOF
 gpus=$("$PY" -c 'import torch; print(torch.cuda.device_count())')
 part fsdp 120 env OPD_STUDIO_DATA="$work/data" "$PY" -m accelerate.commands.launch \
   --config_file configs/accelerate/fsdp.yaml --num_processes "$gpus" \
-  -m opd_studio.train --data "$work/curated.jsonl" --out "$work/run" --steps 2 --batch-size 4 \
+  -m opd_studio train --data "$work/curated.jsonl" --out "$work/run" --steps 2 --batch-size 4 \
   --drift-threshold none --no-heldout
 [ -f "$work/run/run.json" ] && cp "$work/run/run.json" "$RESULTS/gpu-fsdp-run.json"
 rm -rf "$work"

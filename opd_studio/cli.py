@@ -435,7 +435,7 @@ def _curated(args) -> None:
 def _export(args, workspace, status: str | None) -> int:
     """Formats that carry records (jsonl, parquet, datasets) export every record of `status`, each marked with its
     review status; the training formats (trl-sdft, teacher-topk) export the curated set as training sees it."""
-    from .exports import export_curated
+    from .exports import export_curated, write_teacher_topk
 
     fmt = args.format or ("parquet" if str(args.output).endswith(".parquet") else "jsonl")
     if fmt in ("jsonl", "parquet") and not str(args.output).endswith(f".{fmt}"):
@@ -447,8 +447,12 @@ def _export(args, workspace, status: str | None) -> int:
     records = workspace.training_records()
     if not records:
         raise ValueError(f"the curated set in {workspace.store.path} is empty")
+    if fmt == "trl-sdft":
+        return export_curated(records, fmt, args.output, tokenizer=_load(args)[1])
+    from .teacher_topk import teacher_topk_rows
+
     model, tokenizer = _load(args)
-    return export_curated(records, fmt, args.output, model, tokenizer, top_k=args.top_k)
+    return write_teacher_topk(teacher_topk_rows(model, tokenizer, records, top_k=args.top_k), args.output)
 
 
 def _app(args) -> None:

@@ -1,7 +1,8 @@
 """Records in from the Hugging Face data ecosystem, curated sets out to it (and to TRL).
 
     read_input("rollouts.jsonl" | "rollouts.parquet" | "a_datasets_dir/" | "hf://datasets/owner/name[/file]")
-    export_curated(records, "jsonl" | "parquet" | "datasets" | "trl-sdft" | "teacher-topk", output, model, tokenizer)
+    export_curated(records, "jsonl" | "parquet" | "datasets" | "trl-sdft", output)
+    write_teacher_topk(teacher_topk.teacher_topk_rows(model, tokenizer, records), output)
 
 Reading: a row is a record (records.py) from its `record` column (JSON, as our exports write it), else from its
 columns (`id`, `messages`, `hints`, …; JSON text where a column holds structures), else from TRL's conversational
@@ -16,8 +17,9 @@ Export formats:
   per record with a hint, as a `datasets` folder. TRL samples its own completions: the rollout is not exported.
 - `teacher-topk`: offline distillation targets. Per record: `input_ids` (the original trajectory), and per target
   position i (hinted turn, student tokens; `scoring.target_mask`) the hinted teacher's top-k next-token ids and
-  log-probs for predicting token i: `target_positions`, `topk_ids` (n × k), `topk_logprobs` (n × k). Needs the
-  model; a `datasets` folder, or a Parquet file when `output` ends in `.parquet`.
+  log-probs for predicting token i: `target_positions`, `topk_ids` (n × k), `topk_logprobs` (n × k). The
+  rows come from the model (`teacher_topk.py`, beside the engine); this module only writes them: a `datasets`
+  folder, or a Parquet file when `output` ends in `.parquet`.
 
 Every export is written beside `output` and renamed into place: a failure leaves no partial output.
 """
@@ -32,7 +34,8 @@ from typing import Any
 from .files import write_atomic, write_directory
 from .records import Record, RecordError, read_records, write_records
 
-FORMATS = ("jsonl", "parquet", "datasets", "trl-sdft", "teacher-topk")
+RECORD_FORMATS = ("jsonl", "parquet", "datasets", "trl-sdft")  # written from the records alone
+FORMATS = (*RECORD_FORMATS, "teacher-topk")  # teacher-topk runs the model first (teacher_topk.py)
 RECORD_FIELDS = ("id", "messages", "tools", "hints", "error", "reference", "meta", "response_token_ids")
 _STRUCTURED = ("messages", "tools", "hints", "error", "meta", "response_token_ids")
 
@@ -164,12 +167,12 @@ def _first_line(exc: Exception) -> str:
 # Exporting
 
 
-def export_curated(records: list[Record], fmt: str, output: str | os.PathLike, model=None, tokenizer=None,
-                   top_k: int = 20, span: str = "turn") -> int:
-    """Write `records` as `fmt` (FORMATS) to `output`; returns the number of rows written. `model` and `tokenizer`
-    are needed by `teacher-topk` only (`tokenizer` also by `trl-sdft` when a hint is placed by token)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}")
+def export_curated(records: list[Record], fmt: str, output: str | os.PathLike, tokenizer=None) -> int:
+    """Write `records` as `fmt` (RECORD_FORMATS) to `output`; returns the number of rows written. `tokenizer` is
+    needed by `trl-sdft` only, when a hint is placed by token. The `teacher-topk` rows come from the model
+    (`teacher_topk.teacher_topk_rows`) and are written by `write_teacher_topk`."""
+    if fmt not in RECORD_FORMATS:
+        raise ValueError(f"export format {fmt!r} is not one of {', '.join(RECORD_FORMATS)}")
     output = Path(output)
     if fmt == "jsonl":
         write_records(output, records)
@@ -184,11 +187,13 @@ def export_curated(records: list[Record], fmt: str, output: str | os.PathLike, m
         rows = [{"id": r.id, "messages": [{"role": m["role"], "content": m.get("content") or ""} for m in r.messages],
                  "record": r.to_json()} for r in records]
         return _save_dataset(rows, output)
-    if fmt == "trl-sdft":
-        return _save_dataset(trl_sdft_rows(records, tokenizer), output)
-    if model is None or tokenizer is None:
-        raise ValueError("the teacher-topk export runs the model: pass model and tokenizer")
-    rows = teacher_topk_rows(model, tokenizer, records, top_k=top_k, span=span)
+    return _save_dataset(trl_sdft_rows(records, tokenizer), output)
+
+
+def write_teacher_topk(rows: list[dict[str, Any]], output: str | os.PathLike) -> int:
+    """Write `teacher_topk.teacher_topk_rows` as a `datasets` folder, or a Parquet file when `output` ends in
+    `.parquet`; returns the number of rows written."""
+    output = Path(output)
     if output.suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -228,41 +233,3 @@ def _hinted_message(record: Record, hint, tokenizer) -> int:
     from .trajectory import build_trajectory
 
     return build_trajectory(tokenizer, record).message_index[hint.token]
-
-
-def teacher_topk_rows(model, tokenizer, records: list[Record], top_k: int = 20, span: str = "turn",
-                      batch_size: int = 16) -> list[dict[str, Any]]:
-    """Per record with hints: the hinted teacher's top-k at every target position (batched hinted passes)."""
-    import torch
-
-    from .batching import decoder_hidden, length_batches
-    from .scoring import logits_from_hidden, place_hints, splice, target_mask
-    from .trajectory import TrajectoryError, build_trajectory
-
-    prepared = []
-    for record in records:
-        hints = record.usable_hints
-        if not hints:
-            continue
-        try:
-            trajectory = build_trajectory(tokenizer, record)
-            placed = place_hints(tokenizer, trajectory, hints)
-            error = trajectory.error_token_span(record.error) if record.error else None
-        except TrajectoryError as exc:
-            raise TrajectoryError(f"record {record.id!r}: {exc}") from None
-        targets = [i for i, t in enumerate(target_mask(trajectory, placed, span, error)) if t and i > 0]
-        hinted, position = splice(trajectory.input_ids, placed)
-        prepared.append((record, trajectory, targets, hinted, position))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    rows: dict[int, dict] = {}
-    with torch.no_grad():
-        for batch in length_batches([len(p[3]) for p in prepared], batch_size, 32768):
-            hidden = decoder_hidden(model, [prepared[n][3] for n in batch], pad_id)
-            for n, states in zip(batch, hidden):
-                record, trajectory, targets, _, position = prepared[n]
-                rows_at = torch.tensor([position[i] - 1 for i in targets], device=states.device, dtype=torch.long)
-                logprobs = torch.log_softmax(logits_from_hidden(model, states[rows_at]), dim=-1)  # (n, V)
-                top_lp, top_ids = logprobs.topk(top_k, dim=-1)
-                rows[n] = {"id": record.id, "input_ids": list(trajectory.input_ids), "target_positions": targets,
-                           "topk_ids": top_ids.tolist(), "topk_logprobs": top_lp.tolist()}
-    return [rows[n] for n in range(len(prepared))]

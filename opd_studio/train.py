@@ -38,7 +38,7 @@ sums; at the end of a step (`_end_step`) the row is made (`_finish_row`), then t
 Distribution: everything goes through an `Accelerator` (DDP, gradient accumulation, bf16 autocast on CUDA). Every
 process caches the targets of every record; the data loader shards each step's records between processes, and DDP
 averages the gradients, so the processes hold identical weights. On GPUs: `accelerate launch --multi_gpu
---num_processes N -m opd_studio.train --data curated.jsonl --out runs/x` (or any accelerate config, DeepSpeed and
+--num_processes N -m opd_studio train --data curated.jsonl --out runs/x` (or any accelerate config, DeepSpeed and
 FSDP included). On CPUs the same `--multi_gpu` command works: without CUDA the processes join a gloo group
 (`accelerate launch --cpu` starts one process unless MPI is set up).
 """
@@ -48,7 +48,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -654,13 +653,3 @@ def _agree(accelerator, flag: bool) -> bool:
     """A stop request on any process stops every process (they must run the same number of steps)."""
     value = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
     return bool(accelerator.reduce(value, reduction="sum").item() > 0)
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# `python -m opd_studio.train` / `accelerate launch -m opd_studio.train`: the command line's `train` (cli.py), which
-# also records the run in the store.
-
-if __name__ == "__main__":
-    from opd_studio.cli import main
-
-    sys.exit(main(["train", *sys.argv[1:]]))

@@ -35,7 +35,7 @@ def test_ddp_config_trains_with_two_cpu_processes(tokenizer, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", OPD_STUDIO_DATA=str(tmp_path / "data"))
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "ddp.yaml"),
                "--mixed_precision", "no", "--main_process_port", str(30500 + os.getpid() % 1000),
-               "-m", "opd_studio.train", "--data", str(tmp_path / "curated.jsonl"), "--out", str(tmp_path / "run"),
+               "-m", "opd_studio", "train", "--data", str(tmp_path / "curated.jsonl"), "--out", str(tmp_path / "run"),
                "--model", str(tmp_path / "model"), "--steps", "2", "--batch-size", "1", "--lr", "5e-3",
                "--drift-threshold", "none", "--unreviewed", "--no-heldout"]
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)

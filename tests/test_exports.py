@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from opd_studio.exports import export_curated, read_input
+from opd_studio.exports import export_curated, read_input, write_teacher_topk
 from opd_studio.records import Record, RecordError
 from opd_studio.scoring import score_record
+from opd_studio.teacher_topk import teacher_topk_rows
 from tests.conftest import ADD, MULTI_TURN
 
 datasets = pytest.importorskip("datasets")
@@ -78,7 +79,7 @@ def test_trl_sdft_export_has_trls_columns(tmp_path):
 def test_teacher_topk_is_the_hinted_teachers_distribution(tmp_path, tiny_model, tokenizer):
     records = curated()
     output = tmp_path / "topk"
-    assert export_curated(records, "teacher-topk", output, tiny_model, tokenizer, top_k=8) == 2
+    assert write_teacher_topk(teacher_topk_rows(tiny_model, tokenizer, records, top_k=8), output) == 2
     loaded = datasets.load_from_disk(str(output))
     for row, record in zip(loaded, records[:2]):
         table = score_record(tiny_model, tokenizer, record, top_k=5).table
@@ -89,7 +90,7 @@ def test_teacher_topk_is_the_hinted_teachers_distribution(tmp_path, tiny_model, 
             assert [tokenizer.decode([t]) for t in ids[:5]] == [text for text, _ in top_after]
             assert [math.exp(lp) for lp in logprobs[:5]] == pytest.approx([p for _, p in top_after], abs=1e-4)
             assert logprobs == sorted(logprobs, reverse=True) and len(ids) == 8
-    assert export_curated(records, "teacher-topk", tmp_path / "topk.parquet", tiny_model, tokenizer) == 2
+    assert write_teacher_topk(teacher_topk_rows(tiny_model, tokenizer, records), tmp_path / "topk.parquet") == 2
     assert json.loads(json.dumps(datasets.load_dataset("parquet", data_files=str(tmp_path / "topk.parquet"),
                                                        split="train", cache_dir=str(tmp_path / "c"))[0]["id"]))
 

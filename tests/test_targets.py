@@ -278,12 +278,12 @@ def test_train_module_runs_the_contrast_target(model_dir, tmp_path):
     args = ["--data", str(data), "--out", str(tmp_path / "run"), "--model", str(model_dir), "--steps", "1",
             "--unreviewed", "--no-heldout", "--drift-threshold", "none"]
     env = {"OPD_STUDIO_DATA": str(tmp_path / "data")}
-    done = run_module("opd_studio.train", *args, "--target", "contrast", "--alpha", "1.0", env=env)
+    done = run_module("opd_studio", "train", *args, "--target", "contrast", "--alpha", "1.0", env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "1 of 1 records had no stored placebo: used the default" in done.stderr
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["config"]["target"] == "contrast" and run["targets"][REVEAL["id"]]["right_text"] == "42"
-    bad = run_module("opd_studio.train", *args, "--target", "contrast", "--alpha", "7", env=env)
+    bad = run_module("opd_studio", "train", *args, "--target", "contrast", "--alpha", "7", env=env)
     errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
     assert bad.returncode == 2 and errors == [bad.stderr.splitlines()[-1]] and "alpha must be in (0, 4]" in errors[0]
 

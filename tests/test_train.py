@@ -372,7 +372,7 @@ def test_two_process_accelerate_launch_agrees_on_weights(tokenizer, small_model,
     # (`--cpu --num_processes 2` starts one process: accelerate only launches multi-CPU through mpirun.)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-               str(29500 + os.getpid() % 1000), "-m", "opd_studio.train", "--data", str(tmp_path / "curated.jsonl"),
+               str(29500 + os.getpid() % 1000), "-m", "opd_studio", "train", "--data", str(tmp_path / "curated.jsonl"),
                "--out", str(tmp_path / "run"), "--model", str(tmp_path / "model"), "--steps", "2",
                "--batch-size", "1", "--lr", "5e-3", "--drift-threshold", "none", "--unreviewed", "--no-heldout"]
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
