@@ -2,8 +2,18 @@
 
 One file, `opd_studio.sqlite`, under `OPD_STUDIO_DATA` (default `./opd_data`; `/data` on a Space with persistent
 storage). Every write is one transaction, so a killed process leaves the store as it was before or after a write,
-never between. Each call opens its own connection: the store is safe to share between Gradio sessions and threads.
-The schema is versioned (`migrations.py`); opening an older file migrates it.
+never between. The schema is versioned (`migrations.py`); opening an older file migrates it.
+
+Many readers and writers, one file (the studio's request threads, its background read-ahead, the CLI):
+- the file is *prepared* once per process (WAL journal, migrations) when it is first opened; opening it again
+  (`Store(path)`, `open_store(path)`) costs a `stat`. Preparing a file another process prepares at the same moment
+  is retried: switching a new file to WAL meets a busy database without waiting for it.
+- each call opens its own connection (cheap; no connection is shared between threads) with a busy timeout;
+  a write takes the write lock when it begins (`BEGIN IMMEDIATE`), so what it read cannot change under it, and a
+  write that still meets a busy database is retried for up to `BUSY_RETRY_S`, then refused in one line
+  (`StoreBusyError`). Readers never wait for writers (WAL).
+- a data directory that cannot be written (read-only, full) refuses the write in one line (`StoreWriteError`); the
+  transaction rolls back, so what is stored stays as it was.
 
 Review status of a record: `pending` (in the queue), `accepted` (curated), `rejected`. Deletion is soft.
 
@@ -19,10 +29,12 @@ accepted hints, rejected ones rejected hints (`consistent`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -111,34 +123,133 @@ def _append_revision(db: sqlite3.Connection, record: Record, status: str, review
     return int(rev)
 
 
-class Store:
-    def __init__(self, path: str | os.PathLike | None = None):
-        self.path = Path(path) if path else data_dir() / "opd_studio.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
+BUSY_TIMEOUT_S = 5.0  # how long one statement waits for another connection's lock (sqlite's busy handler)
+BUSY_RETRY_S = 30.0  # how long a write keeps retrying a busy database before it is refused
+
+
+class StoreBusyError(ValueError):
+    """A write that found the database busy for longer than `BUSY_RETRY_S` (nothing was written)."""
+
+
+class StoreWriteError(ValueError):
+    """A write the data directory refused (read-only, full); the transaction rolled back, nothing stored changed."""
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _unwritable(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return any(words in text for words in ("readonly", "read-only", "disk is full", "unable to open",
+                                           "disk I/O error"))
+
+
+def _retrying(action, what: str, path: Path):
+    """`action()` again while the database is busy, for up to `BUSY_RETRY_S`; then one line that says so."""
+    deadline, pause = time.monotonic() + BUSY_RETRY_S, 0.05
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as exc:
+            if _unwritable(exc):
+                raise StoreWriteError(f"the store {path} cannot be written ({exc}): the data directory is "
+                                      f"read-only or full. {what} was not saved; everything stored before is "
+                                      "unchanged. Free space or fix the permissions, then try again") from None
+            if not _busy(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise StoreBusyError(f"the store is busy (another write held it for over {BUSY_RETRY_S:.0f} s): "
+                                     f"{what} was not saved; try again") from None
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+
+# Files prepared in this process (journal mode, migrations), by resolved path: the file's identity (device, inode)
+# when it was prepared, so a file deleted and made again is prepared again.
+_PREPARED: dict[Path, tuple[int, int]] = {}
+_OPENED: dict[Path, "Store"] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _prepare(path: Path) -> None:
+    """WAL and the migrations, once per file and process (under `_REGISTRY_LOCK`)."""
+    def wal() -> None:
+        with contextlib.closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)) as db:
             db.execute("PRAGMA journal_mode=WAL")
-        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+
+    def migrated() -> None:
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:  # DDL and the version bump in one explicit transaction: a failed migration leaves the old file
             db.execute("BEGIN IMMEDIATE")
             migrate(db)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
         finally:
             db.close()
 
+    _retrying(wal, "opening the store", path)
+    _retrying(migrated, "opening the store", path)
+    _PREPARED[path] = _identity(path)
+
+
+def open_store(path: str | os.PathLike | None = None) -> "Store":
+    """The process's one `Store` for the file at `path` (made, and the file prepared, on first use)."""
+    resolved = (Path(path) if path else data_dir() / "opd_studio.sqlite").resolve()
+    with _REGISTRY_LOCK:
+        store = _OPENED.get(resolved)
+    if store is None or _PREPARED.get(resolved) != _identity(resolved):
+        store = Store(resolved)
+        with _REGISTRY_LOCK:
+            store = _OPENED.setdefault(resolved, store)
+    return store
+
+
+class Store:
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path else data_dir() / "opd_studio.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        resolved = self.path.resolve()
+        with _REGISTRY_LOCK:
+            if resolved not in _PREPARED or _PREPARED[resolved] != _identity(resolved):
+                _prepare(resolved)
+
     @contextmanager
-    def _connect(self):
-        db = sqlite3.connect(self.path, timeout=10)
+    def _connect(self, write: bool = False):
+        """One transaction on a connection of its own: `BEGIN IMMEDIATE` for a write (the write lock from the
+        start, so nothing it read changes before it writes), a snapshot for a read; commit on success."""
+        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
         try:
-            with db:  # one transaction: commit on success, roll back on any error
-                yield db
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
         finally:
             db.close()
+
+    def _write(self, work, what: str = "the change"):
+        """`work(db)` in one write transaction, retried while the database is busy (`_retrying`)."""
+        def attempt():
+            with self._connect(write=True) as db:
+                return work(db)
+        return _retrying(attempt, what, self.path)
 
     # -- the reviewer's writes ------------------------------------------------------------------------------------
 
@@ -149,9 +260,9 @@ class Store:
         value. Returns the current revision number."""
         if status is not None and status not in STATUSES:
             raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
-        with self._connect() as db:
-            return self._save(db, record, status, model=model, tokenizer=tokenizer, reviewer=reviewer, span=span,
-                              review_seconds=review_seconds, note=note, origin=origin)
+        return self._write(lambda db: self._save(db, record, status, model=model, tokenizer=tokenizer,
+                                                 reviewer=reviewer, span=span, review_seconds=review_seconds,
+                                                 note=note, origin=origin), f"the review of {record.id}")
 
     def _save(self, db, record: Record, status: str | None, *, model=None, tokenizer=None, reviewer=None, span=None,
               review_seconds: float = 0.0, note: str, origin=None, undelete: bool = True) -> int:
@@ -194,10 +305,11 @@ class Store:
         self._set_deleted(record_id, 0)
 
     def _set_deleted(self, record_id: str, deleted: int) -> None:
-        with self._connect() as db:
+        def work(db) -> None:
             if db.execute("UPDATE records SET deleted = ?, updated_at = ? WHERE id = ?",
                           (deleted, time.time(), record_id)).rowcount == 0:
                 raise KeyError(f"no record {record_id!r} in the store")
+        self._write(work, f"{'deleting' if deleted else 'restoring'} {record_id}")
 
     # -- everything else that brings records in -------------------------------------------------------------------
 
@@ -205,8 +317,8 @@ class Store:
             model: str | None = None) -> AddReport:
         """Bring in generated, uploaded or imported records without ever replacing a reviewed one (module
         docstring). `status`: of new records, one for all or by id. One transaction for the whole batch."""
-        report = AddReport()
-        with self._connect() as db:
+        def work(db) -> AddReport:
+            report = AddReport()
             for record in records:
                 wanted = status.get(record.id, "pending") if isinstance(status, dict) else status
                 row = db.execute("SELECT record, status FROM records WHERE id = ?", (record.id,)).fetchone()
@@ -226,7 +338,8 @@ class Store:
                 else:
                     self._save(db, record, wanted, model=model, note=origin, origin=origin, undelete=False)
                     report.updated.append(record.id)
-        return report
+            return report
+        return self._write(work, f"{len(records)} record{'s' if len(records) != 1 else ''} ({origin})")
 
     # -- reading --------------------------------------------------------------------------------------------------
 
@@ -355,12 +468,11 @@ class Store:
 
     def add_run(self, config: dict, metrics: list[dict] | dict, name: str = "", adapter_path: str | None = None,
                 status: str = "done") -> int:
-        with self._connect() as db:
-            cursor = db.execute("INSERT INTO runs (created_at, name, config, metrics, adapter_path, status) "
-                                "VALUES (?, ?, ?, ?, ?, ?)",
-                                (time.time(), name, json.dumps(config, default=str),
-                                 json.dumps(metrics, default=str), adapter_path, status))
-            return int(cursor.lastrowid)
+        row = (time.time(), name, json.dumps(config, default=str), json.dumps(metrics, default=str), adapter_path,
+               status)
+        return self._write(lambda db: int(db.execute(
+            "INSERT INTO runs (created_at, name, config, metrics, adapter_path, status) VALUES (?, ?, ?, ?, ?, ?)",
+            row).lastrowid), "the training run")
 
     @property
     def runs_dir(self) -> Path:
@@ -368,8 +480,8 @@ class Store:
         return self.path.parent / "runs"
 
     def set_adapter_path(self, run_id: int, path: str | os.PathLike | None) -> None:
-        with self._connect() as db:
-            db.execute("UPDATE runs SET adapter_path = ? WHERE id = ?", (str(path) if path else None, run_id))
+        self._write(lambda db: db.execute("UPDATE runs SET adapter_path = ? WHERE id = ?",
+                                          (str(path) if path else None, run_id)), f"run {run_id}'s weights")
 
     def active_run(self) -> int | None:
         """The run whose weights the studio uses (None: the base model)."""
@@ -384,10 +496,9 @@ class Store:
                 raise ValueError(f"there is no run {run_id}")
             if not run["adapter_path"]:
                 raise ValueError(f"run {run_id} has no saved weights (it was not saved: {run['status']})")
-        with self._connect() as db:
-            db.execute("INSERT INTO state (key, value) VALUES ('active_run', ?) "
-                       "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                       (None if run_id is None else str(run_id),))
+        self._write(lambda db: db.execute("INSERT INTO state (key, value) VALUES ('active_run', ?) "
+                                          "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                                          (None if run_id is None else str(run_id),)), "the weights in use")
 
     def runs(self) -> pd.DataFrame:
         with self._connect() as db:

@@ -38,7 +38,7 @@ from .adapters import load_adapter, reset_to_base, save_run
 from .fix_rate import FixRateConfig, fix_rate, summarize
 from .metrics import StepMetrics, load_history
 from .records import Record, read_records
-from .store import AddReport, Store, consistent
+from .store import AddReport, Store, consistent, open_store
 from .train import DriftError, TrainConfig, TrainResult, base_weights, metrics_frames, train
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -197,7 +197,7 @@ class Workspace:
 
     @classmethod
     def open(cls, path: str | Path | None = None, user: str | None = None) -> "Workspace":
-        return cls(Store(path), user)
+        return cls(open_store(path), user)
 
     @property
     def writable(self) -> bool:
