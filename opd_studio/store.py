@@ -43,7 +43,7 @@ from pathlib import Path
 import pandas as pd
 
 from .migrations import migrate
-from .records import Record, RecordError
+from .records import Record, RecordError, check_count
 
 STATUSES = ("pending", "accepted", "rejected")
 REVIEWED = ("accepted", "rejected")
@@ -199,9 +199,52 @@ def _prepare(path: Path) -> None:
         finally:
             db.close()
 
+    def recovered() -> None:
+        with contextlib.closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)) as db:
+            db.execute("BEGIN IMMEDIATE")
+            _recover_interrupted_runs(db)
+            db.execute("COMMIT")
+
     _retrying(wal, "opening the store", path)
     _retrying(migrated, "opening the store", path)
+    _retrying(recovered, "opening the store", path)
     _PREPARED[path] = _identity(path)
+
+
+# A training run in progress: `state` holds `run_owner:<id>` = {"pid", "previous_active"} from `start_run` until
+# `finish_run` (no schema change: a file stays readable by the release before).
+RUN_OWNER = "run_owner:"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _recover_interrupted_runs(db: sqlite3.Connection) -> None:
+    """Runs whose training process died (kill -9, a crash, a restart) are listed as `interrupted`, and the weights
+    in use before them are made active again. Their adapters were never registered (`finish_run` sets the path
+    after the atomic write), so no half-written adapter is ever used."""
+    owners = db.execute("SELECT key, value FROM state WHERE key LIKE ?", (RUN_OWNER + "%",)).fetchall()
+    for key, value in owners:
+        owner = json.loads(value)
+        if _process_alive(int(owner["pid"])) and int(owner["pid"]) != os.getpid():
+            continue  # still training, in another process
+        run_id = int(key[len(RUN_OWNER):])
+        db.execute("UPDATE runs SET status = 'interrupted' WHERE id = ? AND status = 'running'", (run_id,))
+        active = db.execute("SELECT value FROM state WHERE key = 'active_run'").fetchone()
+        previous = owner.get("previous_active")
+        usable = previous is not None and db.execute(
+            "SELECT adapter_path FROM runs WHERE id = ? AND adapter_path IS NOT NULL", (previous,)).fetchone()
+        if (active is None or active[0] is None) and usable:
+            db.execute("INSERT INTO state (key, value) VALUES ('active_run', ?) "
+                       "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(previous),))
+        db.execute("DELETE FROM state WHERE key = ?", (key,))
 
 
 def open_store(path: str | os.PathLike | None = None) -> "Store":
@@ -231,10 +274,18 @@ class Store:
         start, so nothing it read changes before it writes), a snapshot for a read; commit on success."""
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         db.row_factory = sqlite3.Row
-        db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
         try:
-            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                db.execute("PRAGMA foreign_keys=ON")
+                db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
+                db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.OperationalError as exc:
+                if write or not _unwritable(exc):
+                    raise
+                # A WAL file is read through its -shm beside it, which a read-only directory cannot hold.
+                raise StoreWriteError(f"the store {self.path} cannot be opened ({exc}): its data directory is "
+                                      "read-only or full. Nothing stored is lost; fix the permissions or free "
+                                      "space, then reload") from None
             yield db
             db.execute("COMMIT")
         except BaseException:
@@ -450,11 +501,12 @@ class Store:
             raise ValueError("nothing to export: no record has that status")
         return export_curated(records, fmt, path)
 
-    def import_file(self, path: str | os.PathLike, max_bytes: int = 50_000_000) -> AddReport:
+    def import_file(self, path: str | os.PathLike, max_bytes: int = 50_000_000,
+                    max_records: int | None = None) -> AddReport:
         """Import .jsonl or .parquet. Records exported by the studio keep the status they were exported with
         (accepted / rejected); any other record goes to the review queue as pending. A reviewed record in the store
         is never replaced (`add`). Everything is validated first; then one transaction."""
-        records = read_import(path, max_bytes)
+        records = read_import(path, max_bytes, max_records)
         statuses = {}
         for record in records:
             exported = record.meta.get(EXPORT_KEY)
@@ -473,6 +525,36 @@ class Store:
         return self._write(lambda db: int(db.execute(
             "INSERT INTO runs (created_at, name, config, metrics, adapter_path, status) VALUES (?, ?, ?, ?, ?, ?)",
             row).lastrowid), "the training run")
+
+    def start_run(self, config: dict, name: str = "") -> int:
+        """A run that has begun: listed as `running`, owned by this process, remembering the weights in use
+        before it. `finish_run` completes it; if the process dies first, the next process to open the file lists
+        it as `interrupted` and makes those weights active again (`_recover_interrupted_runs`)."""
+        def work(db) -> int:
+            previous = db.execute("SELECT value FROM state WHERE key = 'active_run'").fetchone()
+            run_id = int(db.execute(
+                "INSERT INTO runs (created_at, name, config, metrics, adapter_path, status) "
+                "VALUES (?, ?, ?, '[]', NULL, 'running')",
+                (time.time(), name, json.dumps(config, default=str))).lastrowid)
+            owner = {"pid": os.getpid(), "previous_active": int(previous[0]) if previous and previous[0] else None}
+            db.execute("INSERT INTO state (key, value) VALUES (?, ?)", (f"{RUN_OWNER}{run_id}", json.dumps(owner)))
+            return run_id
+        return self._write(work, "the start of the training run")
+
+    def finish_run(self, run_id: int, config: dict, metrics: list[dict], status: str, name: str | None = None,
+                   restore_previous: bool = False) -> None:
+        """A started run's settings, metric rows and how it ended (`restore_previous`: it produced no weights, so
+        the weights in use before it become active again)."""
+        def work(db) -> None:
+            db.execute("UPDATE runs SET config = ?, metrics = ?, status = ?, name = COALESCE(?, name) WHERE id = ?",
+                       (json.dumps(config, default=str), json.dumps(metrics, default=str), status, name, run_id))
+            owner = db.execute("SELECT value FROM state WHERE key = ?", (f"{RUN_OWNER}{run_id}",)).fetchone()
+            previous = json.loads(owner[0]).get("previous_active") if owner else None
+            if restore_previous and previous is not None:
+                db.execute("INSERT INTO state (key, value) VALUES ('active_run', ?) "
+                           "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(previous),))
+            db.execute("DELETE FROM state WHERE key = ?", (f"{RUN_OWNER}{run_id}",))
+        self._write(work, f"the end of training run {run_id}")
 
     @property
     def runs_dir(self) -> Path:
@@ -513,8 +595,9 @@ class Store:
         return {**dict(row), "config": json.loads(row["config"]), "metrics": json.loads(row["metrics"])}
 
 
-def read_import(path: str | os.PathLike, max_bytes: int = 50_000_000) -> list[Record]:
-    """Records from a file or folder `exports.read_input` reads (JSONL, Parquet, a datasets folder), size-checked."""
+def read_import(path: str | os.PathLike, max_bytes: int = 50_000_000, max_records: int | None = None) -> list[Record]:
+    """Records from a file or folder `exports.read_input` reads (JSONL, Parquet, a datasets folder), size-checked
+    (and, with `max_records`, counted: `records.check_count`)."""
     from .exports import read_input
 
     path = Path(path)
@@ -524,4 +607,7 @@ def read_import(path: str | os.PathLike, max_bytes: int = 50_000_000) -> list[Re
     if size > max_bytes:
         raise RecordError(f"{path.name} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB. "
                           "Split it into smaller files.")
-    return read_input(path)
+    records = read_input(path)
+    if max_records is not None:
+        check_count(records, max_records, path.name)
+    return records
