@@ -5,7 +5,6 @@ a few hundred kB filled to the last byte)."""
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import signal
