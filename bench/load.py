@@ -1,11 +1,12 @@
 """Many reviewers, one studio: N concurrent reviewers through `gradio_client` against `python app.py`.
 
 Each reviewer is a client of its own (its own Gradio session) and works through rounds of generate (a prompt of
-its own, the default model) → move the hint → edit its text → accept → next (pending), as fast as the answers
-come (no reading pause: the worst case for the queue), after one untimed warm-up generate. Per action: p50 and p95 of the wall time a reviewer waits, and the
-errors. Afterwards the store file is opened and every acknowledged accept is checked: present, accepted, the
-reviewer's name, the hint text the reviewer wrote. The goal (README): 0 errors, 0 lost reviews, and no worse than
-taking turns — p95 at N ≤ its single-reviewer p95 + (N − 1) × the slowest action's single-reviewer p95.
+its own, the default model) → move the hint → edit its text → accept → next (pending), as fast as the answers come
+(no reading pause: the worst case for the queue), after one untimed warm-up generate. Per action: p50 and p95 of
+the wall time a reviewer waits, and the errors. Afterwards the store file is opened and every acknowledged accept
+is checked: present, accepted, the reviewer's name, the hint text the reviewer wrote. The goal (README): 0 errors,
+0 lost reviews, and no worse than taking turns — p95 at N ≤ its single-reviewer p95 + (N − 1) × the slowest
+action's single-reviewer p95.
 
 Local mode (one workspace, the reviewer's name typed in the review form). A Space-like start with each reviewer
 signed in as a different user is not driven here: Hugging Face OAuth cannot be completed by `gradio_client`.
