@@ -1,7 +1,7 @@
 """Many reviewers, one studio: N concurrent reviewers through `gradio_client` against `python app.py`.
 
 Each reviewer is a client of its own (its own Gradio session) and works through rounds of generate (a prompt of
-its own, the default model) → move the hint → edit its text → accept → next (pending), as fast as the answers come
+its own, the default model) → move the hint → edit its text → accept → step back (k), as fast as the answers come
 (no reading pause: the worst case for the queue), after one untimed warm-up generate. Per action: p50 and p95 of
 the wall time a reviewer waits, and the errors. Afterwards the store file is opened and every acknowledged accept
 is checked: present, accepted, the reviewer's name, the hint text the reviewer wrote. The goal (README): 0 errors,
@@ -34,7 +34,7 @@ from bench.common import update_readme
 from opd_studio.store import Store
 from tests.ui_server import StudioServer
 
-ACTIONS = ("generate", "move", "edit", "accept", "next")
+ACTIONS = ("generate", "move", "edit", "accept", "step")
 VIEW = "delta"
 
 
@@ -90,14 +90,15 @@ def review_rounds(url: str, reviewer: Reviewer, rounds: int, max_tokens: int, st
             reviewer.acknowledged[opened] = hint  # the studio answered: the review is stored
             if "curated" not in accepted[8]:
                 raise RuntimeError(f"the accept's counts say nothing curated: {accepted[8]!r}")
-            timed("next", "pending", "arithmetic", VIEW, api_name="/next")  # the warm-up's record stays pending
+            # The accept opened the next pending record (the warm-up's); k steps back to the one before it.
+            timed("step", "all", "arithmetic", VIEW, api_name="/previous")
         except Exception as exc:  # noqa: BLE001 - every error is counted and shown
             reviewer.errors.append(f"round {n}: {type(exc).__name__}: {str(exc)[:200]}")
 
 
 def warm_up(url: str, max_tokens: int) -> None:
     """One untimed generate: the model is loaded and has run once before any reviewer starts. Its record stays
-    pending, so every reviewer's `next` has a record to open."""
+    pending, so every reviewer's accept has a next pending record to open."""
     from gradio_client import Client
 
     Client(url, verbose=False).predict("Prompt", None, "Warm-up: what is 2 + 2?", 0.0, 1.0, max_tokens, 0,
@@ -191,7 +192,7 @@ def markdown(levels: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reviewers", type=int, nargs="+", default=[1, 4, 8])
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per reviewer (generate … next)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per reviewer (generate … step)")
     parser.add_argument("--max-tokens", type=int, default=32, help="tokens per generated answer")
     parser.add_argument("--quick", action="store_true", help="N = 1, 2; two rounds; 16 tokens: a smoke run")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "load.json"))
