@@ -51,6 +51,7 @@ bench: setup browser $(VENV)/.bench-installed llama-server
 	$(PY) -m bench.scoring
 	$(PY) -m bench.rescoring
 	$(PY) -m bench.ui_latency
+	$(PY) -m bench.load
 	$(PY) -m bench.training
 	$(PY) -m bench.effect
 

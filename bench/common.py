@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
+from pathlib import Path
 
 from opd_studio.records import Record
 
@@ -26,3 +28,13 @@ def median_seconds(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def update_readme(marker: str, table: str) -> None:
+    """Put `table` between the README's `<!-- MARKER: … -->` and `<!-- /MARKER -->` lines."""
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    pattern = re.compile(rf"(<!-- {marker}:[^\n]*-->\n).*?(\n\s*<!-- /{marker} -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"README.md has no <!-- {marker} --> markers")
+    readme.write_text(pattern.sub(lambda m: m.group(1) + table + m.group(2), text), encoding="utf-8")

@@ -28,11 +28,10 @@ import platform
 import statistics
 import tempfile
 import time
-import re
 from pathlib import Path
 
 
-from bench.common import rollout_of_length
+from bench.common import rollout_of_length, update_readme
 from opd_studio.model import load_model
 from opd_studio.records import write_records
 from tests.ui_server import CHROMIUM, CHROMIUM_ARGS, ROOT, StudioServer
@@ -169,15 +168,6 @@ def markdown(results: dict, lengths: list[int]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(table: str) -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    pattern = re.compile(r"(<!-- ui-latency:[^\n]*-->\n).*?(\n\s*<!-- /ui-latency -->)", re.S)
-    if not pattern.search(text):
-        raise SystemExit("README.md has no <!-- ui-latency --> markers")
-    readme.write_text(pattern.sub(lambda m: m.group(1) + table + m.group(2), text), encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[200, 2048])
@@ -215,7 +205,7 @@ def main() -> None:
     table = markdown(results, args.lengths)
     print(table)
     if args.update_readme:
-        update_readme(table)
+        update_readme('ui-latency', table)
         print("README.md updated")
 
 

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .store import Store, data_dir
+from .store import data_dir, open_store
 from .workspace import Workspace
 
 MODES = ("local", "per-user", "owner")
@@ -47,20 +47,22 @@ class Access:
         return self.mode != "local"
 
     def workspace(self, user: str | None) -> Workspace:
-        """The workspace `user` (a signed-in name, or None) works in, read-only where they may not write."""
+        """The workspace `user` (a signed-in name, or None) works in, read-only where they may not write. Its store is
+        the process's one `Store` of that file (`store.open_store`): asking for a workspace on every request costs
+        no migration and no journal switch."""
         root = self.root or data_dir()
         if self.mode == "local":
-            return Workspace(Store(root / "opd_studio.sqlite"))
+            return Workspace(open_store(root / "opd_studio.sqlite"))
         if user is None:
-            return Workspace(Store(root / "opd_studio.sqlite"), None,
+            return Workspace(open_store(root / "opd_studio.sqlite"), None,
                              read_only="visitors who are not signed in can explore and score; sign in with "
                                        "Hugging Face to review, import, delete or train")
         if self.mode == "owner" and user != self.owner:
-            return Workspace(Store(root / "opd_studio.sqlite"), user,
+            return Workspace(open_store(root / "opd_studio.sqlite"), user,
                              read_only=f"only the Space's owner ({self.owner or 'unknown'}) changes the curated set")
         if self.mode == "owner":
-            return Workspace(Store(root / "opd_studio.sqlite"), user)
-        return Workspace(Store(root / "users" / _safe(user) / "opd_studio.sqlite"), user)
+            return Workspace(open_store(root / "opd_studio.sqlite"), user)
+        return Workspace(open_store(root / "users" / _safe(user) / "opd_studio.sqlite"), user)
 
 
 def _safe(name: str) -> str:

@@ -24,6 +24,9 @@ PLACEMENTS = ("inline", "feedback", "template")
 HINT_STATUSES = ("proposed", "accepted", "rejected", "edited")
 ROLES = ("system", "user", "assistant", "tool", "developer")
 MAX_LINE_BYTES = 4_000_000
+# What one upload in the studio may bring (README "Limits"): a Space serves many people from one process.
+MAX_UPLOAD_BYTES = 20_000_000
+MAX_UPLOAD_RECORDS = 2_000
 
 
 class RecordError(ValueError):
@@ -309,3 +312,10 @@ def write_records(path: str | os.PathLike, records: Iterable[Record | dict]) -> 
             handle.writelines(line + "\n" for line in lines)
 
     write_atomic(path, write)
+
+
+def check_count(records: list, limit: int, source: str) -> None:
+    """Refuse more than `limit` records from one upload, naming the limit."""
+    if len(records) > limit:
+        raise RecordError(f"{source} holds {len(records)} records; the limit is {limit} records per upload. "
+                          "Split it into smaller files (or use `opd-studio curated import`, which has no such limit).")

@@ -2,8 +2,18 @@
 
 One file, `opd_studio.sqlite`, under `OPD_STUDIO_DATA` (default `./opd_data`; `/data` on a Space with persistent
 storage). Every write is one transaction, so a killed process leaves the store as it was before or after a write,
-never between. Each call opens its own connection: the store is safe to share between Gradio sessions and threads.
-The schema is versioned (`migrations.py`); opening an older file migrates it.
+never between. The schema is versioned (`migrations.py`); opening an older file migrates it.
+
+Many readers and writers, one file (the studio's request threads, its background read-ahead, the CLI):
+- the file is *prepared* once per process (WAL journal, migrations) when it is first opened; opening it again
+  (`Store(path)`, `open_store(path)`) costs a `stat`. Preparing a file another process prepares at the same moment
+  is retried: switching a new file to WAL meets a busy database without waiting for it.
+- each call opens its own connection (cheap; no connection is shared between threads) with a busy timeout;
+  a write takes the write lock when it begins (`BEGIN IMMEDIATE`), so what it read cannot change under it, and a
+  write that still meets a busy database is retried for up to `BUSY_RETRY_S`, then refused in one line
+  (`StoreBusyError`). Readers never wait for writers (WAL).
+- a data directory that cannot be written (read-only, full) refuses the write in one line (`StoreWriteError`); the
+  transaction rolls back, so what is stored stays as it was.
 
 Review status of a record: `pending` (in the queue), `accepted` (curated), `rejected`. Deletion is soft.
 
@@ -19,10 +29,12 @@ accepted hints, rejected ones rejected hints (`consistent`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,7 +43,7 @@ from pathlib import Path
 import pandas as pd
 
 from .migrations import migrate
-from .records import Record, RecordError
+from .records import Record, RecordError, check_count
 
 STATUSES = ("pending", "accepted", "rejected")
 REVIEWED = ("accepted", "rejected")
@@ -111,34 +123,184 @@ def _append_revision(db: sqlite3.Connection, record: Record, status: str, review
     return int(rev)
 
 
-class Store:
-    def __init__(self, path: str | os.PathLike | None = None):
-        self.path = Path(path) if path else data_dir() / "opd_studio.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
+BUSY_TIMEOUT_S = 5.0  # how long one statement waits for another connection's lock (sqlite's busy handler)
+BUSY_RETRY_S = 30.0  # how long a write keeps retrying a busy database before it is refused
+
+
+class StoreBusyError(ValueError):
+    """A write that found the database busy for longer than `BUSY_RETRY_S` (nothing was written)."""
+
+
+class StoreWriteError(ValueError):
+    """A write the data directory refused (read-only, full); the transaction rolled back, nothing stored changed."""
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _unwritable(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return any(words in text for words in ("readonly", "read-only", "disk is full", "unable to open",
+                                           "disk I/O error"))
+
+
+def _retrying(action, what: str, path: Path):
+    """`action()` again while the database is busy, for up to `BUSY_RETRY_S`; then one line that says so."""
+    deadline, pause = time.monotonic() + BUSY_RETRY_S, 0.05
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as exc:
+            if _unwritable(exc):
+                raise StoreWriteError(f"the store {path} cannot be written ({exc}): the data directory is "
+                                      f"read-only or full. {what} was not saved; everything stored before is "
+                                      "unchanged. Free space or fix the permissions, then try again") from None
+            if not _busy(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise StoreBusyError(f"the store is busy (another write held it for over {BUSY_RETRY_S:.0f} s): "
+                                     f"{what} was not saved; try again") from None
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+
+# Files prepared in this process (journal mode, migrations), by resolved path: the file's identity (device, inode)
+# when it was prepared, so a file deleted and made again is prepared again.
+_PREPARED: dict[Path, tuple[int, int]] = {}
+_OPENED: dict[Path, "Store"] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _prepare(path: Path) -> None:
+    """WAL and the migrations, once per file and process (under `_REGISTRY_LOCK`)."""
+    def wal() -> None:
+        with contextlib.closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)) as db:
             db.execute("PRAGMA journal_mode=WAL")
-        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+
+    def migrated() -> None:
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:  # DDL and the version bump in one explicit transaction: a failed migration leaves the old file
             db.execute("BEGIN IMMEDIATE")
             migrate(db)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
         finally:
             db.close()
 
+    def recovered() -> None:
+        with contextlib.closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)) as db:
+            db.execute("BEGIN IMMEDIATE")
+            _recover_interrupted_runs(db)
+            db.execute("COMMIT")
+
+    _retrying(wal, "opening the store", path)
+    _retrying(migrated, "opening the store", path)
+    _retrying(recovered, "opening the store", path)
+    _PREPARED[path] = _identity(path)
+
+
+# A training run in progress: `state` holds `run_owner:<id>` = {"pid", "previous_active"} from `start_run` until
+# `finish_run` (no schema change: a file stays readable by the release before).
+RUN_OWNER = "run_owner:"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _recover_interrupted_runs(db: sqlite3.Connection) -> None:
+    """Runs whose training process died (kill -9, a crash, a restart) are listed as `interrupted`, and the weights
+    in use before them are made active again. Their adapters were never registered (`finish_run` sets the path
+    after the atomic write), so no half-written adapter is ever used."""
+    owners = db.execute("SELECT key, value FROM state WHERE key LIKE ?", (RUN_OWNER + "%",)).fetchall()
+    for key, value in owners:
+        owner = json.loads(value)
+        if _process_alive(int(owner["pid"])) and int(owner["pid"]) != os.getpid():
+            continue  # still training, in another process
+        run_id = int(key[len(RUN_OWNER):])
+        db.execute("UPDATE runs SET status = 'interrupted' WHERE id = ? AND status = 'running'", (run_id,))
+        active = db.execute("SELECT value FROM state WHERE key = 'active_run'").fetchone()
+        previous = owner.get("previous_active")
+        usable = previous is not None and db.execute(
+            "SELECT adapter_path FROM runs WHERE id = ? AND adapter_path IS NOT NULL", (previous,)).fetchone()
+        if (active is None or active[0] is None) and usable:
+            db.execute("INSERT INTO state (key, value) VALUES ('active_run', ?) "
+                       "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(previous),))
+        db.execute("DELETE FROM state WHERE key = ?", (key,))
+
+
+def open_store(path: str | os.PathLike | None = None) -> "Store":
+    """The process's one `Store` for the file at `path` (made, and the file prepared, on first use)."""
+    resolved = (Path(path) if path else data_dir() / "opd_studio.sqlite").resolve()
+    with _REGISTRY_LOCK:
+        store = _OPENED.get(resolved)
+    if store is None or _PREPARED.get(resolved) != _identity(resolved):
+        store = Store(resolved)
+        with _REGISTRY_LOCK:
+            store = _OPENED.setdefault(resolved, store)
+    return store
+
+
+class Store:
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path else data_dir() / "opd_studio.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        resolved = self.path.resolve()
+        with _REGISTRY_LOCK:
+            if resolved not in _PREPARED or _PREPARED[resolved] != _identity(resolved):
+                _prepare(resolved)
+
     @contextmanager
-    def _connect(self):
-        db = sqlite3.connect(self.path, timeout=10)
+    def _connect(self, write: bool = False):
+        """One transaction on a connection of its own: `BEGIN IMMEDIATE` for a write (the write lock from the
+        start, so nothing it read changes before it writes), a snapshot for a read; commit on success."""
+        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         db.row_factory = sqlite3.Row
-        db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
         try:
-            with db:  # one transaction: commit on success, roll back on any error
-                yield db
+            try:
+                db.execute("PRAGMA foreign_keys=ON")
+                db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
+                db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.OperationalError as exc:
+                if write or not _unwritable(exc):
+                    raise
+                # A WAL file is read through its -shm beside it, which a read-only directory cannot hold.
+                raise StoreWriteError(f"the store {self.path} cannot be opened ({exc}): its data directory is "
+                                      "read-only or full. Nothing stored is lost; fix the permissions or free "
+                                      "space, then reload") from None
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
         finally:
             db.close()
+
+    def _write(self, work, what: str = "the change"):
+        """`work(db)` in one write transaction, retried while the database is busy (`_retrying`)."""
+        def attempt():
+            with self._connect(write=True) as db:
+                return work(db)
+        return _retrying(attempt, what, self.path)
 
     # -- the reviewer's writes ------------------------------------------------------------------------------------
 
@@ -149,9 +311,9 @@ class Store:
         value. Returns the current revision number."""
         if status is not None and status not in STATUSES:
             raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
-        with self._connect() as db:
-            return self._save(db, record, status, model=model, tokenizer=tokenizer, reviewer=reviewer, span=span,
-                              review_seconds=review_seconds, note=note, origin=origin)
+        return self._write(lambda db: self._save(db, record, status, model=model, tokenizer=tokenizer,
+                                                 reviewer=reviewer, span=span, review_seconds=review_seconds,
+                                                 note=note, origin=origin), f"the review of {record.id}")
 
     def _save(self, db, record: Record, status: str | None, *, model=None, tokenizer=None, reviewer=None, span=None,
               review_seconds: float = 0.0, note: str, origin=None, undelete: bool = True) -> int:
@@ -194,10 +356,11 @@ class Store:
         self._set_deleted(record_id, 0)
 
     def _set_deleted(self, record_id: str, deleted: int) -> None:
-        with self._connect() as db:
+        def work(db) -> None:
             if db.execute("UPDATE records SET deleted = ?, updated_at = ? WHERE id = ?",
                           (deleted, time.time(), record_id)).rowcount == 0:
                 raise KeyError(f"no record {record_id!r} in the store")
+        self._write(work, f"{'deleting' if deleted else 'restoring'} {record_id}")
 
     # -- everything else that brings records in -------------------------------------------------------------------
 
@@ -205,8 +368,8 @@ class Store:
             model: str | None = None) -> AddReport:
         """Bring in generated, uploaded or imported records without ever replacing a reviewed one (module
         docstring). `status`: of new records, one for all or by id. One transaction for the whole batch."""
-        report = AddReport()
-        with self._connect() as db:
+        def work(db) -> AddReport:
+            report = AddReport()
             for record in records:
                 wanted = status.get(record.id, "pending") if isinstance(status, dict) else status
                 row = db.execute("SELECT record, status FROM records WHERE id = ?", (record.id,)).fetchone()
@@ -226,7 +389,8 @@ class Store:
                 else:
                     self._save(db, record, wanted, model=model, note=origin, origin=origin, undelete=False)
                     report.updated.append(record.id)
-        return report
+            return report
+        return self._write(work, f"{len(records)} record{'s' if len(records) != 1 else ''} ({origin})")
 
     # -- reading --------------------------------------------------------------------------------------------------
 
@@ -337,11 +501,12 @@ class Store:
             raise ValueError("nothing to export: no record has that status")
         return export_curated(records, fmt, path)
 
-    def import_file(self, path: str | os.PathLike, max_bytes: int = 50_000_000) -> AddReport:
+    def import_file(self, path: str | os.PathLike, max_bytes: int = 50_000_000,
+                    max_records: int | None = None) -> AddReport:
         """Import .jsonl or .parquet. Records exported by the studio keep the status they were exported with
         (accepted / rejected); any other record goes to the review queue as pending. A reviewed record in the store
         is never replaced (`add`). Everything is validated first; then one transaction."""
-        records = read_import(path, max_bytes)
+        records = read_import(path, max_bytes, max_records)
         statuses = {}
         for record in records:
             exported = record.meta.get(EXPORT_KEY)
@@ -355,12 +520,41 @@ class Store:
 
     def add_run(self, config: dict, metrics: list[dict] | dict, name: str = "", adapter_path: str | None = None,
                 status: str = "done") -> int:
-        with self._connect() as db:
-            cursor = db.execute("INSERT INTO runs (created_at, name, config, metrics, adapter_path, status) "
-                                "VALUES (?, ?, ?, ?, ?, ?)",
-                                (time.time(), name, json.dumps(config, default=str),
-                                 json.dumps(metrics, default=str), adapter_path, status))
-            return int(cursor.lastrowid)
+        row = (time.time(), name, json.dumps(config, default=str), json.dumps(metrics, default=str), adapter_path,
+               status)
+        return self._write(lambda db: int(db.execute(
+            "INSERT INTO runs (created_at, name, config, metrics, adapter_path, status) VALUES (?, ?, ?, ?, ?, ?)",
+            row).lastrowid), "the training run")
+
+    def start_run(self, config: dict, name: str = "") -> int:
+        """A run that has begun: listed as `running`, owned by this process, remembering the weights in use
+        before it. `finish_run` completes it; if the process dies first, the next process to open the file lists
+        it as `interrupted` and makes those weights active again (`_recover_interrupted_runs`)."""
+        def work(db) -> int:
+            previous = db.execute("SELECT value FROM state WHERE key = 'active_run'").fetchone()
+            run_id = int(db.execute(
+                "INSERT INTO runs (created_at, name, config, metrics, adapter_path, status) "
+                "VALUES (?, ?, ?, '[]', NULL, 'running')",
+                (time.time(), name, json.dumps(config, default=str))).lastrowid)
+            owner = {"pid": os.getpid(), "previous_active": int(previous[0]) if previous and previous[0] else None}
+            db.execute("INSERT INTO state (key, value) VALUES (?, ?)", (f"{RUN_OWNER}{run_id}", json.dumps(owner)))
+            return run_id
+        return self._write(work, "the start of the training run")
+
+    def finish_run(self, run_id: int, config: dict, metrics: list[dict], status: str, name: str | None = None,
+                   restore_previous: bool = False) -> None:
+        """A started run's settings, metric rows and how it ended (`restore_previous`: it produced no weights, so
+        the weights in use before it become active again)."""
+        def work(db) -> None:
+            db.execute("UPDATE runs SET config = ?, metrics = ?, status = ?, name = COALESCE(?, name) WHERE id = ?",
+                       (json.dumps(config, default=str), json.dumps(metrics, default=str), status, name, run_id))
+            owner = db.execute("SELECT value FROM state WHERE key = ?", (f"{RUN_OWNER}{run_id}",)).fetchone()
+            previous = json.loads(owner[0]).get("previous_active") if owner else None
+            if restore_previous and previous is not None:
+                db.execute("INSERT INTO state (key, value) VALUES ('active_run', ?) "
+                           "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(previous),))
+            db.execute("DELETE FROM state WHERE key = ?", (f"{RUN_OWNER}{run_id}",))
+        self._write(work, f"the end of training run {run_id}")
 
     @property
     def runs_dir(self) -> Path:
@@ -368,8 +562,8 @@ class Store:
         return self.path.parent / "runs"
 
     def set_adapter_path(self, run_id: int, path: str | os.PathLike | None) -> None:
-        with self._connect() as db:
-            db.execute("UPDATE runs SET adapter_path = ? WHERE id = ?", (str(path) if path else None, run_id))
+        self._write(lambda db: db.execute("UPDATE runs SET adapter_path = ? WHERE id = ?",
+                                          (str(path) if path else None, run_id)), f"run {run_id}'s weights")
 
     def active_run(self) -> int | None:
         """The run whose weights the studio uses (None: the base model)."""
@@ -384,10 +578,9 @@ class Store:
                 raise ValueError(f"there is no run {run_id}")
             if not run["adapter_path"]:
                 raise ValueError(f"run {run_id} has no saved weights (it was not saved: {run['status']})")
-        with self._connect() as db:
-            db.execute("INSERT INTO state (key, value) VALUES ('active_run', ?) "
-                       "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                       (None if run_id is None else str(run_id),))
+        self._write(lambda db: db.execute("INSERT INTO state (key, value) VALUES ('active_run', ?) "
+                                          "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                                          (None if run_id is None else str(run_id),)), "the weights in use")
 
     def runs(self) -> pd.DataFrame:
         with self._connect() as db:
@@ -402,8 +595,9 @@ class Store:
         return {**dict(row), "config": json.loads(row["config"]), "metrics": json.loads(row["metrics"])}
 
 
-def read_import(path: str | os.PathLike, max_bytes: int = 50_000_000) -> list[Record]:
-    """Records from a file or folder `exports.read_input` reads (JSONL, Parquet, a datasets folder), size-checked."""
+def read_import(path: str | os.PathLike, max_bytes: int = 50_000_000, max_records: int | None = None) -> list[Record]:
+    """Records from a file or folder `exports.read_input` reads (JSONL, Parquet, a datasets folder), size-checked
+    (and, with `max_records`, counted: `records.check_count`)."""
     from .exports import read_input
 
     path = Path(path)
@@ -413,4 +607,7 @@ def read_import(path: str | os.PathLike, max_bytes: int = 50_000_000) -> list[Re
     if size > max_bytes:
         raise RecordError(f"{path.name} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB. "
                           "Split it into smaller files.")
-    return read_input(path)
+    records = read_input(path)
+    if max_records is not None:
+        check_count(records, max_records, path.name)
+    return records

@@ -38,7 +38,7 @@ from .adapters import load_adapter, reset_to_base, save_run
 from .fix_rate import FixRateConfig, fix_rate, summarize
 from .metrics import StepMetrics, load_history
 from .records import Record, read_records
-from .store import AddReport, Store, consistent
+from .store import AddReport, Store, consistent, open_store
 from .train import DriftError, TrainConfig, TrainResult, base_weights, metrics_frames, train
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -197,7 +197,7 @@ class Workspace:
 
     @classmethod
     def open(cls, path: str | Path | None = None, user: str | None = None) -> "Workspace":
-        return cls(Store(path), user)
+        return cls(open_store(path), user)
 
     @property
     def writable(self) -> bool:
@@ -214,10 +214,10 @@ class Workspace:
         self.require_write("add records")
         return self.store.add(records, origin=origin, model=model_label(model) if model is not None else None)
 
-    def import_file(self, path) -> AddReport:
+    def import_file(self, path, max_bytes: int = 50_000_000, max_records: int | None = None) -> AddReport:
         """A curated export keeps its review status; plain rollouts go to the review queue (`Store.import_file`)."""
         self.require_write("import records")
-        return self.store.import_file(path)
+        return self.store.import_file(path, max_bytes, max_records)
 
     def export(self, path, status: str | None = "accepted", fmt: str | None = None) -> int:
         """jsonl / parquet / datasets, every record of `status`, marked with its review status (`Store.export`)."""
@@ -286,19 +286,25 @@ class Workspace:
     # -- runs -----------------------------------------------------------------------------------------------------
 
     def register_run(self, result: TrainResult, tokenizer, name: str | None = None, activate: bool = True,
-                     force: bool = False) -> RunOutcome:
-        """Record a finished run in the store and save its adapter under the runs directory; make it the active run
-        (`activate`). A run whose drift is over its threshold is recorded but not saved (unless `force`)."""
+                     force: bool = False, run_id: int | None = None) -> RunOutcome:
+        """Record a finished run in the store (completing `run_id`, when `Store.start_run` listed it as running)
+        and save its adapter under the runs directory; make it the active run (`activate`). A run whose drift is
+        over its threshold is recorded but not saved (unless `force`). The adapter is written atomically before the
+        store points at it: a process killed in between leaves a run without weights, never half-written ones."""
         self.require_write("train")
         count = len(result.record_ids)
-        run_id = self.store.add_run(result.config.to_dict(), [row.to_dict() for row in result.history],
-                                    name=name or f"{count} record{'s' if count != 1 else ''}", status=result.stopped)
+        name = name or f"{count} record{'s' if count != 1 else ''}"
+        config, metrics = result.config.to_dict(), [row.to_dict() for row in result.history]
+        if run_id is None:
+            run_id = self.store.add_run(config, metrics, name=name, status=result.stopped)
         adapter_path = self.store.runs_dir / f"run-{run_id}"
         try:
             save_run(result, adapter_path, tokenizer, force=force)
         except DriftError as exc:
+            self.store.finish_run(run_id, config, metrics, result.stopped, name, restore_previous=True)
             return RunOutcome(run_id, False, f"run {run_id} not saved and not used: {exc}")
         self.store.set_adapter_path(run_id, adapter_path)
+        self.store.finish_run(run_id, config, metrics, result.stopped, name, restore_previous=not activate)
         if activate:
             self.store.set_active_run(run_id)
         return RunOutcome(run_id, True, f"run {run_id} saved to {adapter_path}"
@@ -326,6 +332,9 @@ class Workspace:
         heldout = heldout_records(records) if use_heldout else []
         stop = stop or threading.Event()
         updates: queue.Queue = queue.Queue()
+        # Listed as running from now on; the weights in use are remembered, so a process killed mid-run leaves
+        # them active again at the next start (`Store.start_run`).
+        run_id = self.store.start_run(config.to_dict(), f"{len(records)} record{'s' if len(records) != 1 else ''}")
         self.store.set_active_run(None)
 
         def work() -> None:
@@ -346,6 +355,8 @@ class Workspace:
         while True:
             kind, item = updates.get()
             if kind == "error":
+                self.store.finish_run(run_id, config.to_dict(), [row.to_dict() for row in history], "failed",
+                                      restore_previous=True)
                 raise item if isinstance(item, (ValueError, DriftError)) else RuntimeError(str(item))
             if kind == "done":
                 break
@@ -353,7 +364,7 @@ class Workspace:
             yield TrainProgress(f"`{progress_bar(item.step, config.steps)}` step {item.step} / {config.steps}"
                                 f" · loss {item.loss:.4f} · drift {item.drift:.4f}", list(history))
         result: TrainResult = item
-        outcome = self.register_run(result, weights.tokenizer)
+        outcome = self.register_run(result, weights.tokenizer, run_id=run_id)
         with weights.lock:
             if outcome.saved:
                 weights.trained, weights.run_id, weights.store_path = result.model, outcome.run_id, self.store.path

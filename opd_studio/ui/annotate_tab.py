@@ -729,7 +729,11 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
                     flags_table = gr.Dataframe(interactive=False, visible=False)
 
     # -- events -------------------------------------------------------------------------------------------------
-    quick = dict(show_progress="hidden")  # edits redraw in place, without a spinner over every output
+    # Every action that uses the model waits in one queue (concurrency id "model", one at a time), so the place
+    # Gradio shows while an action waits ("queue: 3/4": two actions ahead of yours, whoever sent them) counts every
+    # action ahead of it. The place and the timer show on the status line; edits still redraw in place.
+    model_work = dict(concurrency_id="model", concurrency_limit=1)
+    quick = dict(show_progress="full", show_progress_on=[status], **model_work)
     shown = [session, strip, status, logprob_plot, kl_plot, hint_text, placement, template, proposals, counts, queue,
              apply_button, accept_button, reject_button, right_button, undo_button]
     figures = [logprob_plot, kl_plot]
@@ -747,9 +751,10 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
                      api_name=False, show_progress="hidden")
     then_plots(generate_button.click(on_generate, [session, source_kind, demo_id, prompt, temperature, top_p,
                                                    max_tokens, seed, hint_model, view], shown,
-                                     api_name="generate", show_progress="minimal"))
+                                     api_name="generate", show_progress="full", show_progress_on=[status, strip],
+                                     **model_work))
     uploaded = upload.upload(on_upload, [session, upload, hint_model, view], [*shown, upload], api_name="upload",
-                             show_progress="minimal")
+                             show_progress="full", show_progress_on=[status, strip], **model_work)
     then_plots(uploaded).failure(lambda: None, None, [upload], api_name=False, queue=False)  # ready for another
     then_plots(strip.click(on_token_click, [session, view], shown, api_name=False, **quick)).failure(
         on_redraw, [session, view], [strip], api_name=False, show_progress="hidden")
@@ -762,7 +767,7 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
         refused.then(on_redraw, [session, view], [strip], api_name=False, show_progress="hidden")
     then_plots(span.input(on_span, [session, span, view], shown, api_name="set_span", **quick))
     then_plots(undo_button.click(on_undo, [session, view], shown, api_name="undo", **quick))
-    view.input(on_view, [session, view], shown, api_name=False, **quick)
+    view.input(on_view, [session, view], shown, api_name=False, show_progress="hidden")  # no model: a redraw
     plots_button.click(on_plots, [session], figures, api_name="plots")
     then_plots(proposal_button.click(on_use_proposal, [session, proposal_number, view], shown,
                                      api_name="use_proposal", **quick))
@@ -780,9 +785,10 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
         then_plots(trigger(on_placebo, placebo_inputs, shown, api_name=api, **quick)).failure(
             on_placebo_field, [session], [placebo_text], api_name=False, show_progress="hidden")
     gradient_button.click(on_gradient, [session, gradient_target, gradient_alpha, view],
-                          [session, strip, gradient_table], api_name="gradient_map")
-    sweep_button.click(on_sweep, [session, window], [sweep_plot, sweep_table], api_name="sweep")
-    compare_button.click(on_compare, [session, candidates], [compare_plot, compare_table], api_name="compare")
+                          [session, strip, gradient_table], api_name="gradient_map", **model_work)
+    sweep_button.click(on_sweep, [session, window], [sweep_plot, sweep_table], api_name="sweep", **model_work)
+    compare_button.click(on_compare, [session, candidates], [compare_plot, compare_table], api_name="compare",
+                         **model_work)
     flags_button.click(on_flags, [session], [flags_summary, flags_table], api_name="flags")
     then_plots(score_with.input(on_score_with, [session, score_with, view], shown, api_name="score_with", **quick))
     return queue, hint_model

@@ -2,8 +2,8 @@
 `launch`. The work happens in `ui.session`, `ui.incremental` and the engine; `ui.common` holds what the tabs share
 (the model, the store, the guard that turns errors into one message, never a traceback in the browser).
 
-Every event that touches the model runs one at a time (the queue's concurrency limit is 1): the model is shared,
-the sessions are not.
+Every event that touches the model runs one at a time, in one queue (concurrency id "model"): the model is shared,
+the sessions are not. A waiting action shows its place in that queue on the status line.
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ from . import annotate_tab, curated_tab, train_tab
 from . import session as actions
 from .common import MODEL_SPEC, access, counts_markdown, guarded, model, signed_in
 from .strip import STRIP_CSS
+from .waiting import WAIT_CSS, WAIT_JS
 
-APP_CSS = STRIP_CSS + annotate_tab.CSS
+APP_CSS = STRIP_CSS + annotate_tab.CSS + WAIT_CSS
+APP_JS = f"() => {{ ({annotate_tab.KEYS_JS})(); ({WAIT_JS})(); }}"
+QUEUE_SIZE = 64  # actions waiting at once, all sessions together (OPD_STUDIO_QUEUE_SIZE)
 
 
 @guarded
@@ -42,14 +45,16 @@ def build_app() -> gr.Blocks:
                 train_tab.build(app, session)
             with gr.Tab("Curated set") as curated:
                 curated_tab.build(curated, counts)
-        app.load(on_load, [session, hint_model], [counts, queue], api_name=False)
+        # Outside the queue: opening the page is never refused by a full queue (on_load does no model work).
+        app.load(on_load, [session, hint_model], [counts, queue], api_name=False, queue=False)
     return app
 
 
 def launch(app: gr.Blocks, **kwargs) -> None:
     # Load the model while the page opens, so the first Generate does not wait for it.
     threading.Thread(target=model, daemon=True).start()
-    app.queue(default_concurrency_limit=1, max_size=64)
+    # A full queue refuses the action with Gradio's one-line "Queue is full" message rather than dropping it.
+    app.queue(default_concurrency_limit=1, max_size=int(os.environ.get("OPD_STUDIO_QUEUE_SIZE", QUEUE_SIZE)))
     app.launch(server_name=kwargs.pop("server_name", os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")),
                server_port=kwargs.pop("server_port", int(os.environ.get("GRADIO_SERVER_PORT", 7860))),
-               css=APP_CSS, js=annotate_tab.KEYS_JS, theme=gr.themes.Soft(), show_error=True, **kwargs)
+               css=APP_CSS, js=APP_JS, theme=gr.themes.Soft(), show_error=True, **kwargs)

@@ -1,5 +1,5 @@
 """What every tab of the studio shares: the process's model and store, and the guard that turns errors into one
-message. Model work runs one event at a time (the queue's concurrency limit is 1, and `incremental.MODEL_LOCK` holds
+message. Model work runs one event at a time (one queue, concurrency id "model"; `incremental.MODEL_LOCK` holds
 off the background speculation): the model is shared, the sessions are not.
 """
 

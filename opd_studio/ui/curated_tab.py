@@ -13,6 +13,7 @@ import time
 import gradio as gr
 import pandas as pd
 
+from ..records import MAX_UPLOAD_BYTES, MAX_UPLOAD_RECORDS
 from ..workspace import CURATED_COLUMNS
 from .common import counts_markdown, guarded, workspace
 
@@ -81,7 +82,7 @@ def on_export(kind, profile: gr.OAuthProfile | None = None):
 def on_import(file, status, source, show_deleted, profile: gr.OAuthProfile | None = None):
     if not file:
         raise ValueError("choose a .jsonl or .parquet file")
-    report = workspace(profile).import_file(file)
+    report = workspace(profile).import_file(file, max_bytes=MAX_UPLOAD_BYTES, max_records=MAX_UPLOAD_RECORDS)
     gr.Info(f"Imported {report.message()}")
     return (*on_curated(status, source, show_deleted, profile), gr.update(value=None))
 

@@ -21,7 +21,8 @@ from ..adapters import load_run
 from ..hints.base import HintProposal
 from ..hints.propose import locate
 from ..metrics import load_history
-from ..records import ErrorSpan, Hint, Record, parse_records, placebo_for
+from ..records import (MAX_UPLOAD_BYTES, MAX_UPLOAD_RECORDS, ErrorSpan, Hint, Record, check_count,
+                       parse_records, placebo_for)
 from ..objective import build_example
 from ..rollout import SamplingConfig, generate
 from ..scoring import LOSS_SPANS, GradientMap, HintScorer, ScoreResult
@@ -183,12 +184,15 @@ def generate_and_open(session: Session, model, tokenizer, source: Record, sampli
     return session
 
 
-def parse_upload(path: str | None, max_bytes: int = 20_000_000) -> list[Record]:
+def parse_upload(path: str | None, max_bytes: int = MAX_UPLOAD_BYTES,
+                 max_records: int = MAX_UPLOAD_RECORDS) -> list[Record]:
+    """The records of an uploaded JSONL file, refused (naming the limit) over `max_bytes` or `max_records`."""
     if not path:
         raise ValueError("choose a JSONL file to upload")
     size = Path(path).stat().st_size
     if size > max_bytes:
-        raise ValueError(f"the file is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+        raise ValueError(f"the file is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB per upload. "
+                         "Split it into smaller files")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -196,6 +200,7 @@ def parse_upload(path: str | None, max_bytes: int = 20_000_000) -> list[Record]:
     records = parse_records(text.splitlines(), source=Path(path).name)
     if not records:
         raise ValueError("the file holds no records")
+    check_count(records, max_records, "the file")
     return records
 
 
