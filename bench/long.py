@@ -167,6 +167,7 @@ def measure_length(n_tokens: int, repeats: int, model_name: str, device: str, ra
 
     def add(key, seconds):
         samples.setdefault(key, []).append(seconds)
+        print(f"  {n_tokens} {key}: {seconds:.2f}s", file=sys.stderr, flush=True)
 
     for _ in range(repeats):
         add("forward", forward_seconds(model, trajectories["late"].input_ids))
@@ -228,16 +229,17 @@ def report(results: list[dict]) -> str:
         s = {k: v["median"] for k, v in r["seconds"].items()}
         forward = s["forward"]
         for where in PLACEMENTS:
+            get = lambda name: s[f"{where}/{name}"]  # noqa: E731
             score = r["score"].get(where)
-            score_cell = (f"{score['seconds']:.1f} ({ratio(score['seconds'], 2 * forward)})" if score else "-")
-            rss_cell = f"{score['peak_rss_gib']:.2f} / {r['peak_rss_gib']:.2f}" if score else f"- / {r['peak_rss_gib']:.2f}"
+            score_cell = f"{score['seconds']:.1f} ({ratio(score['seconds'], 2 * forward)})" if score else "-"
+            rss_cell = f"{score['peak_rss_gib']:.2f}" if score else "-"
             lines.append(
                 f"| {r['placements'][where]['trajectory_tokens']} | {where} | {forward:.1f} | "
-                f"{s[where + '/open_oneshot']:.1f} | {s[where + '/open_window']:.1f} "
-                f"({ratio(s[where + '/open_window'], forward)}) | {s[where + '/open_whole']:.1f} "
-                f"({ratio(s[where + '/open_whole'], s[where + '/open_oneshot'])}) | {s[where + '/click_oneshot']:.2f} | "
-                f"{s[where + '/click_window']:.2f} ({ratio(s[where + '/click_window'], s[where + '/click_oneshot'])}) | "
-                f"{score_cell} | {rss_cell} |")
+                f"{get('open_oneshot'):.1f} | {get('open_window'):.1f} ({ratio(get('open_window'), forward)}) | "
+                f"{get('open_whole'):.1f} ({ratio(get('open_whole'), get('open_oneshot'))}) | "
+                f"{get('click_oneshot'):.2f} | "
+                f"{get('click_window'):.2f} ({ratio(get('click_window'), get('click_oneshot'))}) | "
+                f"{score_cell} | {rss_cell} / {r['peak_rss_gib']:.2f} |")
     return "\n".join(lines)
 
 

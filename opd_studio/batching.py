@@ -8,7 +8,8 @@ Pads come after every real token, so under causal attention no real token attend
 states are those of its own pass, up to float rounding of the batched matmuls. The prefix a hinted (or placebo)
 sequence shares with its original, everything before the first hint, is not run again: the hinted passes run only
 their suffixes, batched, on the originals' cached keys/values (left-padded to the batch's longest prefix, with
-position ids counted per row), and their hidden states are the original's on the prefix followed by the suffix's. The per-position statistics and the table are then `scoring.HintScorer`'s own, fed the precomputed hidden
+position ids counted per row), and their hidden states are the original's on the prefix followed by the suffix's.
+The per-position statistics and the table are then `scoring.HintScorer`'s own, fed the precomputed hidden
 states (`_BatchedScorer`), so there is one definition of every column; tests check the tables against
 `HintScorer.score` run one record at a time.
 

@@ -310,7 +310,7 @@ class HintScorer:
         self.base_weights = base_weights  # with a LoRA adapter: score with it disabled (the weights before training)
         self.student_positions = [i for i in range(1, len(trajectory)) if trajectory.student_mask[i]]
         self._original: ForwardPass | None = None  # may cover only a prefix (a window was scored first)
-        self._last_hinted: ForwardPass | None = None  # may cover only a prefix of the hinted sequence
+        self._last_hinted: ForwardPass | None = None
         self._last_placebo: ForwardPass | None = None
         self._before: dict[int, tuple] = {}  # position → (logp, rank, entropy, top list), filled as needed
         self._token_text: dict[int, str] = {}
@@ -356,8 +356,8 @@ class HintScorer:
         from the first hint to `end`, vocabulary projections only inside the window. Rows outside the window carry
         what is already known (the student's numbers where computed, after = before, KL 0) and are pending:
         `pending_from` (rows from here on still lack the teacher) and `pending_before` (rows before it still lack
-        the student's numbers). A later `score` extends the original pass made here and keeps its rows. The rows in the window equal
-        `score`'s (tests/test_scoring.py)."""
+        the student's numbers). A later `score` extends the original pass made here and keeps its rows. The rows in
+        the window equal `score`'s (tests/test_long.py, tests/test_ui_incremental.py)."""
         default_start, default_end = self.window(hints, error)
         start = default_start if start is None else max(0, start)
         end = default_end if end is None else min(end, len(self.trajectory))

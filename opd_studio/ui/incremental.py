@@ -3,9 +3,9 @@
 Window first. After a hint moves, a person looks at the hint and the error span. `window_table` scores only the
 original positions before `upto` (the end of the error span plus a few tokens) with `HintScorer.score_window`: the
 hinted pass runs from the first hint to `upto` and no further (causal attention: what comes later cannot change
-those positions), and the vocabulary projections run only there. Rows at or after `upto` keep their before-values and are marked pending
-(`ScoreResult.pending_from`). Rows before `upto` are the one-shot `HintScorer.score` rows (tested equal); the
-full table still comes from `HintScorer.score`, unchanged, as a second update.
+those positions), and the vocabulary projections run only there. Rows at or after `upto` keep their before-values
+and are marked pending (`ScoreResult.pending_from`). Rows before `upto` are the one-shot `HintScorer.score` rows
+(tested equal); the full table still comes from `HintScorer.score`, unchanged, as a second update.
 
 Speculation. While the user reads a freshly opened record, `Speculator` scores the likely next hint positions (the
 proposal's, and a few tokens around the error's start) on a scorer of its own that shares the record's original
