@@ -50,6 +50,7 @@ bench: setup browser $(VENV)/.bench-installed llama-server
 	$(PY) -m pytest -q tests/test_remote.py
 	$(PY) -m bench.scoring
 	$(PY) -m bench.rescoring
+	$(PY) -m bench.long
 	$(PY) -m bench.ui_latency
 	$(PY) -m bench.load
 	$(PY) -m bench.training

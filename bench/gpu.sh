@@ -5,7 +5,9 @@
 #   2. the training step, ours vs TRL's SDFTTrainer in bf16, with tokens/s and MFU (bench/training.py)
 #   3. click→redraw on CUDA: the server's side of a click (bench/click_server.py); from the browser too
 #      (bench/ui_latency.py --quick) where Chromium and Playwright are installed
-#   4. FSDP: two training steps under configs/accelerate/fsdp.yaml (one process per GPU; with one GPU this checks
+#   4. long rollouts (issue 17): open/click/score at 32k tokens on a random-initialised long-context config of the
+#      default architecture (bench/long.py --random-init; the trained model's context is 8k)
+#   5. FSDP: two training steps under configs/accelerate/fsdp.yaml (one process per GPU; with one GPU this checks
 #      the wrapping, the sharded optimizer step and the gathered save, not the speed-up)
 #
 # Needs the repository set up (`make setup`, or PY=python with requirements.txt + requirements-bench.txt installed)
@@ -52,6 +54,9 @@ else
     | tee -a "$LOG"
 fi
 
+part long-32k 300 "$PY" -m bench.long --lengths 8192 32768 --random-init --device cuda --repeats 1 \
+  --out "$RESULTS/long-gpu.json"
+
 # FSDP: the curated set is the demo rollouts' accepted arithmetic hints; the run goes to a scratch store.
 work=$(mktemp -d)
 "$PY" - "$work" <<'EOF'
@@ -72,6 +77,6 @@ part fsdp 120 env OPD_STUDIO_DATA="$work/data" "$PY" -m accelerate.commands.laun
 [ -f "$work/run/run.json" ] && cp "$work/run/run.json" "$RESULTS/gpu-fsdp-run.json"
 rm -rf "$work"
 
-echo "== done: $failed part(s) failed; results in $RESULTS (gpu.log, scoring.json, training.json, click_server.json)" \
+echo "== done: $failed part(s) failed; results in $RESULTS (gpu.log, scoring.json, training.json, click_server.json, long-gpu.json)" \
   | tee -a "$LOG"
 exit "$failed"

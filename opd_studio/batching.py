@@ -2,10 +2,14 @@
 
 Scoring. Every record needs two passes: the original trajectory (the student) and the hinted one (the teacher).
 `score_records` builds and validates every trajectory first (a bad record fails before any model work), sorts the
-sequences by length and runs them through the decoder in right-padded batches (at most `batch_size` sequences and
-`max_batch_tokens` padded tokens each). Pads come after every real token, so under causal attention no real token
-attends to one: each sequence's hidden states are those of its own pass, up to float rounding of the batched
-matmuls. The per-position statistics and the table are then `scoring.HintScorer`'s own, fed the precomputed hidden
+originals by length and runs them through the decoder in right-padded batches (at most `batch_size` sequences and
+`max_batch_tokens` padded tokens each, and at most MAX_CACHE_TOKENS real tokens, whose key/value cache is kept).
+Pads come after every real token, so under causal attention no real token attends to one: each sequence's hidden
+states are those of its own pass, up to float rounding of the batched matmuls. The prefix a hinted (or placebo)
+sequence shares with its original, everything before the first hint, is not run again: the hinted passes run only
+their suffixes, batched, on the originals' cached keys/values (left-padded to the batch's longest prefix, with
+position ids counted per row), and their hidden states are the original's on the prefix followed by the suffix's.
+The per-position statistics and the table are then `scoring.HintScorer`'s own, fed the precomputed hidden
 states (`_BatchedScorer`), so there is one definition of every column; tests check the tables against
 `HintScorer.score` run one record at a time.
 
@@ -26,7 +30,8 @@ import torch
 
 from .records import Record
 from .rollout import SamplingConfig, prompt_ids, rollout_record
-from .scoring import ForwardPass, HintScorer, ScoreResult, forward_reusing, place_hints, splice
+from .scoring import ForwardPass, HintScorer, ScoreResult, check_trajectory_length, common_prefix, \
+    forward_reusing, place_hints, splice
 from .trajectory import Trajectory, TrajectoryError, build_trajectory
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -49,19 +54,75 @@ def length_batches(lengths: list[int], batch_size: int, max_batch_tokens: int) -
     return batches
 
 
+@dataclass
+class Prefix:
+    """A sequence's first `length` tokens as a pass left them: per layer (heads, length, head_dim) keys and values,
+    and the (length, H) final hidden states."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    hidden: torch.Tensor
+
+    @property
+    def length(self) -> int:
+        return self.hidden.shape[0]
+
+
 @torch.no_grad()
-def decoder_hidden(model, sequences: list[list[int]], pad_id: int) -> list[torch.Tensor]:
-    """Final hidden states of each sequence, one right-padded batch: [(T_b, H)]."""
+def decoder_hidden(model, sequences: list[list[int]], pad_id: int, keep: list[int] | None = None
+                   ) -> tuple[list[torch.Tensor], list[Prefix | None]]:
+    """Final hidden states of each sequence, one right-padded batch: [(T_b, H)]; with `keep`, also the first
+    `keep[b]` positions' keys/values of each sequence (None where `keep[b]` is 0)."""
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for b, seq in enumerate(sequences):
         ids[b, : len(seq)] = torch.tensor(seq)
         mask[b, : len(seq)] = 1
+    cache = bool(keep and any(keep))
     out = model.get_decoder()(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                              use_cache=False)
-    hidden = out.last_hidden_state  # (B, T, H)
-    return [hidden[b, : len(seq)] for b, seq in enumerate(sequences)]
+                              use_cache=cache)
+    hidden = [out.last_hidden_state[b, : len(seq)] for b, seq in enumerate(sequences)]  # (B, T, H) → [(T_b, H)]
+    prefixes: list[Prefix | None] = [None] * len(sequences)
+    if cache:
+        layers = out.past_key_values.layers
+        for b, n in enumerate(keep):
+            if n:  # clone: a slice would keep the whole batch's cache alive
+                prefixes[b] = Prefix([(layer.keys[b, :, :n].clone(), layer.values[b, :, :n].clone())
+                                      for layer in layers], hidden[b][:n])
+    return hidden, prefixes
+
+
+@torch.no_grad()
+def suffix_hidden(model, suffixes: list[list[int]], prefixes: list[Prefix], pad_id: int) -> list[torch.Tensor]:
+    """Final hidden states of each `prefix + suffix` sequence, [(P_b + S_b, H)], running only the suffixes, one
+    batch: the prefixes' cached keys/values left-padded to the longest prefix P (masked), the suffixes right-padded
+    to the longest suffix S, position ids P_b + 0, 1, … per row."""
+    from transformers import DynamicCache
+
+    width_p, width_s = max(p.length for p in prefixes), max(len(s) for s in suffixes)
+    rows = len(suffixes)
+    ids = torch.full((rows, width_s), pad_id, dtype=torch.long)
+    mask = torch.zeros((rows, width_p + width_s), dtype=torch.long)
+    positions = torch.zeros((rows, width_s), dtype=torch.long)
+    for b, (suffix, prefix) in enumerate(zip(suffixes, prefixes)):
+        ids[b, : len(suffix)] = torch.tensor(suffix)
+        mask[b, width_p - prefix.length: width_p + len(suffix)] = 1
+        positions[b] = prefix.length + torch.arange(width_s)
+    layers = []
+    for layer in range(len(prefixes[0].kv)):
+        keys, values = (prefixes[0].kv[layer][0].new_zeros((rows,) + prefixes[0].kv[layer][0].shape[:1]
+                                                           + (width_p,) + prefixes[0].kv[layer][0].shape[2:])
+                        for _ in range(2))
+        for b, prefix in enumerate(prefixes):
+            keys[b, :, width_p - prefix.length:] = prefix.kv[layer][0]
+            values[b, :, width_p - prefix.length:] = prefix.kv[layer][1]
+        layers.append((keys, values))
+    cache = DynamicCache(ddp_cache_data=layers, config=model.config)
+    device = model.device
+    out = model.get_decoder()(input_ids=ids.to(device), attention_mask=mask.to(device),
+                              position_ids=positions.to(device), past_key_values=cache, use_cache=True)
+    return [torch.cat([prefix.hidden, out.last_hidden_state[b, : len(suffix)]])
+            for b, (suffix, prefix) in enumerate(zip(suffixes, prefixes))]
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -69,6 +130,7 @@ def decoder_hidden(model, sequences: list[list[int]], pad_id: int) -> list[torch
 
 
 GROUP_BATCHES = 4  # batches of passes per group of records: hidden states of a group are held until it is scored
+MAX_CACHE_TOKENS = 8192  # real tokens per batch of originals whose prefixes' keys/values are kept (~0.4 GB fp32, 135M)
 
 
 @dataclass
@@ -99,7 +161,7 @@ class _BatchedScorer(HintScorer):
                 return forward_reusing(self.model, ids)
         return ForwardPass(list(ids), [], hidden)
 
-    def original_pass(self) -> ForwardPass:
+    def original_pass(self, upto: int | None = None) -> ForwardPass:
         if self._original is None:
             self._original = self._pass(self.trajectory.input_ids)
         return self._original
@@ -141,22 +203,51 @@ def score_records(model, tokenizer, jobs: list[ScoreJob], span: str = "turn", to
     """(record, scores) for every job, as `scoring.score_record` would give it. Records of similar length are taken
     GROUP_BATCHES batches at a time, their sequences sorted by length into batches (a wider pool pads less), and
     their scores yielded when the group's passes are done. `on_tokens(n)` is told how many tokens each group ran."""
+    for job in jobs:  # every record is checked before any model work
+        check_trajectory_length(model, len(job.trajectory), job.record.id)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     record_batches = length_batches([j.n_tokens for j in jobs], batch_size * GROUP_BATCHES,
                                     max_batch_tokens * GROUP_BATCHES * 2)
     for record_batch in record_batches:
         group = [jobs[n] for n in record_batch]
-        sequences = list(dict.fromkeys(s for job in group for s in job.sequences))
-        passes: dict[tuple[int, ...], torch.Tensor] = {}
-        for seq_batch in length_batches([len(s) for s in sequences], batch_size, max_batch_tokens):
-            batch = [sequences[n] for n in seq_batch]
-            passes.update(zip(batch, decoder_hidden(model, [list(s) for s in batch], pad_id)))
+        passes = group_passes(model, group, pad_id, batch_size, max_batch_tokens)
         for job in group:
             scorer = _BatchedScorer(model, tokenizer, job.trajectory, top_k=top_k, passes=passes)
             options = {"placebo": job.placebo} if job.placebo is not None else {}
             yield job.record, scorer.score(job.hints, span=span, error=job.record.error, **options)
         if on_tokens:
-            on_tokens(sum(len(s) for s in sequences))
+            on_tokens(sum(len(s) for s in passes))
+
+
+def group_passes(model, group: list[ScoreJob], pad_id: int, batch_size: int, max_batch_tokens: int
+                 ) -> dict[tuple[int, ...], torch.Tensor]:
+    """Hidden states of every sequence the group's tables need: originals in length-sorted batches keeping each
+    one's prefix before its first hint, then those originals' hinted/placebo sequences from their first hint on."""
+    derived: dict[tuple[int, ...], list[tuple[int, ...]]] = {}  # original → its other sequences
+    for job in group:
+        original = tuple(job.sequences[0])
+        derived.setdefault(original, [])
+        derived[original] += [s for s in job.sequences[1:] if s not in derived[original]]
+    originals = list(derived)
+    passes: dict[tuple[int, ...], torch.Tensor] = {}
+    for seq_batch in length_batches([len(s) for s in originals], batch_size,
+                                    min(max_batch_tokens, MAX_CACHE_TOKENS)):
+        batch = [originals[n] for n in seq_batch]
+        # each original's prefix shared by all of its derived sequences (at least one token of each is run)
+        keep = [min((min(common_prefix(s, d), len(d) - 1) for d in derived[s]), default=0) for s in batch]
+        hidden, prefixes = decoder_hidden(model, [list(s) for s in batch], pad_id, keep)
+        passes.update(zip(batch, hidden))
+        runs = [(d, prefix) for s, prefix in zip(batch, prefixes) for d in derived[s] if d not in passes]
+        whole = [d for d, prefix in runs if prefix is None]  # nothing shared with the original: a pass of its own
+        if whole:
+            passes.update(zip(whole, decoder_hidden(model, [list(d) for d in whole], pad_id)[0]))
+        runs = [(d, prefix) for d, prefix in runs if prefix is not None]
+        for run_batch in length_batches([len(d) - prefix.length for d, prefix in runs], batch_size, max_batch_tokens):
+            chosen = [runs[n] for n in run_batch]
+            passes.update(zip((d for d, _ in chosen), suffix_hidden(
+                model, [list(d[prefix.length:]) for d, prefix in chosen], [p for _, p in chosen], pad_id)))
+        del prefixes, runs  # the batch's keys/values go before the next batch runs
+    return passes
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -9,7 +9,16 @@ Rows of the result are positions of the ORIGINAL trajectory (the columns of docs
 hint are identical in both passes (causal attention), so their key/value cache comes from the original pass and the
 hinted pass runs only from the first inserted token on. The scorer also keeps the cache of the last hinted sequence,
 so editing the text of a later hint, or moving a hint later, recomputes only from the first changed token onward.
-Logits are computed only at student positions, in chunks, from the decoder's hidden states.
+Logits are computed only at student positions, in chunks of `chunk_size` rows from the decoder's hidden states, so
+the (positions × vocabulary) log-probabilities never exist whole: peak memory is bounded by the passes' key/value
+caches, whatever the length. At the positions the hint changes, one chunk's student log-probabilities serve both the
+student's columns and the KL.
+
+Window first (`HintScorer.score_window`): what a person looks at is the hint and the error span. The window's numbers
+need the original pass only up to the window's end, the hinted pass only from the first hint to that end (causal
+attention: what comes later cannot change them), and projections only inside the window. `score` afterwards
+extends the original pass and keeps the student's rows instead of starting over, so window-then-whole costs about
+what the one-shot `score` costs (plus the window's few hinted tokens).
 
 A placebo (`score(..., placebo=...)`) is a content-free hint of the same shape at the same place
 (`records.placebo_for`); its pass z_i = p(y_i | x''_<pos(i)) is cached like the hinted one, and the table gains
@@ -42,6 +51,8 @@ COLUMNS = ["i", "text", "student", "hint", "logp_before", "logp_after", "rank_be
            "entropy_before", "entropy_after", "kl", "top_before", "top_after", "target"]
 # Added by `score(..., placebo=...)`, after COLUMNS.
 PLACEBO_COLUMNS = ["logp_placebo", "rank_placebo", "top_placebo", "content_drop", "style"]
+WINDOW_BEFORE_HINT = 256  # tokens before the first hint (or error) in the window `score_window` computes first
+WINDOW_AFTER_ERROR = 8  # tokens after the error span (or the first hint's anchor) in that window
 STYLE_MIN_DROP = 0.5  # nats: a smaller drop is not worth explaining
 STYLE_SHARE = 0.5  # the placebo's own drop, as a share of the hint's, from which a drop is style
 GRADIENT_MAP_COLUMNS = ["i", "text", "weight", "trained", "p_student", "p_hinted", "p_placebo", "p_target", "push",
@@ -75,7 +86,8 @@ class ScoreResult:
     span: str  # the loss span (LOSS_SPANS) of the `target` column
     error_span: tuple[int, int] | None  # the record's error span in original tokens
     placebo: list[str] | None = None  # the placebo texts scored beside the hints, when the lane ran
-    pending_from: int | None = None  # a first update (ui/incremental.py): rows from here on still lack the teacher
+    pending_from: int | None = None  # a first update (`score_window`): rows from here on still lack the teacher
+    pending_before: int | None = None  # `score_window` on a fresh open: rows before this still lack every number
 
     @property
     def anchors(self) -> list[int]:
@@ -176,9 +188,24 @@ def resolve_placebo(hints: list[Hint], placebo: str | list[Hint] | None) -> list
     return list(placebo)
 
 
+def context_limit(model) -> int | None:
+    """The longest sequence the model takes: its config's `max_position_embeddings` (None when it has none). The one
+    length limit of scoring, the studio and training: there is no other cap."""
+    return getattr(model.config, "max_position_embeddings", None)
+
+
+def check_trajectory_length(model, length: int, record_id: str | None = None) -> None:
+    """A one-line error when a trajectory of `length` tokens is longer than the model's context."""
+    limit = context_limit(model)
+    if limit and length > limit:
+        name = f"record {record_id!r}" if record_id is not None else "the record"
+        raise TrajectoryError(f"{name} is {length} tokens long, longer than the model's context of {limit} tokens "
+                              f"(max_position_embeddings): shorten the rollout or use a model with a longer context")
+
+
 def check_context(model, length: int, what: str = "hinted") -> None:
     """A one-line error when a spliced sequence does not fit the model's context."""
-    limit = getattr(model.config, "max_position_embeddings", None)
+    limit = context_limit(model)
     if limit and length > limit:
         raise TrajectoryError(f"the {what} sequence is {length} tokens, longer than the model's context ({limit}): "
                               f"use a shorter {what if what != 'hinted' else 'hint'} text")
@@ -282,10 +309,10 @@ class HintScorer:
         self.reuse_cache = reuse_cache  # False: every hinted pass runs from token 0 (the benchmark's baseline)
         self.base_weights = base_weights  # with a LoRA adapter: score with it disabled (the weights before training)
         self.student_positions = [i for i in range(1, len(trajectory)) if trajectory.student_mask[i]]
-        self._original: ForwardPass | None = None
+        self._original: ForwardPass | None = None  # may cover only a prefix (a window was scored first)
         self._last_hinted: ForwardPass | None = None
         self._last_placebo: ForwardPass | None = None
-        self._before: dict[int, tuple] | None = None  # position → (logp, rank, entropy, top list)
+        self._before: dict[int, tuple] = {}  # position → (logp, rank, entropy, top list), filled as needed
         self._token_text: dict[int, str] = {}
 
     # -- public ---------------------------------------------------------------------------------------------------
@@ -300,13 +327,70 @@ class HintScorer:
         placebo_hints = resolve_placebo(hints, placebo)
         error_tokens = self.trajectory.error_token_span(error) if error else None
         targets = target_mask(self.trajectory, placed, span, error_tokens)
+        after = self._after_stats(placed)  # also fills the student's rows it projects anyway
         before = self._before_stats()
-        after = self._after_stats(placed)
         table = self._table(placed, targets, before, after)
         if placebo_hints is not None:
             self._add_placebo(table, self.place(placebo_hints), before)
         return ScoreResult(table, placed, span, error_tokens,
                            placebo=None if placebo_hints is None else [h.text for h in placebo_hints])
+
+    def window(self, hints: list[Hint], error: ErrorSpan | None = None) -> tuple[int, int]:
+        """[start, end) of the original positions a person looks at first: from WINDOW_BEFORE_HINT tokens before
+        the first hint (or the error span, if it starts earlier) to WINDOW_AFTER_ERROR tokens after the error
+        span's end (or the first hint's anchor). Without hints: around the error span, else the whole trajectory."""
+        placed = self.place(hints)
+        n = len(self.trajectory)
+        error_tokens = self.trajectory.error_token_span(error) if error else None
+        if not placed and not error_tokens:
+            return 0, n
+        starts = ([placed[0].insert_at] if placed else []) + ([error_tokens[0]] if error_tokens else [])
+        ends = ([placed[0].anchor + 1] if placed else []) + ([error_tokens[1]] if error_tokens else [])
+        return max(0, min(starts) - WINDOW_BEFORE_HINT), min(n, max(ends) + WINDOW_AFTER_ERROR)
+
+    @torch.no_grad()
+    def score_window(self, hints: list[Hint], span: str = "turn", error: ErrorSpan | None = None,
+                     start: int | None = None, end: int | None = None) -> ScoreResult:
+        """`score(hints, span, error)`'s rows for the original positions in [start, end) (default: `window`),
+        computed with the least work: the original pass up to `end` (extending what is cached), the hinted pass
+        from the first hint to `end`, vocabulary projections only inside the window. Rows outside the window carry
+        what is already known (the student's numbers where computed, after = before, KL 0) and are pending:
+        `pending_from` (rows from here on still lack the teacher) and `pending_before` (rows before it still lack
+        the student's numbers). A later `score` extends the original pass made here and keeps its rows. The rows in
+        the window equal `score`'s (tests/test_long.py, tests/test_ui_incremental.py)."""
+        default_start, default_end = self.window(hints, error)
+        start = default_start if start is None else max(0, start)
+        end = default_end if end is None else min(end, len(self.trajectory))
+        placed = self.place(hints)
+        error_tokens = self.trajectory.error_token_span(error) if error else None
+        targets = target_mask(self.trajectory, placed, span, error_tokens)
+        shown = [i for i in self.student_positions if start <= i < end]
+        changed = [i for i in shown if placed and i >= placed[0].insert_at]
+        after, kl = {}, {}
+        if changed:
+            spliced_ids, position = splice(self.trajectory.input_ids, placed)
+            check_context(self.model, len(spliced_ids))
+            original = self.original_pass(upto=end)
+            # the last changed position is predicted from the hidden state just before it: the pass stops there
+            cut = spliced_ids[: position[changed[-1]]]
+            last = self._last_hinted
+            if not (last is not None and len(last.ids) >= len(cut) and last.ids[: len(cut)] == cut):
+                reuse = original
+                if last and common_prefix(last.ids, cut) > common_prefix(original.ids, cut):
+                    reuse = last
+                with self.weights():
+                    # not kept as `_last_hinted`: `score` then runs the hinted pass from the first hint in one
+                    # piece, so its table is the one-shot table bit for bit (the window's part is a few tokens)
+                    last = forward_reusing(self.model, cut, reuse if self.reuse_cache else None)
+            after, kl = self._compare(last, position, changed)
+        before = self._before_stats(shown)
+        table = self._table(placed, targets, before, (after, kl))
+        n = len(self.trajectory)
+        late = [i for i in self.student_positions if i >= end]
+        pending_from = end if end < n and (placed or any(i not in before for i in late)) else None
+        pending_before = start if any(i not in before for i in self.student_positions if i < start) else None
+        return ScoreResult(table, placed, span, error_tokens, pending_from=pending_from,
+                           pending_before=pending_before)
 
     # -- passes ---------------------------------------------------------------------------------------------------
 
@@ -316,20 +400,25 @@ class HintScorer:
             return self.model.disable_adapter()
         return contextlib.nullcontext()
 
-    def original_pass(self) -> ForwardPass:
-        if self._original is None:
+    def original_pass(self, upto: int | None = None) -> ForwardPass:
+        """The unhinted pass over at least the first `upto` tokens (default: all), extending a shorter cached one."""
+        n = len(self.trajectory) if upto is None else min(upto, len(self.trajectory))
+        if self._original is None or len(self._original.ids) < n:
             with self.weights():
-                self._original = forward_reusing(self.model, self.trajectory.input_ids)
+                self._original = forward_reusing(self.model, self.trajectory.input_ids[:n], self._original)
         return self._original
 
     @torch.no_grad()
-    def _before_stats(self) -> dict[int, tuple]:
-        if self._before is None:
-            hidden = self.original_pass().hidden
-            self._before = {}
-            for a in range(0, len(self.student_positions), self.chunk_size):
-                positions = self.student_positions[a: a + self.chunk_size]
-                self._before.update(self._rows(self._logprobs(hidden, [i - 1 for i in positions]), positions))
+    def _before_stats(self, positions: list[int] | None = None) -> dict[int, tuple]:
+        """The student's rows at `positions` (default: every student position), computing the missing ones; returns
+        every row known so far."""
+        wanted = self.student_positions if positions is None else positions
+        missing = [i for i in wanted if i not in self._before]
+        if missing:
+            hidden = self.original_pass(upto=max(missing)).hidden
+            for a in range(0, len(missing), self.chunk_size):
+                chunk = missing[a: a + self.chunk_size]
+                self._before.update(self._rows(self._logprobs(hidden, [i - 1 for i in chunk]), chunk))
         return self._before
 
     def hinted_pass(self, placed: list[PlacedHint]) -> tuple[ForwardPass, list[int]]:
@@ -357,19 +446,28 @@ class HintScorer:
 
     @torch.no_grad()
     def _after_stats(self, placed: list[PlacedHint]):
-        """Stats under the teacher and KL(teacher ‖ student) at the student positions after the first hint; each
-        chunk computes the teacher's and the student's log-probabilities once and uses them for both."""
+        """Stats under the teacher and KL(teacher ‖ student) at the student positions after the first hint."""
         changed = [i for i in self.student_positions if placed and i >= placed[0].insert_at]
         if not changed:
             return {}, {}
         hinted, position = self.hinted_pass(placed)
-        original = self.original_pass()
+        return self._compare(hinted, position, changed)
+
+    @torch.no_grad()
+    def _compare(self, hinted: ForwardPass, position: list[int], changed: list[int]) -> tuple[dict, dict]:
+        """Teacher rows and KL(teacher ‖ student) at original positions `changed`, chunk by chunk: each chunk's
+        teacher and student log-probabilities are computed once, and the student's also give its rows where they
+        are not known yet. `hinted` covers at least the hinted positions up to `position[changed[-1]] - 1`."""
+        original = self.original_pass(upto=changed[-1])
         after, kl = {}, {}
         for a in range(0, len(changed), self.chunk_size):
             positions = changed[a: a + self.chunk_size]
             log_q = self._logprobs(hinted.hidden, [position[i] - 1 for i in positions])  # (n, V) teacher
             log_p = self._logprobs(original.hidden, [i - 1 for i in positions])  # (n, V) student
             after.update(self._rows(log_q, positions))
+            unknown = [n for n, i in enumerate(positions) if i not in self._before]
+            if unknown:
+                self._before.update(self._rows(log_p[unknown], [positions[n] for n in unknown]))
             kl.update(zip(positions, (log_q.exp() * (log_q - log_p)).sum(1).clamp_min(0.0).tolist()))
         return after, kl
 
@@ -503,6 +601,7 @@ def score_record(model, tokenizer, record: Record, span: str = "turn", top_k: in
                  include_rejected: bool = False, placebo: str | None = None) -> ScoreResult:
     """Score a record with its hints (rejected ones left out unless asked for); `placebo` as in `HintScorer.score`."""
     trajectory = build_trajectory(tokenizer, record)
+    check_trajectory_length(model, len(trajectory), record.id)
     hints = record.hints if include_rejected else record.usable_hints
     return HintScorer(model, tokenizer, trajectory, top_k=top_k).score(hints, span=span, error=record.error,
                                                                         placebo=placebo)

@@ -7,6 +7,12 @@ tokens: the content, any tool calls, and the end-of-turn token). Each segment is
 exactly what the model saw at generation time: the generated tokens follow the prompt's tokens, never merged with
 them. When a record carries `response_token_ids`, those exact ids are the student tokens.
 
+Templates that are not prefix-stable. The trajectory is the tokens the model saw when it wrote each turn. A template
+that renders an earlier message differently once later ones follow (thinking templates drop earlier assistant
+turns' <think> blocks) has no such single sequence when that happens: `build_trajectory` says which message changed
+and what to do (score each assistant turn as its own record). A single thinking turn, or turns after the last
+user message that keep their reasoning, are prefix-stable and their <think> blocks are student tokens.
+
 Templates that ignore `tool_calls` (SmolLM2's does) get the calls written into the content as
 `<tool_call>{json}</tool_call>` after the text, so the tokens the model would have produced are part of the turn.
 """
@@ -154,8 +160,7 @@ def build_trajectory(tokenizer, record: Record) -> Trajectory:
         before = render(messages[:m], False)
         rendered = render(messages[: m + 1], False)
         if not rendered.startswith(before) or not rendered.startswith(text):
-            raise TrajectoryError(f"the chat template renders message {m} in a way that changes earlier messages; "
-                                  "OPD Studio needs a template whose renderings of growing prefixes extend each other")
+            raise _not_one_sequence(rendered, text, offsets, message_index, messages, m)
         segment = rendered[len(text):]
         content = message.get("content") or ""
         first_token = len(input_ids)
@@ -189,6 +194,24 @@ def build_trajectory(tokenizer, record: Record) -> Trajectory:
     # Anything the template renders after the last message (rare) is context of that message.
     return Trajectory(input_ids, text, offsets, message_index, student_mask, [m["role"] for m in messages],
                       content_spans, turn_spans, student_spans, messages, record.tools)
+
+
+def _not_one_sequence(rendered: str, text: str, offsets, message_index, messages, m: int) -> TrajectoryError:
+    """The error for a template that renders an earlier message differently once message `m` follows (thinking
+    templates drop earlier turns' <think> blocks): the tokens the model saw when it wrote that earlier message are
+    not a prefix of what it saw later, so no single sequence is the trajectory."""
+    changed_at = next((k for k, (a, b) in enumerate(zip(rendered, text)) if a != b), min(len(rendered), len(text)))
+    token = next((t for t, (_, end) in enumerate(offsets) if end > changed_at), None)
+    earlier = message_index[token] if token is not None else max(0, m - 1)
+    what = f"message {earlier} ({messages[earlier]['role']})"
+    if messages[earlier]["role"] == "assistant":
+        return TrajectoryError(
+            f"the chat template renders {what} differently once message {m} follows (as thinking templates drop "
+            f"earlier turns' <think> blocks): the tokens the model saw when it wrote message {earlier} and the ones "
+            f"it saw later are not one sequence. Score each assistant turn as its own record (the messages up to "
+            f"that turn), or give message {earlier} as the template renders it after it (without its <think> block)")
+    return TrajectoryError(f"the chat template renders {what} differently once message {m} follows; OPD Studio "
+                           "needs a template whose renderings of growing prefixes extend each other")
 
 
 def _renderer(tokenizer, tools):

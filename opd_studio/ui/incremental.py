@@ -1,11 +1,11 @@
 """What the studio computes first after an edit, and what it computes before the user asks.
 
 Window first. After a hint moves, a person looks at the hint and the error span. `window_table` scores only the
-original positions before `upto` (the end of the error span plus a few tokens): the hinted pass runs from the first
-hint to `upto` and no further (causal attention: what comes later cannot change those positions), and the
-vocabulary projections run only there. Rows at or after `upto` keep their before-values and are marked pending
-(`ScoreResult.pending_from`). Rows before `upto` are the one-shot `HintScorer.score` rows (tested equal); the
-full table still comes from `HintScorer.score`, unchanged, as a second update.
+original positions before `upto` (the end of the error span plus a few tokens) with `HintScorer.score_window`: the
+hinted pass runs from the first hint to `upto` and no further (causal attention: what comes later cannot change
+those positions), and the vocabulary projections run only there. Rows at or after `upto` keep their before-values
+and are marked pending (`ScoreResult.pending_from`). Rows before `upto` are the one-shot `HintScorer.score` rows
+(tested equal); the full table still comes from `HintScorer.score`, unchanged, as a second update.
 
 Speculation. While the user reads a freshly opened record, `Speculator` scores the likely next hint positions (the
 proposal's, and a few tokens around the error's start) on a scorer of its own that shares the record's original
@@ -22,12 +22,10 @@ import copy
 import threading
 from dataclasses import asdict
 
-import torch
 
 from ..records import ErrorSpan, Hint
-from ..scoring import HintScorer, ScoreResult, forward_reusing, splice, target_mask
+from ..scoring import HintScorer, ScoreResult
 
-WINDOW_AFTER_ERROR = 8  # tokens after the error span scored in the first update
 MODEL_LOCK = threading.RLock()  # one model pass at a time: real actions and speculation never run side by side
 SPECULATION_BUDGET_BYTES = 32_000_000  # per open record: the finished tables kept in memory
 SPECULATION_START_S = 0.3  # speculation starts after this long without an action (the user reads first)
@@ -40,41 +38,19 @@ SPECULATION_MAX_TOKENS = 1024  # longer records: one position's pass costs secon
 
 def window_end(scorer: HintScorer, hints: list[Hint], error: ErrorSpan | None) -> int:
     """The first original position NOT in the first update: the error span's end (or the first hint's anchor + 1)
-    plus `WINDOW_AFTER_ERROR`."""
-    placed = scorer.place(hints)
-    if not placed:
+    plus `WINDOW_AFTER_ERROR` (`HintScorer.window`)."""
+    if not scorer.place(hints):
         return len(scorer.trajectory)
-    error_tokens = scorer.trajectory.error_token_span(error) if error else None
-    end = max(error_tokens[1] if error_tokens else 0, placed[0].anchor + 1)
-    return min(len(scorer.trajectory), end + WINDOW_AFTER_ERROR)
+    return scorer.window(hints, error)[1]
 
 
-@torch.no_grad()
 def window_table(scorer: HintScorer, hints: list[Hint], span: str = "turn", error: ErrorSpan | None = None,
                  upto: int | None = None) -> ScoreResult:
     """`scorer.score(hints, span, error)` for the original positions before `upto`; rows from `upto` on carry their
-    before-values (after = before, KL 0) and are pending: `pending_from == upto`."""
+    before-values (after = before, KL 0) and are pending: `pending_from == upto` (`HintScorer.score_window`, from
+    position 0: after an edit the student's rows are all known)."""
     upto = window_end(scorer, hints, error) if upto is None else upto
-    placed = scorer.place(hints)
-    trajectory = scorer.trajectory
-    error_tokens = trajectory.error_token_span(error) if error else None
-    targets = target_mask(trajectory, placed, span, error_tokens)
-    before = scorer._before_stats()
-    changed = [i for i in scorer.student_positions if placed and placed[0].insert_at <= i < upto]
-    after, kl = {}, {}
-    if changed:
-        hinted_ids, position = splice(trajectory.input_ids, placed)
-        original = scorer.original_pass()
-        cut = position[changed[-1]]  # the last changed position is predicted from the hidden state just before it
-        with scorer.weights():
-            partial = forward_reusing(scorer.model, hinted_ids[:cut], original if scorer.reuse_cache else None)
-        log_q = scorer._logprobs(partial.hidden, [position[i] - 1 for i in changed])  # (n, V) teacher
-        log_p = scorer._logprobs(original.hidden, [i - 1 for i in changed])  # (n, V) student
-        after = scorer._rows(log_q, changed)
-        kl = dict(zip(changed, (log_q.exp() * (log_q - log_p)).sum(1).clamp_min(0.0).tolist()))
-    table = scorer._table(placed, targets, before, (after, kl))
-    return ScoreResult(table, placed, span, error_tokens,
-                       pending_from=upto if placed and upto < len(trajectory) else None)
+    return scorer.score_window(hints, span, error, start=0, end=upto)
 
 
 # ------------------------------------------------------------------------------------------------------------------

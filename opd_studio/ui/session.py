@@ -25,7 +25,7 @@ from ..records import (MAX_UPLOAD_BYTES, MAX_UPLOAD_RECORDS, ErrorSpan, Hint, Re
                        parse_records, placebo_for)
 from ..objective import build_example
 from ..rollout import SamplingConfig, generate
-from ..scoring import LOSS_SPANS, GradientMap, HintScorer, ScoreResult
+from ..scoring import LOSS_SPANS, GradientMap, HintScorer, ScoreResult, check_trajectory_length
 from ..store import Store
 from ..targets import ALPHA_MAX, TargetSpec
 from ..train import Timeline, timeline
@@ -35,7 +35,6 @@ from . import incremental
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 DEFAULT_HINT = " (Hint: check this step again.)"
-MAX_TRAJECTORY_TOKENS = 4096
 
 
 @dataclass
@@ -102,9 +101,7 @@ def open_record(session: Session, model, tokenizer, record: Record, hint_model=N
     """Tokenize and score `record`; run `hint_model` when the record has no hints yet. `scorer`: one already made
     for this record (its cached passes are used)."""
     trajectory = build_trajectory(tokenizer, record)
-    if len(trajectory) > MAX_TRAJECTORY_TOKENS:
-        raise ValueError(f"record {record.id!r} has {len(trajectory)} tokens; the studio opens up to "
-                         f"{MAX_TRAJECTORY_TOKENS}. Use the CLI (python -m opd_studio score) for longer ones.")
+    check_trajectory_length(model, len(trajectory), record.id)  # the model's context is the only limit
     record = copy.deepcopy(record)
     proposals, reason = [], ""
     if hint_model is not None and not record.hints:

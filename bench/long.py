@@ -1,0 +1,280 @@
+"""Long rollouts (issue 17): open, read and edit a 2k–8k-token trace, each engine path beside its baseline in one run.
+
+Data: `addition_rollout` (seeded): a user asks for a long sum; the assistant writes numbered addition steps
+("Step k: a + b = c.") until the trajectory holds the asked number of tokens, with ONE wrong step, a hint just
+before it and the error span on its result. Hint *late*: the wrong step is ~90% of the way in; *middle*: ~50%.
+
+Per length, one child process (fresh memory, so its peak RSS is its own) loads the model and measures, on CPU
+wall-clock, medians of `--repeats` (the spread, min–max, is reported):
+
+- *forward*: one full forward pass over the trajectory: decoder + the vocabulary projection and log-softmax at
+  every position (in chunks). The unit of the goals below; *two forward passes* = 2 × forward.
+- *open, one-shot*: a fresh `HintScorer.score` (today's open: the whole table in one go).
+- *open → window*: a fresh `HintScorer.score_window`: the numbers around the hint and the error span first;
+  *open → whole*: that window, then `score` on the same scorer (the rest; the whole table).
+- *click → error span*: the hint moved to the wrong step's result (the person clicks near the error) on a scorer
+  whose record is open: `ui.incremental.window_table` (the error-span numbers) beside the one-shot rescoring
+  `HintScorer.score` on a scorer in the same state.
+
+And per length and placement, one child process runs `score` (`batching.score_records`, the CLI's path) on the
+record alone: seconds per record, and the child's peak RSS (ru_maxrss).
+
+Goals (issue 17, CPU, default model, ratios within one run): open → window ≤ 0.9× forward (late), ≤ 0.6× (middle);
+click → error span ≤ 0.15× one-shot rescoring; open → whole ≤ 1.1× open one-shot; `score` (late) ≤ 0.6× two
+forward passes; peak RSS ≤ 2 GiB at 8k.
+
+    python -m bench.long                 # 2k, 4k, 8k (about 9 minutes alone on 2 CPU cores)
+    python -m bench.long --quick         # 2k only, one repeat (about a minute)
+    python -m bench.long --lengths 32768 --random-init --device cuda   # bench/gpu.sh: a random-initialised
+                                         # long-context config of the default architecture
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "long.json"
+PLACEMENTS = {"late": 0.9, "middle": 0.5}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Data
+
+
+def addition_rollout(tokenizer, n_tokens: int, wrong_at: float, seed: int = 0, record_id: str = "long"):
+    """A record of about `n_tokens` trajectory tokens: numbered addition steps, the one at `wrong_at` (a fraction
+    of the steps) wrong by one, a hint before it and the error span on its result. Seeded: same args, same record."""
+    from opd_studio.records import Record
+
+    rng = random.Random(seed)
+    prompt = "Add these numbers one at a time and show every step."
+    lines, total = [], 0
+    tokens_per_line = len(tokenizer(f"Step 100: 4321 + 567 = 4888.\n", add_special_tokens=False)["input_ids"])
+    n_lines = max(4, (n_tokens - 40) // tokens_per_line)
+    for k in range(n_lines):
+        term = rng.randint(10, 999)
+        lines.append((k + 1, total, term, total + term))
+        total += term
+    wrong = min(n_lines - 2, int(wrong_at * n_lines))
+    text, hint_char, error = "", 0, (0, 0)
+    for k, (step, a, b, c) in enumerate(lines):
+        if k == wrong:
+            hint_char = len(text)
+            shown = c + 1
+            line = f"Step {step}: {a} + {b} = {shown}.\n"
+            start = len(text) + line.index("= ") + 2
+            error = (start, start + len(str(shown)))
+        else:
+            line = f"Step {step}: {a} + {b} = {c}.\n"
+        text += line
+    record = Record.from_dict({
+        "id": record_id, "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": text}],
+        "hints": [{"message": 1, "char": hint_char, "text": " (Hint: add the ones first and check the carry.) "}],
+        "error": {"message": 1, "char_start": error[0], "char_end": error[1]}})
+    return record
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Children
+
+
+def load(model_name: str, device: str, random_init: int | None):
+    """The model: the default (or `model_name`) as trained, or with `random_init` a random-initialised copy of its
+    architecture whose context is `random_init` tokens (bf16 on CUDA)."""
+    import torch
+
+    from opd_studio.model import load_model
+
+    model, tokenizer = load_model(model_name, device=device)
+    if random_init:
+        from transformers import AutoModelForCausalLM
+
+        config = model.config
+        config.max_position_embeddings = random_init
+        torch.manual_seed(0)
+        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype).to(device).eval()
+    return model, tokenizer
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+def sync(model):
+    import torch
+
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(model, fn) -> tuple[float, object]:
+    sync(model)
+    start = time.perf_counter()
+    out = fn()
+    sync(model)
+    return time.perf_counter() - start, out
+
+
+def forward_seconds(model, ids: list[int], chunk: int = 256) -> float:
+    """One full forward pass: decoder, then projection + log-softmax at every position, in chunks."""
+    import torch
+
+    from opd_studio.scoring import logits_from_hidden
+
+    @torch.no_grad()
+    def run():
+        hidden = model.get_decoder()(input_ids=torch.tensor([ids], device=model.device)).last_hidden_state[0]
+        for a in range(0, len(ids), chunk):
+            torch.log_softmax(logits_from_hidden(model, hidden[a: a + chunk]), dim=-1)
+
+    return timed(model, run)[0]
+
+
+def moved_to_error(scorer, record):
+    """The record's hints with the first one moved to the error's first token (a click near the error)."""
+    import copy
+
+    hints = copy.deepcopy(record.hints)
+    token = scorer.trajectory.error_token_span(record.error)[0]
+    message, char = scorer.trajectory.token_to_char(token)
+    hints[0].token, hints[0].message, hints[0].char = token, message, char
+    return hints
+
+
+def measure_length(n_tokens: int, repeats: int, model_name: str, device: str, random_init: int | None) -> dict:
+    """Child process: every engine path for one length, both placements."""
+    from opd_studio.scoring import HintScorer
+    from opd_studio.trajectory import build_trajectory
+    from opd_studio.ui import incremental
+
+    model, tokenizer = load(model_name, device, random_init)
+    out = {"tokens": n_tokens, "placements": {}}
+    records = {where: addition_rollout(tokenizer, n_tokens, frac) for where, frac in PLACEMENTS.items()}
+    trajectories = {where: build_trajectory(tokenizer, r) for where, r in records.items()}
+    forward_seconds(model, trajectories["late"].input_ids[:256])  # warm-up
+    samples: dict[str, list[float]] = {}
+
+    def add(key, seconds):
+        samples.setdefault(key, []).append(seconds)
+        print(f"  {n_tokens} {key}: {seconds:.2f}s", file=sys.stderr, flush=True)
+
+    for _ in range(repeats):
+        add("forward", forward_seconds(model, trajectories["late"].input_ids))
+        for where, record in records.items():
+            trajectory = trajectories[where]
+            add(f"{where}/open_oneshot", timed(model, lambda: HintScorer(model, tokenizer, trajectory).score(
+                record.hints, "turn", record.error))[0])
+            scorer = HintScorer(model, tokenizer, trajectory)
+            window_s, window = timed(model, lambda: scorer.score_window(record.hints, "turn", record.error))
+            rest_s, _ = timed(model, lambda: scorer.score(record.hints, "turn", record.error))
+            add(f"{where}/open_window", window_s)
+            add(f"{where}/open_whole", window_s + rest_s)
+            # a click near the error on the open record: the same state for both paths
+            moved = moved_to_error(scorer, record)
+            twin = HintScorer(model, tokenizer, trajectory)
+            twin._original, twin._before = scorer.original_pass(), dict(scorer._before_stats())
+            add(f"{where}/click_window", timed(model, lambda: incremental.window_table(
+                scorer, moved, "turn", record.error))[0])
+            add(f"{where}/click_oneshot", timed(model, lambda: twin.score(moved, "turn", record.error))[0])
+            out["placements"][where] = {"trajectory_tokens": len(trajectory), "window": list(scorer.window(
+                record.hints, record.error)), "hint_token": window.hints[0].insert_at}
+    out["seconds"] = {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)}
+                      for k, v in samples.items()}
+    out["peak_rss_gib"] = peak_rss_gib()
+    return out
+
+
+def measure_score(n_tokens: int, where: str, model_name: str, device: str, random_init: int | None) -> dict:
+    """Child process: `score` (the CLI's batched path) on one record; its seconds and this process's peak RSS."""
+    from opd_studio.batching import prepare_scoring, score_records
+
+    model, tokenizer = load(model_name, device, random_init)
+    record = addition_rollout(tokenizer, n_tokens, PLACEMENTS[where])
+    rss_loaded = peak_rss_gib()
+    seconds, results = timed(model, lambda: list(score_records(model, tokenizer, prepare_scoring(tokenizer, [record]))))
+    assert len(results) == 1 and results[0][1].table.kl.notna().any()
+    return {"seconds": seconds, "peak_rss_gib": peak_rss_gib(), "rss_after_load_gib": rss_loaded}
+
+
+def in_child(fn, *args):
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Report
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}×" if b else "-"
+
+
+def report(results: list[dict]) -> str:
+    header = ("| tokens | hint | forward s | open one-shot s | open → window s (× forward) | open → whole s "
+              "(× one-shot) | click one-shot s | click → error span s (× one-shot) | score s/record (× 2 forward) "
+              "| peak RSS score / studio GiB |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for r in results:
+        s = {k: v["median"] for k, v in r["seconds"].items()}
+        forward = s["forward"]
+        for where in PLACEMENTS:
+            get = lambda name: s[f"{where}/{name}"]  # noqa: E731
+            score = r["score"].get(where)
+            score_cell = f"{score['seconds']:.1f} ({ratio(score['seconds'], 2 * forward)})" if score else "-"
+            rss_cell = f"{score['peak_rss_gib']:.2f}" if score else "-"
+            lines.append(
+                f"| {r['placements'][where]['trajectory_tokens']} | {where} | {forward:.1f} | "
+                f"{get('open_oneshot'):.1f} | {get('open_window'):.1f} ({ratio(get('open_window'), forward)}) | "
+                f"{get('open_whole'):.1f} ({ratio(get('open_whole'), get('open_oneshot'))}) | "
+                f"{get('click_oneshot'):.2f} | "
+                f"{get('click_window'):.2f} ({ratio(get('click_window'), get('click_oneshot'))}) | "
+                f"{score_cell} | {rss_cell} / {r['peak_rss_gib']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096, 8192])
+    parser.add_argument("--repeats", type=int, default=0, help="0: 2 below 4k tokens, 1 from 4k on (8k ≈ 4 min)")
+    parser.add_argument("--score-placements", nargs="+", default=["late"], choices=list(PLACEMENTS))
+    parser.add_argument("--quick", action="store_true", help="2k tokens, one repeat")
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--random-init", action="store_true",
+                        help="a random-initialised copy of the model's architecture with a context of the longest "
+                             "length (+1024): for lengths past the trained model's context")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    lengths = [2048] if args.quick else args.lengths
+    random_init = max(lengths) + 1024 if args.random_init else None
+    results = []
+    started = time.perf_counter()
+    for n in lengths:
+        repeats = 1 if args.quick else (args.repeats or (2 if n < 4096 else 1))
+        result = in_child(measure_length, n, repeats, args.model, args.device, random_init)
+        result["score"] = {where: in_child(measure_score, n, where, args.model, args.device, random_init)
+                           for where in args.score_placements}
+        results.append(result)
+        print(f"{n} tokens done after {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
+    table = report(results)
+    print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"device": args.device, "model": args.model, "random_init": random_init,
+                                    "results": results, "table": table,
+                                    "seconds": time.perf_counter() - started}, indent=1))
+    print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+
+
+if __name__ == "__main__":
+    main()
