@@ -354,13 +354,19 @@ class Store:
     # -- training runs --------------------------------------------------------------------------------------------
 
     def add_run(self, config: dict, metrics: list[dict] | dict, name: str = "", adapter_path: str | None = None,
-                status: str = "done") -> int:
+                status: str = "done", parent: int | None = None) -> int:
+        """`parent`: the run whose weights this one started from (None: the base weights)."""
         with self._connect() as db:
-            cursor = db.execute("INSERT INTO runs (created_at, name, config, metrics, adapter_path, status) "
-                                "VALUES (?, ?, ?, ?, ?, ?)",
+            cursor = db.execute("INSERT INTO runs (created_at, name, config, metrics, adapter_path, status, parent) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                                 (time.time(), name, json.dumps(config, default=str),
-                                 json.dumps(metrics, default=str), adapter_path, status))
+                                 json.dumps(metrics, default=str), adapter_path, status, parent))
             return int(cursor.lastrowid)
+
+    def set_round(self, run_id: int, outcome: dict) -> None:
+        """Record that run `run_id` was a round of the loop, and what it did (`rounds.RoundOutcome`, as JSON)."""
+        with self._connect() as db:
+            db.execute("UPDATE runs SET round = ? WHERE id = ?", (json.dumps(outcome, default=str), run_id))
 
     @property
     def runs_dir(self) -> Path:
@@ -392,14 +398,16 @@ class Store:
     def runs(self) -> pd.DataFrame:
         with self._connect() as db:
             rows = [dict(r) for r in db.execute("SELECT * FROM runs ORDER BY id").fetchall()]
-        return pd.DataFrame(rows, columns=["id", "created_at", "name", "config", "metrics", "adapter_path", "status"])
+        return pd.DataFrame(rows, columns=["id", "created_at", "name", "config", "metrics", "adapter_path", "status",
+                                           "parent", "round"])
 
     def run(self, run_id: int) -> dict | None:
         with self._connect() as db:
             row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             return None
-        return {**dict(row), "config": json.loads(row["config"]), "metrics": json.loads(row["metrics"])}
+        return {**dict(row), "config": json.loads(row["config"]), "metrics": json.loads(row["metrics"]),
+                "round": json.loads(row["round"]) if row["round"] else None}
 
 
 def read_import(path: str | os.PathLike, max_bytes: int = 50_000_000) -> list[Record]:
