@@ -179,10 +179,15 @@ def _previous(workspace: Workspace, run_id: int | None) -> RoundOutcome | None:
     return RoundOutcome.from_dict(run["round"]) if run and run.get("round") else None
 
 
+def active_round(workspace: Workspace) -> RoundOutcome | None:
+    """The round whose run is the active weights (None: the base, or a run that was not a round)."""
+    return _previous(workspace, workspace.store.active_run())
+
+
 def rounds_done(workspace: Workspace) -> int:
-    """How many rounds lead to the active weights (0: the base, or a run that was not a round)."""
-    previous = _previous(workspace, workspace.store.active_run())
-    return previous.round if previous else 0
+    """How many rounds lead to the active weights."""
+    active = active_round(workspace)
+    return active.round if active else 0
 
 
 def run_round(workspace: Workspace, weights: Weights, config: RoundConfig, prompts: list[Record] | None = None,

@@ -335,7 +335,9 @@ class Workspace:
         if from_active:
             weights.sync(self.store)
         parent = weights.run_id if from_active else None
-        self.store.set_active_run(None)  # the weights in memory are about to match no saved run
+        if not from_active:  # the weights in memory are about to match no saved run
+            self.store.set_active_run(None)
+        # A round leaves its parent active until its own run is saved: a process killed meanwhile resumes from it.
 
         def work() -> None:
             try:
