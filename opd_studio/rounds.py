@@ -5,8 +5,9 @@ One round, on the workspace's prompts (the prompts of its records, plus any the 
 1. **regenerate** each prompt with the active weights: greedily, and `samples` sampled answers when asked — or take
    the answers the previous round regenerated after it trained (the same weights, so the same greedy answers);
 2. **propose**: the chosen hint model (`hints.HINT_MODELS`, by name) reads each new answer;
-3. **curate**: proposals go to the review queue, or are accepted as proposed (`accept="verifier"`); an answer the
-   hint model checked and found nothing wrong in is kept as an anchor (accepted without a hint) either way;
+3. **curate**: proposals go to the review queue, or are accepted as proposed (`accept="verifier"`); a right answer
+   (below) is kept as an anchor (accepted without a hint) either way; a wrong one the hint model has nothing to say
+   about is left in the queue and counted as *missed* — what the hint model cannot see, the loop cannot fix;
 4. **train** from the active weights on the curated set (the new hints plus every earlier accepted record): the
    teacher and the anchors are the weights the round starts from (`train.py`), and the run names its parent;
 5. **measure**: regenerate the prompts (and a held-out set, never trained on) with the new weights and compare each
@@ -42,7 +43,7 @@ ACCEPT_POLICIES = (None, "verifier")
 SPLITS = ("curated", "heldout")
 COUNTS = ("answers", "right", "flagged", "suppressed", "corrected", "broken", "looping")
 HISTORY_COLUMNS = ["round", "run", "parent", "split", "answers", "right", "suppressed", "corrected", "broken",
-                   "looping", "proposed", "accepted", "anchors", "queued", "drift"]
+                   "looping", "proposed", "accepted", "anchors", "queued", "missed", "drift"]
 
 
 @dataclass
@@ -87,6 +88,7 @@ class RoundOutcome:
     accepted: int = 0  # of them, accepted as proposed
     anchors: int = 0  # right answers kept as anchors
     queued: int = 0  # proposals left for review
+    missed: int = 0  # greedy answers the prompt's verifiers find wrong and the hint model proposed nothing for
     drift: float | None = None
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split → COUNTS
     # The greedy answers regenerated after training, by prompt key and split: the next round starts from them.
@@ -190,6 +192,36 @@ def rounds_done(workspace: Workspace) -> int:
     return active.round if active else 0
 
 
+def _curate(prompts: list[Record], greedy: list[str], sampled: list[list[tuple]], hint_model, config: RoundConfig,
+            tokenizer, outcome: RoundOutcome) -> tuple[list[Record], dict[str, str], list[Record | None]]:
+    """Propose on every answer and choose each record's status (module docstring, step 3); counts into `outcome`.
+    Returns (records, status by id, per prompt the greedy answer with its proposal or None)."""
+    from .hints.propose import propose_record
+
+    records, statuses, flagged = [], {}, []
+    for prompt, text, extra in zip(prompts, greedy, sampled):
+        for mode, seed, answer in [("greedy", None, text), *extra]:
+            record, result = propose_record(hint_model, answered(prompt, answer, mode, seed), tokenizer)
+            record.meta["round"] = outcome.round
+            right = None if result.proposals else is_right(prompt, answer, hint_model)
+            if result.proposals:
+                outcome.proposed += 1
+                statuses[record.id] = "accepted" if config.accept == "verifier" else "pending"
+                outcome.accepted += config.accept == "verifier"
+                outcome.queued += config.accept != "verifier"
+            elif right:  # right: anchors the answer where it is
+                record.hints, record.error = [], None
+                statuses[record.id] = "accepted"
+                outcome.anchors += 1
+            else:  # wrong (or unchecked) and the hint model has nothing to say: left for a person to review
+                statuses[record.id] = "pending"
+                outcome.missed += mode == "greedy" and right is False
+            if mode == "greedy":
+                flagged.append(record if result.proposals else None)
+            records.append(record)
+    return records, statuses, flagged
+
+
 def run_round(workspace: Workspace, weights: Weights, config: RoundConfig, prompts: list[Record] | None = None,
               heldout: list[Record] | None = None, stop=None) -> Iterator[RoundProgress]:
     """One round (module docstring) on `round_prompts(workspace, prompts)`, measured on `heldout` prompts (default:
@@ -231,25 +263,8 @@ def run_round(workspace: Workspace, weights: Weights, config: RoundConfig, promp
     # 2–3. propose on every new answer, then curate
     yield RoundProgress(f"round {number}: {config.hint_model} reads {len(prompts)} answers…", [])
     outcome = RoundOutcome(number, None, parent, config.hint_model, config.accept)
-    records, statuses, flagged = [], {}, []
-    for prompt, text, extra in zip(prompts, start["curated"], sampled):
-        for mode, seed, answer in [("greedy", None, text), *extra]:
-            record, result = propose_record(hint_model, answered(prompt, answer, mode, seed), weights.tokenizer)
-            record.meta["round"] = number
-            if result.proposals:
-                outcome.proposed += 1
-                statuses[record.id] = "accepted" if config.accept == "verifier" else "pending"
-                outcome.accepted += config.accept == "verifier"
-                outcome.queued += config.accept != "verifier"
-            elif result.checked:  # nothing wrong: anchors the answer where it is
-                record.hints, record.error = [], None
-                statuses[record.id] = "accepted"
-                outcome.anchors += 1
-            else:
-                statuses[record.id] = "pending"
-            if mode == "greedy":
-                flagged.append(record if result.proposals else None)
-            records.append(record)
+    records, statuses, flagged = _curate(prompts, start["curated"], sampled, hint_model, config, weights.tokenizer,
+                                         outcome)
     workspace.store.add(records, origin=f"round {number} ({config.hint_model})", status=statuses,
                         model=model_label(weights.base))
     held_flagged = []
@@ -258,6 +273,11 @@ def run_round(workspace: Workspace, weights: Weights, config: RoundConfig, promp
         held_flagged.append(record if result.proposals else None)
 
     # 4. train from the active weights
+    if not any(r.hints for r in workspace.training_records()):
+        raise ValueError(f"round {number}: nothing to train on — {outcome.proposed} answer(s) flagged "
+                         f"({outcome.queued} in the review queue), {outcome.missed} wrong with nothing proposed, and "
+                         "no accepted hint in the curated set: review the queue (or accept proposals as proposed), "
+                         "then run the round again")
     final = None
     for progress in workspace.train(weights, config.train, stop, from_active=True, name=f"round {number}"):
         final = progress
@@ -307,6 +327,6 @@ def round_history(workspace: Workspace) -> pd.DataFrame:
                          **{k: counts[k] for k in ("answers", "right", "suppressed", "corrected", "broken",
                                                    "looping")},
                          "proposed": outcome.proposed, "accepted": outcome.accepted, "anchors": outcome.anchors,
-                         "queued": outcome.queued,
+                         "queued": outcome.queued, "missed": outcome.missed,
                          "drift": round(outcome.drift, 4) if outcome.drift is not None else None})
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
