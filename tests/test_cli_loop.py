@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,18 +12,11 @@ import pytest
 from opd_studio.cli import main
 from opd_studio.records import Record, read_records
 from opd_studio.store import Store
-from tests.conftest import ADD, random_llama
+from tests.conftest import ADD
+from tests.test_cli_workspace import model_dir  # noqa: F401 - the tiny model saved as a directory
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--steps", "1", "--lr", "5e-3", "--drift_threshold", "none", "--batch_size", "4", "--max-new-tokens", "6"]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tokenizer):
-    path = tmp_path_factory.mktemp("tiny")
-    random_llama(tokenizer, 4).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import torch
 
 from tests.conftest import ADD, random_llama
 from opd_studio.hints import HINT_MODELS
+from opd_studio.hints.propose import propose_record
 from opd_studio.records import Record
 from opd_studio.rounds import (RoundConfig, answered, as_prompt, compare, round_history, round_prompts, rounds_done,
                                run_round)
@@ -36,13 +37,11 @@ def test_compare_counts_right_suppressed_corrected_broken_and_looping():
     after = ["17 + 25 = 42.", "6 * 7 = 41.", "9 - 4 = 7.", "3 + 3 = 6. " + "3 + 3 = 6. " * 5]
     flagged = []
     for p, text in zip(prompts, before):
-        from opd_studio.hints.propose import propose_record
-
         record, result = propose_record(arithmetic, answered(p, text))
         flagged.append(record if result.proposals else None)
     counts = compare(prompts, before, after, flagged, arithmetic)
-    # 17 + 25: 32 → 42 corrected (and 32 suppressed); 6 * 7: right → wrong, broken; 9 - 4: 6 → 7 still wrong but the
-    # flagged "= 6" is gone; 3 + 3 loops (a right answer repeated: still right, and counted as looping).
+    # 17 + 25: 32 → 42 corrected (and 32 suppressed); 6 * 7: right → wrong, broken; 9 - 4: 6 → 7 still wrong but
+    # the flagged "= 6" is gone; 3 + 3 loops (a right answer repeated: still right, and counted as looping).
     assert counts == {"answers": 4, "right": 2, "flagged": 2, "suppressed": 2, "corrected": 1, "broken": 1,
                       "looping": 1}
 

@@ -3,11 +3,10 @@ default model: a round on a tiny budget (1 step) lands in the round history and 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from tests.test_ui_browser import ARTIFACTS, browser, wait_text  # noqa: F401 - the shared browser fixture
+from tests.test_ui_browser import ARTIFACTS, curate_a_typed_prompt, wait_text
+from tests.test_ui_browser import browser  # noqa: F401 - the shared Chromium fixture
 from tests.ui_server import StudioServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -24,12 +23,7 @@ def test_next_round_adds_a_row_to_the_round_history(browser, server):  # noqa: F
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     page.goto(server.url)
     page.wait_for_selector("#opd-generate")
-    page.locator("label:has-text('Prompt') input[type=radio]").first.check()
-    page.locator("#opd-prompt textarea").fill("What is 48 + 37?")
-    page.click("#opd-generate")
-    page.wait_for_selector("#opd-strip .opd-ghost", timeout=120_000)  # the verifier's proposed hint
-    page.click("#opd-accept")
-    wait_text(page, "#opd-counts", "curated")
+    curate_a_typed_prompt(page, timeout=400_000)  # a shared 2-core machine can be that slow
 
     page.get_by_role("tab", name="Train").click()
     page.locator("#opd-next-round").wait_for()
