@@ -34,6 +34,8 @@ import time
 import warnings
 from pathlib import Path
 
+import torch
+
 warnings.filterwarnings("ignore")
 
 from bench.effect import first_sentence, neighbourhood_kl, tasks, unrelated_answers
@@ -87,14 +89,14 @@ def evaluate(weights: Weights, curated, heldout, curated_answers, heldout_answer
             "answers": {"curated": curated_answers, "heldout": heldout_answers}}
 
 
-def run_rounds(label, rounds, steps, args, model, tokenizer, curated, heldout, measure) -> list[dict]:
-    """`rounds` rounds of `steps` steps in a fresh store; a row per round (`measure` turns a round into a row)."""
+def run_rounds(label, rounds, steps, args, model, tokenizer, curated, heldout, measure, add) -> None:
+    """`rounds` rounds of `steps` steps in a fresh store; a row per round (`measure` turns a round into a row), handed
+    to `add` as soon as it is measured (so a killed run leaves the rows it finished)."""
     directory = Path(tempfile.mkdtemp(prefix="bench-loop-"))
     workspace = Workspace(Store(directory / "store.sqlite"))
     weights = Weights(model, tokenizer)
     config = RoundConfig(hint_model=args.hint_model, accept="verifier", max_new_tokens=args.max_new_tokens,
                          train=TrainConfig(steps=steps, seed=args.seed))
-    rows = []
     try:
         for number in range(1, rounds + 1):
             started = time.perf_counter()
@@ -107,7 +109,7 @@ def run_rounds(label, rounds, steps, args, model, tokenizer, curated, heldout, m
             except ValueError as exc:  # a round with nothing to train on: the row says so
                 last = RoundProgress(str(exc), [])
             if last.round is None:
-                rows.append({"label": f"{label}, round {number}", "stopped": last.status})
+                add({"label": f"{label}, round {number}", "stopped": last.status})
                 print(f"  {label} · stopped: {last.status}", flush=True)
                 break
             outcome = last.round
@@ -116,13 +118,12 @@ def run_rounds(label, rounds, steps, args, model, tokenizer, curated, heldout, m
             row.update({"label": f"{number} round{'s' if number > 1 else ''} × {steps} steps", "rounds": number,
                         "steps_per_round": steps, "seconds": round(time.perf_counter() - started, 1),
                         "round": {k: v for k, v in outcome.to_dict().items() if k != "answers"}})
-            rows.append(row)
+            add(row)
             print(f"  {row['label']}: curated right {row['curated_right']}/{row['curated_n']}, held-out right "
                   f"{row['heldout_right']}/{row['heldout_n']}, flagged {outcome.proposed}, missed {outcome.missed}",
                   flush=True)
     finally:
         weights.reset()  # the next setting starts from the base weights
-    return rows
 
 
 def table(rows: list[dict]) -> str:
@@ -148,7 +149,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--quick", action="store_true", help="4 prompts, 1 step, 32 tokens, 2 unrelated: a smoke test")
     parser.add_argument("--output", default=str(RESULTS / "loop.json"))
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (1 does more per second on a machine shared by many processes)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.steps, args.prompts, args.max_new_tokens = 1, 4, 32
         args.output = str(RESULTS / "loop_quick.json")
@@ -172,18 +177,31 @@ def main() -> None:
     greedy = [runs[0][2] for runs in regenerate(model, tokenizer, [(p.messages, None) for p in curated + heldout],
                                                 config)]
     rows = [{"label": "base", "rounds": 0, **measure(base_weights, greedy[: len(curated)], greedy[len(curated):])}]
-    print(f"base: curated right {rows[0]['curated_right']}/{len(curated)}", flush=True)
-    rows += run_rounds("rounds", 3, args.steps, args, model, tokenizer, curated, heldout, measure)
-    rows += run_rounds("longer", 1, 3 * args.steps, args, model, tokenizer, curated, heldout, measure)
-    report = table(rows)
+    print(f"base: curated right {rows[0]['curated_right']}/{len(curated)}, held-out right "
+          f"{rows[0]['heldout_right']}/{len(heldout)}", flush=True)
+
+    def write(finished: bool) -> str:
+        report = table(rows)
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps({
+            "steps": args.steps, "hint_model": args.hint_model, "max_new_tokens": args.max_new_tokens,
+            "finished": finished, "prompts": {"curated": [p.to_dict() for p in curated],
+                                              "heldout": [p.to_dict() for p in heldout]},
+            "rows": rows, "table": report, "seconds": round(time.perf_counter() - started, 1)}, indent=1,
+            default=str))
+        return report
+
+    def add(row: dict) -> None:
+        rows.append(row)
+        write(False)
+
+    write(False)
+    run_rounds("rounds", 3, args.steps, args, model, tokenizer, curated, heldout, measure, add)
+    run_rounds("longer", 1, 3 * args.steps, args, model, tokenizer, curated, heldout, measure, add)
+    report = write(True)
     print(f"\n{len(curated)} curated and {len(heldout)} held-out prompts (seeded, not in the repository), "
           f"{len(unrelated)} unrelated QA prompts; hint model {args.hint_model}, proposals accepted as proposed\n"
           f"{report}\n({time.perf_counter() - started:.0f} s)")
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps({
-        "steps": args.steps, "hint_model": args.hint_model, "max_new_tokens": args.max_new_tokens,
-        "prompts": {"curated": [p.to_dict() for p in curated], "heldout": [p.to_dict() for p in heldout]},
-        "rows": rows, "table": report, "seconds": round(time.perf_counter() - started, 1)}, indent=1, default=str))
 
 
 if __name__ == "__main__":
