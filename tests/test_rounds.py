@@ -10,6 +10,7 @@ import torch
 from tests.conftest import ADD, random_llama
 from opd_studio.hints import HINT_MODELS
 from opd_studio.hints.propose import propose_record
+from opd_studio.plots import rounds_figure
 from opd_studio.records import Record
 from opd_studio.rounds import (RoundConfig, answered, as_prompt, compare, round_history, round_prompts, rounds_done,
                                run_round)
@@ -91,6 +92,8 @@ def test_rounds_train_from_the_active_weights_and_name_their_parent(tmp_path, ba
     history = round_history(workspace)
     assert list(history["round"]) == [1, 1, 2, 2] and list(history["split"]) == ["curated", "heldout"] * 2
     assert list(history["parent"].fillna(0)) == [0, 0, 1, 1]
+    figure = rounds_figure(history)  # right answers from round 0 (where round 1 started) to round 2, per split
+    assert [list(t.x) for t in figure.data if t.name.startswith("right")] == [[0, 1, 2], [0, 1, 2]]
 
 
 def test_a_round_without_prompts_says_what_to_do(tmp_path, base_model, tokenizer):

@@ -32,13 +32,16 @@ def test_next_round_adds_a_row_to_the_round_history(browser, server):  # noqa: F
     steps.fill("1")
     steps.press("Enter")
     page.locator("#opd-round-accept input[type=checkbox]").check()
+    # no held-out demo prompts: the round regenerates the one curated prompt only (tests/test_rounds.py measures
+    # a held-out set)
+    page.locator("label:has-text('Measure drift on held-out demo rollouts') input[type=checkbox]").uncheck()
     page.click("#opd-next-round")
     wait_text(page, "#opd-train-status", "round 1", timeout=60_000)
-    page.wait_for_selector("#opd-rounds >> text=heldout", timeout=600_000)
+    page.wait_for_selector("#opd-rounds >> text=curated", timeout=900_000)
     status = page.locator("#opd-train-status").inner_text()
     assert "round 1 → run 1 (parent base)" in status, status
     table = page.locator("#opd-rounds").inner_text()
-    assert "curated" in table and "heldout" in table
+    assert "curated" in table and "heldout" not in table
     page.wait_for_selector("#opd-rounds-plot .scatterlayer .trace", timeout=30_000)
     assert "Right answers across rounds" in page.locator("#opd-rounds-plot").inner_text()
     ARTIFACTS.mkdir(exist_ok=True)
@@ -50,5 +53,5 @@ def test_next_round_adds_a_row_to_the_round_history(browser, server):  # noqa: F
     # The history is the store's: a reload shows it again.
     page.reload()
     page.get_by_role("tab", name="Train").click()
-    page.wait_for_selector("#opd-rounds >> text=heldout", timeout=60_000)
+    page.wait_for_selector("#opd-rounds >> text=curated", timeout=120_000)
     page.close()

@@ -247,7 +247,8 @@ def build(app: gr.Blocks, session: gr.State) -> None:
                 "the hint model on the answers (its proposals go to the review queue, or are accepted as proposed), "
                 "keeps right answers as anchors, then trains from the weights in use with the settings above; the "
                 "run names its parent. The history counts greedy answers per round, on the curated prompts and on "
-                "held-out ones never trained on.", elem_classes=["opd-help"])
+                "held-out demo prompts never trained on (none while *Measure drift on held-out demo rollouts* is "
+                "off).", elem_classes=["opd-help"])
     with gr.Row():
         round_hint_model = gr.Dropdown(list(HINT_MODELS), value="arithmetic", label="Hint model",
                                        elem_id="opd-round-hint-model")
