@@ -36,7 +36,6 @@ import copy
 import dataclasses
 import json
 import math
-import re
 import time
 import warnings
 from pathlib import Path
@@ -46,7 +45,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 warnings.filterwarnings("ignore")
 
-from opd_studio.fix_rate import (FixRateConfig, corrected, fix_rate, regenerate, summarize,
+from opd_studio.fix_rate import (FixRateConfig, corrected, fix_rate, loops, regenerate, summarize,
                                  verifiers_for)
 from opd_studio.hints import HINT_MODELS
 from opd_studio.model import load_model
@@ -155,23 +154,6 @@ def first_sentence(answer: str) -> str:
     diverges after it (64 greedy tokens of a 135M model ramble) has kept its answer."""
     ends = [i for i in (answer.find(". "), answer.find(".\n"), answer.find("\n")) if i >= 0]
     return answer[: min(ends) + 1].strip() if ends else answer.strip()
-
-
-_WORDS = re.compile(r"\S+")
-_REPEATED_STRETCH = re.compile(r"(.{2,}?)\1{4,}", re.DOTALL)
-
-
-def loops(answer: str, n: int = 4, times: int = 3) -> bool:
-    """The answer repeats itself: some run of `n` words occurs `times` times or more, or a stretch of ≥ 2
-    characters is repeated 5 times in a row ("= 7*27 = 7*27 = 7*27 …", "4242424242…")."""
-    words = _WORDS.findall(answer)
-    counts: dict[tuple, int] = {}
-    for i in range(len(words) - n + 1):
-        gram = tuple(words[i: i + n])
-        counts[gram] = counts.get(gram, 0) + 1
-        if counts[gram] >= times:
-            return True
-    return _REPEATED_STRETCH.search(answer) is not None
 
 
 def is_right(task: Record, answer: str) -> bool | None:

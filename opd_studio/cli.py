@@ -4,6 +4,7 @@
     opd-studio propose  --hint-model arithmetic --input rollouts.jsonl --output proposed.jsonl
     opd-studio score    --input proposed.jsonl --output scores.parquet [--run N | --adapter DIR]
     opd-studio train    [--data curated.jsonl] --steps 10 --target contrast     (records the run in the store)
+    opd-studio loop     --input prompts.jsonl --rounds 3 --steps 10 [--accept verifier] [--output final.jsonl]
     opd-studio runs     list | use N | reset | show N
     opd-studio curated  list | export --output F | import F | revisions ID | restore ID REV | delete ID
     opd-studio serve    --port 8000     (an OpenAI-compatible endpoint for the model, on loopback)
@@ -138,8 +139,8 @@ def _number_or_none(kind, text: str):
     return None if text.lower() == "none" else kind(text)
 
 
-def _add_train_parser(commands) -> None:
-    """`train`: every `TrainConfig` field is a flag (transformers' HfArgumentParser; help from each field's metadata)."""
+def _train_flags() -> argparse.ArgumentParser:
+    """Every `TrainConfig` field as a flag (transformers' HfArgumentParser; help from each field's metadata)."""
     from transformers import HfArgumentParser
 
     from .train import TrainConfig
@@ -148,6 +149,40 @@ def _add_train_parser(commands) -> None:
     for action in flags._actions:  # "none" for the settings whose default is None (no top-k, no drift stop)
         if action.dest in ("top_k", "drift_threshold", "max_grad_norm") and action.type is not None:
             action.type = functools.partial(_number_or_none, action.type)
+    return flags
+
+
+def _add_loop_parser(commands, flags: argparse.ArgumentParser) -> None:
+    """`loop`: rounds of regenerate → propose → train from the last weights (rounds.py), with every train flag."""
+    from .hints import HINT_MODELS
+
+    loop = commands.add_parser("loop", parents=[flags], help="rounds of the on-policy loop: regenerate, propose "
+                                                             "hints, train from the last round's weights",
+                               description="Each round regenerates the prompts (--input, plus those of the store's "
+                                           "records) with the active weights, runs --hint-model on the answers, "
+                                           "queues its proposals (or accepts them: --accept verifier), keeps right "
+                                           "answers as anchors, trains from the active weights and makes the run "
+                                           "active. --rounds counts the rounds that lead to the active weights, so "
+                                           "a killed loop run again goes on after its last finished round.")
+    _add_model_args(loop, weights=False)
+    loop.add_argument("--input", required=True, help="prompts (records; an assistant turn is answered again): JSONL, "
+                                                     "Parquet, a `datasets` folder or hf://datasets/owner/name")
+    loop.add_argument("--rounds", type=int, required=True, help="rounds in all (finished ones are not run again)")
+    loop.add_argument("--hint-model", default="arithmetic", choices=list(HINT_MODELS),
+                      help="the hint model that reads each answer")
+    loop.add_argument("--accept", choices=["verifier"], default=None,
+                      help="accept the hint model's proposals as proposed (default: they go to the review queue)")
+    loop.add_argument("--samples", type=int, default=0, help="sampled answers per prompt besides the greedy one")
+    loop.add_argument("--max-new-tokens", type=int, default=64)
+    loop.add_argument("--heldout", help="prompts measured after each round, never trained on (default: the demo "
+                                        "held-out tasks of the curated families)")
+    loop.add_argument("--output", help="JSONL: the answers regenerated after the last round")
+
+
+def _add_train_parser(commands) -> None:
+    """`train`: every `TrainConfig` field is a flag."""
+    flags = _train_flags()
+    _add_loop_parser(commands, flags)
     train = commands.add_parser("train", parents=[flags], help="train on the curated set; the run is recorded in the "
                                                                "store and becomes the active weights",
                                 description="Train on the store's curated set (accepted records, accepted hints), or "
@@ -173,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     from .train import DriftError
 
     commands = {"generate": _generate, "score": _score, "propose": _propose, "serve": _serve, "train": _train,
+                "loop": _loop,
                 "runs": _runs, "curated": _curated, "app": _app}
     try:
         commands[args.command](args)
@@ -383,6 +419,53 @@ def _train(args) -> None:
                 export_merged(result.model, tokenizer, Path(args.out) / "merged")
             print(f"copied to {args.out}", file=sys.stderr)
     state.wait_for_everyone()
+
+
+def _loop(args) -> None:
+    import dataclasses
+
+    from .exports import read_input
+    from .model import load_model
+    from .rounds import RoundConfig, active_round, answered, as_prompt, prompt_key, rounds_done, run_round
+    from .train import TrainConfig
+    from .workspace import Weights
+
+    prompts = [as_prompt(r) for r in read_input(args.input)]
+    heldout = [as_prompt(r) for r in read_input(args.heldout)] if args.heldout else None
+    if not prompts:
+        raise ValueError(f"{args.input} holds no prompts")
+    if args.rounds < 1:
+        raise ValueError("--rounds must be at least 1")
+    train = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    config = RoundConfig(hint_model=args.hint_model, accept=args.accept, samples=args.samples,
+                         max_new_tokens=args.max_new_tokens, train=train)
+    workspace = _workspace()
+    done = rounds_done(workspace)
+    if done >= args.rounds:
+        print(f"{done} of {args.rounds} rounds are done already (the active run is round {done}); ask for more "
+              "with a larger --rounds", file=sys.stderr)
+    else:
+        _quiet_transformers()
+        model, tokenizer = load_model(args.model, args.device, args.dtype, trust_remote_code=args.trust_remote_code)
+        weights = Weights(model, tokenizer)
+        if done:
+            print(f"resuming after round {done} (run {workspace.store.active_run()})", file=sys.stderr)
+        for number in range(done + 1, args.rounds + 1):
+            last = None
+            for progress in run_round(workspace, weights, config, prompts, heldout):
+                last = progress
+                if not progress.history or progress.outcome is not None:
+                    print(f"[{number}/{args.rounds}] {progress.status}", file=sys.stderr, flush=True)
+                elif progress.history[-1].step > 0:
+                    print(f"[{number}/{args.rounds}]   {progress.status}", file=sys.stderr, flush=True)
+            if last is None or last.round is None:
+                raise ValueError(f"round {number} did not finish: {last.status if last else 'no report'}")
+    if args.output:
+        last = active_round(workspace)
+        final = last.answers.get("curated", {}) if last else {}
+        keyed = {prompt_key(p): p for p in prompts}
+        write_records(args.output, [answered(keyed[k], final[k]) for k in keyed if k in final])
+        print(f"the answers after round {rounds_done(workspace)} → {args.output}", file=sys.stderr)
 
 
 def _runs(args) -> None:

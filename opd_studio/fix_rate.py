@@ -86,6 +86,23 @@ def corrected(record: Record, verifiers: list) -> bool | None:
     return any(r.checked for r in results)
 
 
+_WORDS = re.compile(r"\S+")
+_REPEATED_STRETCH = re.compile(r"(.{2,}?)\1{4,}", re.DOTALL)
+
+
+def loops(answer: str, n: int = 4, times: int = 3) -> bool:
+    """The answer repeats itself: some run of `n` words occurs `times` times or more, or a stretch of ≥ 2
+    characters is repeated 5 times in a row ("= 7*27 = 7*27 = 7*27 …", "4242424242…")."""
+    words = _WORDS.findall(answer)
+    counts: dict[tuple, int] = {}
+    for i in range(len(words) - n + 1):
+        gram = tuple(words[i: i + n])
+        counts[gram] = counts.get(gram, 0) + 1
+        if counts[gram] >= times:
+            return True
+    return _REPEATED_STRETCH.search(answer) is not None
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Regenerating
 

@@ -108,3 +108,14 @@ def m002_revisions(db: sqlite3.Connection) -> None:
         db.execute("INSERT INTO revisions VALUES (?, 1, ?, ?, ?, 'before revisions were kept', ?)",
                    (record_id, text, status, reviewer, updated_at))
     db.execute("UPDATE records SET tokenizer = model WHERE tokenizer LIKE '/%' OR tokenizer LIKE '%:\\%'")
+
+
+@migration
+def m003_run_rounds(db: sqlite3.Connection) -> None:
+    """A run may be a round of the on-policy loop (`rounds.py`): `parent` is the run it started from (None: the base
+    weights), `round` its outcome as JSON (what was proposed and accepted, right / suppressed / corrected / broken /
+    looping per split, the answers regenerated after it). Both stay NULL for an ordinary run."""
+    _script(db, """
+    ALTER TABLE runs ADD COLUMN parent INTEGER REFERENCES runs(id);
+    ALTER TABLE runs ADD COLUMN round TEXT;
+    """)

@@ -181,3 +181,28 @@ def timeline_figure(timeline, step: int | None = None, error_span: tuple[int, in
     _integer_steps(figure, pd.Series(timeline.steps))
     return _layout(figure, f"{html.escape(timeline.record_id)}: the student's p across steps (grey: other target "
                    "tokens)", "p", height=300)
+
+
+def rounds_figure(history: pd.DataFrame) -> go.Figure:
+    """Right answers across rounds (`rounds.round_history`), curated (solid) and held-out (dashed), as shares of the
+    answers; round 0 is where round 1 started (right − corrected + broken). Looping answers dotted."""
+    figure = go.Figure()
+    for split, dash, name in (("curated", "solid", "curated"), ("heldout", "dash", "held-out")):
+        rows = history[history.split == split].sort_values("round")
+        if rows.empty:
+            continue
+        first = rows.iloc[0]
+        start = (first.right - first.corrected + first.broken) / first.answers if first.round == 1 else None
+        x = ([0] if start is not None else []) + rows["round"].tolist()
+        right = ([start] if start is not None else []) + (rows.right / rows.answers).tolist()
+        figure.add_trace(go.Scatter(x=x, y=right, name=f"right ({name})", mode="lines+markers",
+                                    line=dict(color=RIGHT, dash=dash, width=3)))
+        figure.add_trace(go.Scatter(x=rows["round"], y=rows.looping / rows.answers, name=f"looping ({name})",
+                                    mode="lines+markers", line=dict(color=AFTER, dash="dot" if split == "curated"
+                                                                    else "dashdot")))
+    last = int(history["round"].max()) if len(history) else 1
+    figure.update_xaxes(title="round (0: before the first)", tickmode="linear", tick0=0, dtick=1, tickformat="d",
+                        range=[-0.2, last + 0.2])
+    figure.update_layout(yaxis_range=[-0.04, 1.04], yaxis_tickformat=".0%")
+    return _layout(figure, "Right answers across rounds: curated (solid) vs held-out (dashed)", "share of answers",
+                   height=300)

@@ -519,23 +519,25 @@ class Store:
     # -- training runs --------------------------------------------------------------------------------------------
 
     def add_run(self, config: dict, metrics: list[dict] | dict, name: str = "", adapter_path: str | None = None,
-                status: str = "done") -> int:
+                status: str = "done", parent: int | None = None) -> int:
+        """`parent`: the run whose weights this one started from (None: the base weights)."""
         row = (time.time(), name, json.dumps(config, default=str), json.dumps(metrics, default=str), adapter_path,
-               status)
+               status, parent)
         return self._write(lambda db: int(db.execute(
-            "INSERT INTO runs (created_at, name, config, metrics, adapter_path, status) VALUES (?, ?, ?, ?, ?, ?)",
-            row).lastrowid), "the training run")
+            "INSERT INTO runs (created_at, name, config, metrics, adapter_path, status, parent) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)", row).lastrowid), "the training run")
 
-    def start_run(self, config: dict, name: str = "") -> int:
+    def start_run(self, config: dict, name: str = "", parent: int | None = None) -> int:
         """A run that has begun: listed as `running`, owned by this process, remembering the weights in use
-        before it. `finish_run` completes it; if the process dies first, the next process to open the file lists
-        it as `interrupted` and makes those weights active again (`_recover_interrupted_runs`)."""
+        before it (`parent`: the run whose weights it starts from). `finish_run` completes it; if the process dies
+        first, the next process to open the file lists it as `interrupted` and makes those weights active again
+        (`_recover_interrupted_runs`)."""
         def work(db) -> int:
             previous = db.execute("SELECT value FROM state WHERE key = 'active_run'").fetchone()
             run_id = int(db.execute(
-                "INSERT INTO runs (created_at, name, config, metrics, adapter_path, status) "
-                "VALUES (?, ?, ?, '[]', NULL, 'running')",
-                (time.time(), name, json.dumps(config, default=str))).lastrowid)
+                "INSERT INTO runs (created_at, name, config, metrics, adapter_path, status, parent) "
+                "VALUES (?, ?, ?, '[]', NULL, 'running', ?)",
+                (time.time(), name, json.dumps(config, default=str), parent)).lastrowid)
             owner = {"pid": os.getpid(), "previous_active": int(previous[0]) if previous and previous[0] else None}
             db.execute("INSERT INTO state (key, value) VALUES (?, ?)", (f"{RUN_OWNER}{run_id}", json.dumps(owner)))
             return run_id
@@ -555,6 +557,11 @@ class Store:
                            "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(previous),))
             db.execute("DELETE FROM state WHERE key = ?", (f"{RUN_OWNER}{run_id}",))
         self._write(work, f"the end of training run {run_id}")
+
+    def set_round(self, run_id: int, outcome: dict) -> None:
+        """Record that run `run_id` was a round of the loop, and what it did (`rounds.RoundOutcome`, as JSON)."""
+        self._write(lambda db: db.execute("UPDATE runs SET round = ? WHERE id = ?",
+                                          (json.dumps(outcome, default=str), run_id)), f"round of run {run_id}")
 
     @property
     def runs_dir(self) -> Path:
@@ -585,14 +592,16 @@ class Store:
     def runs(self) -> pd.DataFrame:
         with self._connect() as db:
             rows = [dict(r) for r in db.execute("SELECT * FROM runs ORDER BY id").fetchall()]
-        return pd.DataFrame(rows, columns=["id", "created_at", "name", "config", "metrics", "adapter_path", "status"])
+        return pd.DataFrame(rows, columns=["id", "created_at", "name", "config", "metrics", "adapter_path", "status",
+                                           "parent", "round"])
 
     def run(self, run_id: int) -> dict | None:
         with self._connect() as db:
             row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             return None
-        return {**dict(row), "config": json.loads(row["config"]), "metrics": json.loads(row["metrics"])}
+        return {**dict(row), "config": json.loads(row["config"]), "metrics": json.loads(row["metrics"]),
+                "round": json.loads(row["round"]) if row["round"] else None}
 
 
 def read_import(path: str | os.PathLike, max_bytes: int = 50_000_000, max_records: int | None = None) -> list[Record]:

@@ -13,6 +13,9 @@ tokens the leak / contamination flags mark. The placebo of a hint is the one sto
 default (`placebo`), and a run says how many records got the default. With the frozen teacher the placebo pass is
 cached once, like the hinted pass; moving teachers run it (and the unhinted pass the contrast needs) every step.
 
+A model that already carries a LoRA adapter continues it (a round of the loop, `rounds.py`): then θ0 — the frozen
+teacher and the anchors b — is the weights the run starts from, adapter included, cached before its first step.
+
 Teachers: `frozen` (default) is θ0 — with LoRA the same model with its adapter disabled, no second copy — and its
 targets are computed once before the first step and cached: logits at target positions only, from hidden states,
 never full-sequence logits. `live` (the current θ under stop-gradient) and `ema` (an exponential average of θ,
@@ -384,7 +387,7 @@ def train(model, tokenizer, records: list[Record], config: TrainConfig | None = 
     model = prepare_model(model, config)
     try:
         return _train_prepared(model, tokenizer, records, config, heldout, on_step, should_stop, accelerator,
-                               mixed, run_started)
+                               mixed, run_started, continues=not adds_adapter and not config.full_finetune)
     except BaseException:
         if adds_adapter:  # peft injected the adapter into the caller's model: take it out again
             model.unload()
@@ -392,9 +395,9 @@ def train(model, tokenizer, records: list[Record], config: TrainConfig | None = 
 
 
 def _train_prepared(model, tokenizer, records, config, heldout, on_step, should_stop, accelerator, mixed,
-                    run_started) -> TrainResult:
+                    run_started, continues: bool = False) -> TrainResult:
     """`train` once the model to train exists (see there): cache, step until the run ends, measure the final
-    weights, hand the model back unwrapped."""
+    weights, hand the model back unwrapped. `continues`: the model came with its adapter, which the run continues."""
     from accelerate.utils import gather_object
 
     model.to(accelerator.device)
@@ -403,7 +406,7 @@ def _train_prepared(model, tokenizer, records, config, heldout, on_step, should_
         raise ValueError("the model has no trainable weights")
     cache_started = time.perf_counter()
     examples, held = _align_and_cache(model, tokenizer, records, heldout, config, accelerator,
-                                      torch.bfloat16 if mixed == "bf16" else torch.float32)
+                                      torch.bfloat16 if mixed == "bf16" else torch.float32, continues)
     cache_seconds = time.perf_counter() - cache_started
     run = _start_run(model, tokenizer, params, examples, held, config, accelerator, on_step, should_stop)
     stopped = _run_steps(run)
@@ -418,14 +421,15 @@ def _train_prepared(model, tokenizer, records, config, heldout, on_step, should_
 
 
 def _align_and_cache(model, tokenizer, records, heldout, config, accelerator,
-                     cache_dtype) -> tuple[list[Example], list[Example]]:
-    """The records aligned, with what stays fixed through the run cached under the base weights: the base's anchors
-    and, for the frozen teacher, its targets."""
+                     cache_dtype, continues: bool = False) -> tuple[list[Example], list[Example]]:
+    """The records aligned, with what stays fixed through the run cached under θ0: the anchors and, for the frozen
+    teacher, its targets. θ0 is the base weights (the adapter disabled), or the weights the run starts from when it
+    `continues` an adapter (a later round of the loop: its teacher is the start of the round)."""
     spec = config.target_spec
     placebo = config.placebo if spec.needs_placebo else None
     examples = [build_example(tokenizer, r, config.span, placebo) for r in records]
     held = [heldout_example(tokenizer, r) for r in heldout or []]
-    with accelerator.autocast(), base_weights(model):
+    with accelerator.autocast(), contextlib.nullcontext() if continues else base_weights(model):
         cache_targets(model, examples, config.anchor_top_k, cache_dtype, teacher=config.teacher == "frozen",
                       target=spec)
         cache_targets(model, held, config.anchor_top_k, cache_dtype, teacher=False)

@@ -286,17 +286,18 @@ class Workspace:
     # -- runs -----------------------------------------------------------------------------------------------------
 
     def register_run(self, result: TrainResult, tokenizer, name: str | None = None, activate: bool = True,
-                     force: bool = False, run_id: int | None = None) -> RunOutcome:
+                     force: bool = False, run_id: int | None = None, parent: int | None = None) -> RunOutcome:
         """Record a finished run in the store (completing `run_id`, when `Store.start_run` listed it as running)
         and save its adapter under the runs directory; make it the active run (`activate`). A run whose drift is
         over its threshold is recorded but not saved (unless `force`). The adapter is written atomically before the
-        store points at it: a process killed in between leaves a run without weights, never half-written ones."""
+        store points at it: a process killed in between leaves a run without weights, never half-written ones.
+        `parent`: the run it started from (None: the base weights)."""
         self.require_write("train")
         count = len(result.record_ids)
         name = name or f"{count} record{'s' if count != 1 else ''}"
         config, metrics = result.config.to_dict(), [row.to_dict() for row in result.history]
         if run_id is None:
-            run_id = self.store.add_run(config, metrics, name=name, status=result.stopped)
+            run_id = self.store.add_run(config, metrics, name=name, status=result.stopped, parent=parent)
         adapter_path = self.store.runs_dir / f"run-{run_id}"
         try:
             save_run(result, adapter_path, tokenizer, force=force)
@@ -320,31 +321,46 @@ class Workspace:
         return int(runs.id.iloc[-1]) if len(runs) else None
 
     def train(self, weights: Weights, config: TrainConfig, stop: threading.Event | None = None,
-              use_heldout: bool = True) -> Iterator[TrainProgress]:
+              use_heldout: bool = True, from_active: bool = False, heldout: list[Record] | None = None,
+              name: str | None = None) -> Iterator[TrainProgress]:
         """Train on `training_records` in a worker thread, reporting progress as it comes; register the run.
 
-        Every run starts from the base weights, so runs compare. The first report comes before any work (the
-        teacher's targets are cached before step 0, which takes a while on a CPU)."""
+        A run starts from the base weights, so runs compare — or, `from_active`, from the active run's weights,
+        which are then its teacher and anchors and its parent (a round of the loop, `rounds.py`); a round that fails
+        or is not saved leaves the parent active. The first report comes before any work (the teacher's targets are
+        cached before step 0, which takes a while on a CPU). `heldout`: the records drift is also measured on
+        (default: `heldout_records`)."""
         self.require_write("train")
         records = self.training_records()
         if not records:
             raise ValueError("the curated set is empty: accept some hinted records first")
-        heldout = heldout_records(records) if use_heldout else []
+        heldout = (heldout if heldout is not None else heldout_records(records)) if use_heldout else []
         stop = stop or threading.Event()
         updates: queue.Queue = queue.Queue()
+        if from_active:
+            weights.sync(self.store)
+        parent = weights.run_id if from_active else None
         # Listed as running from now on; the weights in use are remembered, so a process killed mid-run leaves
-        # them active again at the next start (`Store.start_run`).
-        run_id = self.store.start_run(config.to_dict(), f"{len(records)} record{'s' if len(records) != 1 else ''}")
-        self.store.set_active_run(None)
+        # them active again at the next start (`Store.start_run`). A round leaves its parent active until its own
+        # run is saved: a process killed meanwhile resumes from it.
+        run_id = self.store.start_run(config.to_dict(),
+                                      name or f"{len(records)} record{'s' if len(records) != 1 else ''}", parent)
+        if not from_active:  # the weights in memory are about to match no saved run
+            self.store.set_active_run(None)
 
         def work() -> None:
             try:
                 with weights.lock:
-                    weights.reset()
-                    result = train(weights.base, weights.tokenizer, records, config, heldout=heldout or None,
+                    if not from_active:
+                        weights.reset()
+                    result = train(weights.model, weights.tokenizer, records, config, heldout=heldout or None,
                                    on_step=lambda row: updates.put(("row", row)), should_stop=stop.is_set)
                 updates.put(("done", result))
             except Exception as exc:  # noqa: BLE001 - re-raised by the generator (train took its adapter out)
+                if parent is not None:  # the parent's adapter was being trained in place: reload it from disk
+                    with weights.lock:
+                        weights.reset()
+                    self.store.set_active_run(parent)
                 updates.put(("error", exc))
 
         yield TrainProgress(f"`{progress_bar(0, config.steps)}` caching the teacher's targets and the base anchors "
@@ -364,12 +380,15 @@ class Workspace:
             yield TrainProgress(f"`{progress_bar(item.step, config.steps)}` step {item.step} / {config.steps}"
                                 f" · loss {item.loss:.4f} · drift {item.drift:.4f}", list(history))
         result: TrainResult = item
-        outcome = self.register_run(result, weights.tokenizer, run_id=run_id)
+        outcome = self.register_run(result, weights.tokenizer, name=name, run_id=run_id)
         with weights.lock:
             if outcome.saved:
                 weights.trained, weights.run_id, weights.store_path = result.model, outcome.run_id, self.store.path
             else:
+                weights.trained, weights.run_id = None, None
                 weights.base = reset_to_base(result.model)
+                if parent is not None:
+                    self.store.set_active_run(parent)
         yield TrainProgress(f"**run {outcome.run_id}: {result.steps} steps, stopped by {result.stopped}** · drift "
                             f"{result.final.drift:.4f} · {outcome.message}", result.history, outcome)
 

@@ -410,14 +410,19 @@ def test_phone_layout(browser, server):
         page.close()
 
 
-def test_train_three_steps_and_watch_the_curves(page):
+def curate_a_typed_prompt(page, timeout: float = 60_000) -> None:
+    """Type "What is 48 + 37?", generate, and accept the verifier's proposed hint."""
     page.locator("label:has-text('Prompt') input[type=radio]").first.check()
     page.locator("#opd-prompt textarea").fill("What is 48 + 37?")
     page.click("#opd-generate")
-    wait_text(page, "#opd-strip", "48·+·37·=")
-    page.wait_for_selector("#opd-strip .opd-ghost", timeout=60_000)
+    wait_text(page, "#opd-strip", "48·+·37·=", timeout)
+    page.wait_for_selector("#opd-strip .opd-ghost", timeout=timeout)
     page.click("#opd-accept")
-    wait_text(page, "#opd-counts", "curated")
+    wait_text(page, "#opd-counts", "curated", timeout)
+
+
+def test_train_three_steps_and_watch_the_curves(page):
+    curate_a_typed_prompt(page)
     page.get_by_role("tab", name="Train").click()
     page.locator("#opd-train").wait_for()
     # nothing empty takes space before it has content

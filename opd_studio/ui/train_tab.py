@@ -1,6 +1,7 @@
-"""The Train tab: a few training steps on the curated set, streamed as curves; past runs; the fix rate. Layout and
-events together; the work is the workspace's run lifecycle (`Workspace.train`, `use_run`, `fix_rate`,
-`runs_table`), in the workspace of whoever sent the request (on a Space, visitors who are not signed in only look).
+"""The Train tab: a few training steps on the curated set, streamed as curves; past runs; rounds of the loop and
+their history; the fix rate. Layout and events together; the work is the workspace's run lifecycle
+(`Workspace.train`, `use_run`, `fix_rate`, `runs_table`) and `rounds.run_round`, in the workspace of whoever sent the
+request (on a Space, visitors who are not signed in only look).
 
 Boxes that have nothing to show yet (plots, the adapter download, the fix-rate tables) stay hidden until they do.
 """
@@ -16,6 +17,8 @@ import gradio as gr
 import pandas as pd
 
 from .. import plots
+from ..hints import HINT_MODELS
+from ..rounds import HISTORY_COLUMNS, RoundConfig, round_history, run_round
 from ..targets import ALPHA_MAX, TARGETS
 from ..train import TrainConfig, metrics_frames
 from ..workspace import ANSWER_COLUMNS, FIX_RATE_COLUMNS, RUN_COLUMNS
@@ -34,20 +37,32 @@ def latest_run(runs: pd.DataFrame):
     return int(runs["run"].max()) if len(runs) else None
 
 
-@guarded_stream
-@gpu
-def on_train(session, steps, lr, loss, span, drift_weight, drift_threshold, lora_r, use_heldout, target=None,
-             alpha=None, placebo=None, profile: gr.OAuthProfile | None = None):
+def train_config(steps, lr, loss, span, drift_weight, drift_threshold, lora_r, target=None, alpha=None,
+                 placebo=None) -> TrainConfig:
+    """The training settings the form holds (what Train and Next round both use)."""
     defaults = TrainConfig()
     if alpha is not None and not 0 < float(alpha) <= ALPHA_MAX:
         raise ValueError(f"α must be in (0, {ALPHA_MAX:g}], got {float(alpha):g}: give a strength in that range "
                          "(1 is the plain contrast)")
-    config = TrainConfig(steps=int(steps), lr=float(lr), loss=loss, span=span,
-                                  drift_weight=float(drift_weight),
-                                  drift_threshold=float(drift_threshold) if drift_threshold else None,
-                                  lora_r=int(lora_r), lora_alpha=2 * int(lora_r), target=target or defaults.target,
-                                  alpha=float(alpha) if alpha is not None else defaults.alpha,
-                                  placebo=placebo or defaults.placebo)
+    return TrainConfig(steps=int(steps), lr=float(lr), loss=loss, span=span, drift_weight=float(drift_weight),
+                       drift_threshold=float(drift_threshold) if drift_threshold else None,
+                       lora_r=int(lora_r), lora_alpha=2 * int(lora_r), target=target or defaults.target,
+                       alpha=float(alpha) if alpha is not None else defaults.alpha,
+                       placebo=placebo or defaults.placebo)
+
+
+def round_views(history: pd.DataFrame) -> tuple:
+    """The round history table and its plot, hidden while there is no round."""
+    shown = not history.empty
+    return (gr.update(value=history, visible=shown),
+            gr.update(value=plots.rounds_figure(history), visible=True) if shown else gr.update(visible=False))
+
+
+@guarded_stream
+@gpu
+def on_train(session, steps, lr, loss, span, drift_weight, drift_threshold, lora_r, use_heldout, target=None,
+             alpha=None, placebo=None, profile: gr.OAuthProfile | None = None):
+    config = train_config(steps, lr, loss, span, drift_weight, drift_threshold, lora_r, target, alpha, placebo)
     session = signed_in(session, profile)
     current = workspace(profile)
     current.require_write("train")
@@ -67,6 +82,32 @@ def on_train(session, steps, lr, loss, span, drift_weight, drift_threshold, lora
                gr.skip(), gr.skip(), "")
     runs = current.runs_table()
     yield session, gr.skip(), gr.skip(), gr.skip(), runs, latest_run(runs), WHAT_NEXT
+
+
+@guarded_stream
+@gpu
+def on_next_round(session, steps, lr, loss, span, drift_weight, drift_threshold, lora_r, use_heldout, target,
+                  alpha, placebo, hint_model, accept, profile: gr.OAuthProfile | None = None):
+    """One round of the loop from the active weights (`rounds.run_round`), streamed like a training run."""
+    config = RoundConfig(hint_model=hint_model, accept="verifier" if accept else None,
+                         train=train_config(steps, lr, loss, span, drift_weight, drift_threshold, lora_r, target,
+                                            alpha, placebo))
+    session = signed_in(session, profile)
+    current = workspace(profile)
+    current.require_write("run a round")
+    actions.stop_speculating(session)
+    session.cancel = threading.Event()
+    hidden = gr.update(visible=False)
+    for progress in run_round(current, weights(session), config, stop=session.cancel,
+                              heldout=None if use_heldout else []):
+        steps_frame, per_record = metrics_frames(progress.history)
+        shown = not per_record.empty
+        yield (session, progress.status,
+               gr.update(value=plots.training_figure(per_record), visible=True) if shown else hidden,
+               gr.update(value=plots.loss_figure(steps_frame), visible=True) if shown else hidden,
+               gr.skip(), gr.skip(), gr.skip(), gr.skip())
+    runs = current.runs_table()
+    yield (session, gr.skip(), gr.skip(), gr.skip(), runs, latest_run(runs), *round_views(round_history(current)))
 
 
 def on_cancel(session):
@@ -154,8 +195,9 @@ def on_timeline_step(session, step):
 
 @guarded
 def on_runs(profile: gr.OAuthProfile | None = None):
-    runs = workspace(profile).runs_table()
-    return runs, latest_run(runs)
+    current = workspace(profile)
+    runs = current.runs_table()
+    return runs, latest_run(runs), *round_views(round_history(current))
 
 
 def build(app: gr.Blocks, session: gr.State) -> None:
@@ -201,6 +243,22 @@ def build(app: gr.Blocks, session: gr.State) -> None:
     train_plot = gr.Plot(elem_id="opd-train-plot", visible=False, show_label=False)
     loss_plot = gr.Plot(elem_id="opd-loss-plot", visible=False, show_label=False)
     what_next = gr.Markdown(elem_id="opd-train-next")
+    gr.Markdown("**Rounds of the loop.** *Next round* regenerates the curated prompts with the weights in use, runs "
+                "the hint model on the answers (its proposals go to the review queue, or are accepted as proposed), "
+                "keeps right answers as anchors, then trains from the weights in use with the settings above; the "
+                "run names its parent. The history counts greedy answers per round, on the curated prompts and on "
+                "held-out demo prompts never trained on (none while *Measure drift on held-out demo rollouts* is "
+                "off).", elem_classes=["opd-help"])
+    with gr.Row():
+        round_hint_model = gr.Dropdown(list(HINT_MODELS), value="arithmetic", label="Hint model",
+                                       elem_id="opd-round-hint-model")
+        round_accept = gr.Checkbox(value=False, label="Accept its proposals as proposed (no review)",
+                                   elem_id="opd-round-accept")
+        round_button = gr.Button("Next round", variant="primary", elem_id="opd-next-round")
+    rounds = gr.Dataframe(pd.DataFrame(columns=HISTORY_COLUMNS), interactive=False, elem_id="opd-rounds",
+                          label="Round history: right / suppressed / corrected / broken / looping, of answers",
+                          visible=False)
+    rounds_plot = gr.Plot(elem_id="opd-rounds-plot", visible=False, show_label=False)
     runs = gr.Dataframe(pd.DataFrame(columns=RUN_COLUMNS), interactive=False, label="Runs",
                         elem_id="opd-runs")
     gr.Markdown("**Step timeline.** A curated record of the run above (the Run box) across its steps: the student's "
@@ -239,4 +297,7 @@ def build(app: gr.Blocks, session: gr.State) -> None:
     use_run_button.click(on_use_run, [session, use_run_id], [train_status, runs], api_name="use_run")
     download_run_button.click(on_download_run, [use_run_id], [run_file], api_name="download_run")
     fix_button.click(on_fix_rate, [session, fix_samples, fix_compare], [fix_summary, fix_rows], api_name="fix_rate")
-    app.load(on_runs, [], [runs, use_run_id], api_name=False)
+    round_button.click(on_next_round, [*train_inputs, round_hint_model, round_accept],
+                       [session, train_status, train_plot, loss_plot, runs, use_run_id, rounds, rounds_plot],
+                       api_name="next_round", show_progress="hidden")
+    app.load(on_runs, [], [runs, use_run_id, rounds, rounds_plot], api_name=False)
