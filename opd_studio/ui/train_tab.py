@@ -39,9 +39,6 @@ def latest_run(runs: pd.DataFrame):
 def on_train(session, steps, lr, loss, span, drift_weight, drift_threshold, lora_r, use_heldout, target=None,
              alpha=None, placebo=None, profile: gr.OAuthProfile | None = None):
     defaults = TrainConfig()
-    if alpha is not None and not 0 < float(alpha) <= ALPHA_MAX:
-        raise ValueError(f"α must be in (0, {ALPHA_MAX:g}], got {float(alpha):g}: give a strength in that range "
-                         "(1 is the plain contrast)")
     config = TrainConfig(steps=int(steps), lr=float(lr), loss=loss, span=span,
                                   drift_weight=float(drift_weight),
                                   drift_threshold=float(drift_threshold) if drift_threshold else None,
