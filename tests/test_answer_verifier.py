@@ -94,3 +94,12 @@ def test_every_registered_hint_model_and_target_is_in_the_cli_and_the_studio():
         assert TrainConfig(target=kind).target_spec == TargetSpec(kind, alpha=2.0, floor=-5.0, tau=1.0)
     # the model-backed hint model says so as a property, not by its name
     assert [name for name in HINT_MODELS if needs_model(name)] == ["critic"]
+    # the studio's dropdowns, as built
+    import gradio as gr
+
+    from opd_studio.ui.app import build_app
+
+    dropdowns = {b.elem_id: [value for _, value in b.choices] for b in build_app().blocks.values()
+                 if isinstance(b, gr.Dropdown)}
+    assert dropdowns["opd-hint-model"] == ["auto", *HINT_MODELS, "manual"]
+    assert dropdowns["opd-target"] == dropdowns["opd-gradient-target"] == list(TARGETS)
