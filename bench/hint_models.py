@@ -2,7 +2,8 @@
 
 The set: the default model's greedy answers to the 48 tasks of the held-out family (bench/families.py: a + b, a − b,
 a × b in bare, imperative and word-problem phrasings, seeded) and 2 sampled answers (temperature 0.7) to the first 12,
-as bench/data/family_greedy.jsonl and bench/data/family_sampled.jsonl. Each answer is labelled in
+as bench/data/family_greedy.jsonl and bench/data/family_sampled.jsonl, and the default model's arithmetic answers of
+the bundled demo rollouts (assets/demo_rollouts.jsonl: 18 tasks, greedy and 3 samples). Each answer is labelled in
 bench/data/hint_labels.jsonl:
 
 - `label`: "wrong" (the answer states a result and it is not the task's), "right" (every result it states is the
@@ -33,7 +34,7 @@ from opd_studio.records import Record, read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / "data"
-ROLLOUTS = [DATA / "family_greedy.jsonl", DATA / "family_sampled.jsonl"]
+ROLLOUTS = [DATA / "family_greedy.jsonl", DATA / "family_sampled.jsonl", ROOT / "assets" / "demo_rollouts.jsonl"]
 LABELS = DATA / "hint_labels.jsonl"
 RESULTS = ROOT / "bench" / "results"
 # Families the arithmetic answers belong to; the tool-call verifier has nothing to check on them.
@@ -106,7 +107,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the first 16 labelled answers only")
     args = parser.parse_args()
     if args.label or not LABELS.is_file():
-        labels = write_labels([r for path in ROLLOUTS for r in read_records(path)])
+        labels = write_labels([r for path in ROLLOUTS if path.is_file() for r in read_records(path)
+                               if r.meta.get("family") == "arithmetic"])
     else:
         labels = pd.read_json(LABELS, lines=True, dtype=False)
     if args.quick:

@@ -11,10 +11,11 @@ without either there is nothing to check. The question's operands are the number
 Where the answer states its result (only the last assistant message with text is judged), every candidate in text
 order:
 - `\\boxed{X}`;
-- a marker: "the answer is X", "answer: X", "result is X", "total is X", "= X" at the end of a statement;
+- a marker: "the answer is X", "answer: X", "result is X", "total is X"; and the answer's last "= X" (where it
+  concludes: "So, 29 + 40 = 69.");
 - a statement of the question's operation: a clause that mentions two of the question's operands, then `=`,
-  "equals", "is (equal to)", "which is", "which gives (you)", "gives (you)", "makes", "we/you get", "to get",
-  "results in", followed by X;
+  "equals", "is (indeed / equal to)", "which is", "which gives (you)", "gives (you)", "yields", "makes", "we/you
+  get", "to get", "results in (a total of)", followed by X;
 - when none of these is found: the last number of the answer that is not one of the operands.
 Each X is compared with the expected result by `math-verify` (Hugging Face's answer checker: numbers in any
 notation, thousands commas, fractions, LaTeX). The first X that differs is the error span, and the hint goes right
@@ -45,9 +46,10 @@ _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 _MARKER = re.compile(rf"\b(?:answer|result|total|sum|difference|product)\s*(?:is|:|=|would be|will be)\s*"
                      rf"(?:\*\*)?\$?(?P<x>{_NUM})(?![\d]|\.\d)", re.IGNORECASE)
 _CONNECTOR = re.compile(rf"(?:=|\bequals\b|\bis equal to\b|\bwhich is\b|\bwhich gives(?: you| us)?\b|"
-                        rf"\bgives(?: you| us)?\b|\bmakes\b|\b(?:we|you) get\b|\bto get\b|\bresults in\b|\bis\b|"
-                        rf"\bare\b|\bleaves(?: you| us)?(?: with)?\b|\bthat's\b)\s*(?:\*\*)?\$?(?P<x>{_NUM})"
-                        r"(?![\d]|\.\d)", re.IGNORECASE)
+                        rf"\bgives(?: you| us)?\b|\byields\b|\bmakes\b|\b(?:we|you) get\b|\bto get\b|"
+                        rf"\bresults in(?: a total of)?\b|\bis(?: indeed)?\b|\bare\b|\bleaves(?: you| us)?(?: with)?\b|"
+                        rf"\bthat's\b)\s*(?:\*\*)?\$?(?P<x>{_NUM})(?![\d]|\.\d)", re.IGNORECASE)
+_LAST_EQUALS = re.compile(rf"=\s*\$?(?P<x>{_NUM})(?![\d]|\.\d)(?!.*=)", re.DOTALL)
 _CLAUSE_START = re.compile(r"[.!?:;\n](?=\s|$)|\n")
 _STATEMENT_REACH = 90  # characters before a connector that may hold the operands of the same statement
 
@@ -93,6 +95,7 @@ def stated_results(content: str, operands: list[Fraction]) -> list[tuple[int, in
     """Character spans of every place `content` states its result (module docstring), in text order."""
     spans = [m.span(1) for m in _BOXED.finditer(content) if m.group(1).strip()]
     spans += [m.span("x") for m in _MARKER.finditer(content)]
+    spans += [m.span("x") for m in _LAST_EQUALS.finditer(content)]  # the answer's last "= X": where it concludes
     for match in _CONNECTOR.finditer(content):
         clause_start = max([m.end() for m in _CLAUSE_START.finditer(content, 0, match.start())] or [0])
         before = content[max(clause_start, match.start() - _STATEMENT_REACH): match.start()]

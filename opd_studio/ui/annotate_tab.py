@@ -719,7 +719,7 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
                     with gr.Row():
                         gradient_target = gr.Dropdown(list(TARGETS), value="hinted", label="Target",
                                                       elem_id="opd-gradient-target")
-                        gradient_alpha = gr.Number(1.0, label=f"Contrast strength α (0, {ALPHA_MAX:g}]",
+                        gradient_alpha = gr.Number(1.0, label=f"Strength α, contrast and guided (0, {ALPHA_MAX:g}]",
                                                    elem_id="opd-gradient-alpha")
                         gradient_button = gr.Button("Show the gradient map", elem_id="opd-gradient")
                     gradient_table = gr.Dataframe(interactive=False, visible=False, elem_id="opd-gradient-table",
