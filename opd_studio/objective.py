@@ -294,9 +294,9 @@ def build_target(model, ex: Example, spec: TargetSpec, hinted: torch.Tensor, stu
                  placebo: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, float]:
     """(target logits at the targets (n_t, V), trained mask or None, the construction's per-target loss weight or
-    None (= 1), Σ log r(error tokens)) from the final hidden
-    states of the hinted pass, and for the constructions that need them of the unhinted (`student`) and placebo
-    passes, each at the rows that predict `ex.targets + ex.errors` (targets first)."""
+    None (= 1), Σ log r(error tokens)) from the final hidden states of the hinted pass, and for the constructions
+    that need them of the unhinted (`student`) and placebo passes, each at the rows that predict
+    `ex.targets + ex.errors` (targets first)."""
     positions = ex.targets + ex.errors  # the error positions (usually among the targets) give the metric
     logits = logits_from_hidden(model, hinted)  # (n, V)
     trained = weight = None
@@ -433,9 +433,9 @@ def moving_teacher(model, examples: list[Example], pad_id: int, device,
                    target: TargetSpec | None = None
                    ) -> tuple[list[torch.Tensor], list[torch.Tensor | None], list[float]]:
     """Targets of a live or EMA teacher (whatever weights `model` holds now): the target's logits at each example's
-    targets, their loss factors (None = 1; see `build_target`), and Σ log r(error tokens). One batched pass, no gradient, over the hinted sequences and, for the
-    constructions that need them, the unhinted and the placebo sequences (the student's p in `contrast` is then
-    the moving weights' own unhinted distribution)."""
+    targets, their loss factors (None = 1; see `build_target`), and Σ log r(error tokens). One batched pass, no
+    gradient, over the hinted sequences and, for the constructions that need them, the unhinted and the placebo
+    sequences (the student's p in `contrast` is then the moving weights' own unhinted distribution)."""
     spec = target or TargetSpec()
     if spec.needs_placebo:
         for ex in examples:

@@ -26,7 +26,7 @@ from ..objective import build_example
 from ..rollout import SamplingConfig, generate
 from ..scoring import LOSS_SPANS, GradientMap, HintScorer, ScoreResult
 from ..store import Store
-from ..targets import TargetSpec
+from ..targets import NEEDS_PLACEBO, TargetSpec
 from ..train import Timeline, timeline
 from ..workspace import Workspace, rollout_id
 from ..trajectory import build_trajectory
@@ -396,7 +396,7 @@ def gradient_table(gradient: GradientMap | None) -> pd.DataFrame:
 def require_placebos(records: list[Record], target: str, placebo: str) -> None:
     """Training with placebo policy "stored" and a target that needs a placebo: every hint must carry its own. Said
     here in the studio's words (the library's message names the CLI flag)."""
-    if placebo != "stored" or target not in ("contrast", "evidence"):
+    if placebo != "stored" or target not in NEEDS_PLACEBO:
         return
     for record in records:
         missing = [n for n, h in enumerate(record.hints) if h.placebo is None]
