@@ -27,6 +27,12 @@ records' untouched tokens. Written to bench/results/effect_targets.json.
     python -m bench.effect                 # the default setting
     python -m bench.effect --sweep         # every setting in SWEEP (slow on CPU: minutes per setting)
     python -m bench.effect --targets --samples 0    # every construction in TARGET_SWEEP, greedy answers only
+    python -m bench.effect --targets --family --samples 0 --only hinted "guided α=0.5"   # on the held-out family
+
+`--family` swaps the demo arithmetic tasks for the held-out prompt family of bench/families.py (seeded arithmetic in
+other phrasings and operand ranges, never used to pick a setting before): *curated* = the flagged greedy answers of
+its curation split (arithmetic verifier, else the answer verifier), *held-out* = its held-out split (other
+templates); the unrelated QA prompts stay. The defaults are chosen on this table (issue 18, item 4).
 """
 
 from __future__ import annotations
@@ -92,7 +98,10 @@ TARGET_SWEEP = {
     "contrast α=2, lr 3e-4": {"target": "contrast", "alpha": 2.0, "lr": 3e-4},
     "contrast α=2, forward KL": {"target": "contrast", "alpha": 2.0, "loss": "forward_kl"},
     "contrast α=0.5": {"target": "contrast", "alpha": 0.5},
+    "guided α=0.5": {"target": "guided", "alpha": 0.5},  # RLCSD's defaults: floor −5, τ = 1
+    "guided α=1": {"target": "guided", "alpha": 1.0},
 }
+FAMILY_ROLLOUTS = ROOT / "bench" / "data" / "family_greedy.jsonl"  # bench/families.py's greedy answers (48 tasks)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -110,9 +119,9 @@ def greedy(model, tokenizer, task: Record) -> Record:
     return record
 
 
-def flag(record: Record) -> Record:
+def flag(record: Record, verifiers: tuple[str, ...] = ("arithmetic", "reference")) -> Record:
     """The record with the first verifier proposal as an accepted hint and its error span (unchanged if right)."""
-    for name in ("arithmetic", "reference"):
+    for name in verifiers:
         result = HINT_MODELS[name]().propose(record)
         if result.proposals:
             proposal = result.proposals[0]
@@ -138,6 +147,19 @@ def greedy_rollouts(model, tokenizer, family: str, split: str) -> list[Record]:
     RESULTS.mkdir(exist_ok=True)
     write_records(cache, rollouts)
     return rollouts
+
+
+def family_rollouts_flagged(model, tokenizer, split: str, limit: int) -> list[Record]:
+    """The held-out family's greedy answers of `split` (bench/data/family_greedy.jsonl, rolled out and written there
+    when missing), flagged by the arithmetic verifier, else the answer verifier; the first `limit` flagged ones for
+    the curation split, the first `limit` answers for the held-out one."""
+    from bench.families import arithmetic_family, family_rollouts
+
+    if not FAMILY_ROLLOUTS.is_file():
+        FAMILY_ROLLOUTS.parent.mkdir(parents=True, exist_ok=True)
+        write_records(FAMILY_ROLLOUTS, family_rollouts(model, tokenizer, arithmetic_family(48)))
+    rollouts = [flag(r, ("arithmetic", "answer")) for r in read_records(FAMILY_ROLLOUTS) if r.meta["split"] == split]
+    return [r for r in rollouts if r.hints][:limit] if split == "curation" else rollouts[:limit]
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -168,9 +190,9 @@ def evaluate(model, tokenizer, curated, heldout, unrelated_tasks, base_unrelated
     first_unchanged = [first_sentence(a) == first_sentence(b) for a, b in zip(now, base_unrelated)]
     right = [bool(is_right(t, a)) for t, a in zip(unrelated_tasks, now)]
     was_right = [bool(is_right(t, a)) for t, a in zip(unrelated_tasks, base_unrelated)]
-    return {"fix_rate": summarize(rows).to_dict("records"), "unrelated_unchanged": sum(unchanged) / len(unchanged),
-            "unrelated_first_sentence_unchanged": sum(first_unchanged) / len(first_unchanged),
-            "unrelated_right": sum(right) / len(right),
+    share = lambda flags: sum(flags) / len(flags) if flags else math.nan  # noqa: E731 - no unrelated prompts: NaN
+    return {"fix_rate": summarize(rows).to_dict("records"), "unrelated_unchanged": share(unchanged),
+            "unrelated_first_sentence_unchanged": share(first_unchanged), "unrelated_right": share(right),
             "unrelated_broken": sum(w and not r for w, r in zip(was_right, right)),
             "unrelated_fixed": sum(r and not w for w, r in zip(was_right, right)),
             "answers": rows[["record", "split", "mode", "answer", "suppressed", "corrected"]].to_dict("records"),
@@ -333,30 +355,42 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2, help="sampled answers per prompt besides the greedy one")
     parser.add_argument("--only", nargs="*", help="names of SWEEP (or, with --targets, TARGET_SWEEP) settings")
     parser.add_argument("--stem", help="name of the results under bench/results/ (default: effect, or "
-                                       "effect_sweep for several settings)")
+                                       "effect_sweep for several settings; with --family, effect_family)")
+    parser.add_argument("--family", action="store_true", help="the held-out prompt family (bench/families.py) "
+                                                              "instead of the demo arithmetic tasks")
+    parser.add_argument("--records", type=int, default=8, help="with --family: curated and held-out records each")
     args = parser.parse_args()
     sweep = TARGET_SWEEP if args.targets else SWEEP
     names = args.only or (list(sweep) if args.sweep or args.targets else ["default"])
 
     torch.manual_seed(0)
     model, tokenizer = load_model("default")
-    curated = [r for r in greedy_rollouts(model, tokenizer, "arithmetic", "curation") if r.hints and r.error]
-    heldout = greedy_rollouts(model, tokenizer, "arithmetic", "heldout")
-    unrelated_tasks = tasks("qa", "curation") + tasks("qa", "heldout")
-    # Drift is measured on rollouts never trained on: the held-out arithmetic and the QA answers, as they are.
-    drift_records = [dataclasses.replace(r, hints=[], error=None)
-                     for r in heldout + greedy_rollouts(model, tokenizer, "qa", "curation")
-                     + greedy_rollouts(model, tokenizer, "qa", "heldout")]
+    if args.family:
+        curated = family_rollouts_flagged(model, tokenizer, "curation", args.records)
+        heldout = family_rollouts_flagged(model, tokenizer, "heldout", args.records)
+    else:
+        curated = [r for r in greedy_rollouts(model, tokenizer, "arithmetic", "curation") if r.hints and r.error]
+        heldout = greedy_rollouts(model, tokenizer, "arithmetic", "heldout")
+    # The QA prompts (specificity) are left out with --family: the demo table measures them, and each setting's
+    # regeneration of them costs as much as the family's own.
+    unrelated_tasks = [] if args.family else tasks("qa", "curation") + tasks("qa", "heldout")
+    # Drift is measured on rollouts never trained on: the held-out arithmetic and (demo tasks) the QA answers, as
+    # they are; with --family only its held-out split, to keep a setting's steps affordable on a shared CPU.
+    drift_records = [dataclasses.replace(r, hints=[], error=None) for r in heldout + ([] if args.family else
+                     greedy_rollouts(model, tokenizer, "qa", "curation") + greedy_rollouts(model, tokenizer, "qa",
+                                                                                           "heldout"))]
     base_unrelated = unrelated_answers(model, tokenizer, unrelated_tasks)
     print(f"{len(curated)} curated records: " + "; ".join(
         f"{r.id}: {r.messages[-1]['content'][:60]!r}" for r in curated), flush=True)
 
     base = evaluate(model, tokenizer, curated, heldout, unrelated_tasks, base_unrelated, args.samples)
     device = f"{model.device.type}, {torch.get_num_threads()} threads"
-    stem = args.stem or ("effect_targets" if args.targets else "effect_sweep" if len(names) > 1 else "effect")
+    stem = args.stem or ("effect_family" if args.family else "effect_targets" if args.targets
+                         else "effect_sweep" if len(names) > 1 else "effect")
     # The neighbourhood: the unrelated QA rollouts, as they are (specificity's KL).
     neighbourhood = [dataclasses.replace(r, hints=[], error=None) for r in greedy_rollouts(
-        model, tokenizer, "qa", "curation") + greedy_rollouts(model, tokenizer, "qa", "heldout")] if args.targets else None
+        model, tokenizer, "qa", "curation") + greedy_rollouts(model, tokenizer, "qa", "heldout")] \
+        if args.targets and not args.family else None
     RESULTS.mkdir(exist_ok=True)
     settings = []
     render = editing_table if args.targets else table
@@ -372,7 +406,7 @@ def main() -> None:
              "base": base, "settings": settings, "table": report,
              "editing": {s["name"]: editing_metrics(s, base) for s in settings}}, indent=1, default=str))
 
-    print(f"\nEffect on the demo arithmetic tasks ({model.config.name_or_path}, {device}; {len(curated)} curated, "
+    print(f"\nEffect on the {'held-out family' if args.family else 'demo arithmetic tasks'} ({model.config.name_or_path}, {device}; {len(curated)} curated, "
           f"{len(heldout)} held-out, {len(unrelated_tasks)} unrelated prompts)\n{report}")
     print("plot:", ", ".join(plot(settings, RESULTS / stem)))
 

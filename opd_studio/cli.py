@@ -23,6 +23,7 @@ import json
 import sys
 from pathlib import Path
 
+from .hints import HINT_MODELS, needs_model
 from .records import RecordError, read_records, write_records
 
 
@@ -68,10 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     propose = commands.add_parser("propose", help="run a hint model and attach its proposals as hints")
     _add_model_args(propose)
-    propose.add_argument("--hint-model", required=True, choices=["arithmetic", "tools", "reference", "critic"])
+    propose.add_argument("--hint-model", required=True, choices=list(HINT_MODELS),
+                         help="a registered hint model (opd_studio.hints.HINT_MODELS)")
     propose.add_argument("--input", required=True, help="JSONL records with rollouts")
     propose.add_argument("--output", required=True, help="JSONL records with proposed hints added")
-    propose.add_argument("--style", choices=["nudge", "reveal"], default=None, help="arithmetic hint style")
+    propose.add_argument("--style", choices=["nudge", "reveal"], default=None,
+                         help="hint style of the verifiers that have one (arithmetic, answer, reference)")
     propose.add_argument("--critic-url", default=None,
                          help="OpenAI-compatible base URL for the critic (default: $OPD_CRITIC_BASE_URL, else --model)")
     propose.add_argument("--critic-model", default=None, help="model name to send to the critic endpoint")
@@ -315,20 +318,19 @@ def _propose(args) -> None:
 
     records = read_records(args.input)
     model, tokenizer = _load(args)  # the tokenizer places proposals in tokens; the model may be the critic
-    if args.hint_model == "critic":
-        from .hints.critic import LLMCritic, LocalChat, OpenAIChat
+    factory = HINT_MODELS[args.hint_model]
+    if needs_model(args.hint_model):
+        from .hints.critic import LocalChat, OpenAIChat
 
         url = args.critic_url or os.environ.get("OPD_CRITIC_BASE_URL")
         if url:
-            hint_model = LLMCritic(OpenAIChat(url, args.critic_model or os.environ.get("OPD_CRITIC_MODEL", "default"),
-                                              os.environ.get("OPD_CRITIC_API_KEY")))
+            hint_model = factory(OpenAIChat(url, args.critic_model or os.environ.get("OPD_CRITIC_MODEL", "default"),
+                                            os.environ.get("OPD_CRITIC_API_KEY")))
         else:
-            hint_model = LLMCritic(LocalChat(model, tokenizer))
+            hint_model = factory(LocalChat(model, tokenizer))
     else:
-        from .hints import HINT_MODELS
-
-        options = {"style": args.style} if args.style and args.hint_model == "arithmetic" else {}
-        hint_model = HINT_MODELS[args.hint_model](**options)
+        has_style = "style" in getattr(factory, "__dataclass_fields__", {})
+        hint_model = factory(**({"style": args.style} if args.style and has_style else {}))
     updated, found = [], 0
     for record in records:
         record, result = propose_record(hint_model, record, tokenizer)

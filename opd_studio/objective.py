@@ -73,6 +73,7 @@ class Example:
     right_text: str | None = None
     # Filled by the caches (frozen teacher and base), on the training device.
     teacher_logits: torch.Tensor | None = None  # (len(targets), V): the constructed target (log-probs or logits)
+    target_weight: torch.Tensor | None = None  # (len(targets),) the construction's loss factor (guided); None = 1
     target_trained: torch.Tensor | None = None  # (len(targets),) bool: False where the target only holds
     base_top_logp: torch.Tensor | None = None  # (len(anchors), K)
     base_top_ids: torch.Tensor | None = None  # (len(anchors), K)
@@ -275,11 +276,11 @@ def _cache_teacher(model, ex: Example, original, spec: TargetSpec, dtype: torch.
     if spec.needs_placebo:
         _check_placebo(model, ex, spec)
         spliced = forward_reusing(model, ex.placebo_ids, original).hidden[ex.placebo_rows + ex.placebo_error_rows]
-    logits, trained, error_logp = build_target(model, ex, spec, hinted[ex.teacher_rows + ex.error_teacher_rows],
-                                               student, spliced)
+    logits, trained, weight, error_logp = build_target(model, ex, spec,
+                                                       hinted[ex.teacher_rows + ex.error_teacher_rows], student, spliced)
     if ex.targets:
         ex.teacher_logits = logits.to(dtype)  # (n_t, V)
-    ex.target_trained, ex.teacher_error_logp = trained, error_logp
+    ex.target_trained, ex.target_weight, ex.teacher_error_logp = trained, weight, error_logp
 
 
 def _check_placebo(model, ex: Example, spec: TargetSpec) -> None:
@@ -290,13 +291,15 @@ def _check_placebo(model, ex: Example, spec: TargetSpec) -> None:
 
 
 def build_target(model, ex: Example, spec: TargetSpec, hinted: torch.Tensor, student: torch.Tensor | None = None,
-                 placebo: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-    """(target logits at the targets (n_t, V), trained mask or None, Σ log r(error tokens)) from the final hidden
-    states of the hinted pass, and for the constructions that need them of the unhinted (`student`) and placebo
-    passes, each at the rows that predict `ex.targets + ex.errors` (targets first)."""
+                 placebo: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, float]:
+    """(target logits at the targets (n_t, V), trained mask or None, the construction's per-target loss weight or
+    None (= 1), Σ log r(error tokens)) from the final hidden states of the hinted pass, and for the constructions
+    that need them of the unhinted (`student`) and placebo passes, each at the rows that predict
+    `ex.targets + ex.errors` (targets first)."""
     positions = ex.targets + ex.errors  # the error positions (usually among the targets) give the metric
     logits = logits_from_hidden(model, hinted)  # (n, V)
-    trained = None
+    trained = weight = None
     if spec.kind == "hinted":  # the raw logits, as before there were constructions
         r = logits
     else:
@@ -311,12 +314,14 @@ def build_target(model, ex: Example, spec: TargetSpec, hinted: torch.Tensor, stu
             banned = banned_mask(sets, log_q.shape[-1], log_q.device)
         built = construct(spec, log_q, tokens, log_p, log_z, banned)
         r, trained = built.logp, built.trained[: len(ex.targets)]
+        if spec.kind == "guided":
+            weight = built.weight[: len(ex.targets)]
     error_logp = math.nan
     if ex.errors:
         log_r = torch.log_softmax(r[len(ex.targets):].float(), dim=-1)
         tokens = torch.tensor([ex.input_ids[t] for t in ex.errors], device=log_r.device)
         error_logp = float(log_r.gather(1, tokens[:, None]).sum())
-    return r[: len(ex.targets)], trained, error_logp
+    return r[: len(ex.targets)], trained, weight, error_logp
 
 
 def _token_logps(model, hidden: torch.Tensor, input_ids: list[int], positions: list[int]) -> list[float]:
@@ -347,11 +352,12 @@ class BatchOutput:
 
 def batch_loss(student, head, examples: list[Example], loss: LossConfig, drift_weight: float, pad_id: int, device,
                teacher_logits: list[torch.Tensor] | None = None,
-               teacher_error_logp: list[float] | None = None) -> BatchOutput:
+               teacher_error_logp: list[float] | None = None,
+               teacher_weights: list[torch.Tensor | None] | None = None) -> BatchOutput:
     """The loss L of the module docstring on a micro-batch (λ = `drift_weight`), and its metrics.
 
     `student`: a `HiddenAt` (possibly DDP-wrapped); `head`: hidden → logits. `teacher_logits` (per example) replace
-    the cached frozen targets for moving teachers.
+    the cached frozen targets for moving teachers, and `teacher_weights` their per-target loss factors.
     """
     target_rows = [[t - 1 for t in ex.targets] for ex in examples]
     anchor_rows = [[t - 1 for t in ex.anchors] for ex in examples]
@@ -366,13 +372,16 @@ def batch_loss(student, head, examples: list[Example], loss: LossConfig, drift_w
                        hidden[at + len(t) + len(a): at + len(t) + len(a) + len(e)]))
         at += len(t) + len(a) + len(e)
     teachers = teacher_logits or [ex.teacher_logits for ex in examples]
+    factors = teacher_weights if teacher_logits else [ex.target_weight for ex in examples]
 
     # Distillation on the targets: per-position weight 1 / (|T_r| · #records with targets), so the sum is the mean
-    # of record means.
+    # of record means; a construction's own factor (guided's KL / (KL + τ)) multiplies it, not renormalised: where
+    # the hint changes little the record pulls less.
     with_targets = [i for i, ex in enumerate(examples) if ex.targets]
     distill = hidden.new_zeros((), dtype=torch.float32)
     if with_targets:
         weights = torch.cat([torch.full((len(examples[i].targets),), 1.0 / len(examples[i].targets), device=device)
+                             * (factors[i].to(device) if factors and factors[i] is not None else 1.0)
                              for i in with_targets]) / len(with_targets)
         tokens = torch.tensor([examples[i].input_ids[t] for i in with_targets for t in examples[i].targets],
                               device=device)
@@ -421,11 +430,12 @@ def batch_loss(student, head, examples: list[Example], loss: LossConfig, drift_w
 
 @torch.no_grad()
 def moving_teacher(model, examples: list[Example], pad_id: int, device,
-                   target: TargetSpec | None = None) -> tuple[list[torch.Tensor], list[float]]:
+                   target: TargetSpec | None = None
+                   ) -> tuple[list[torch.Tensor], list[torch.Tensor | None], list[float]]:
     """Targets of a live or EMA teacher (whatever weights `model` holds now): the target's logits at each example's
-    targets, and Σ log r(error tokens). One batched pass, no gradient, over the hinted sequences and, for the
-    constructions that need them, the unhinted and the placebo sequences (the student's p in `contrast` is then
-    the moving weights' own unhinted distribution)."""
+    targets, their loss factors (None = 1; see `build_target`), and Σ log r(error tokens). One batched pass, no
+    gradient, over the hinted sequences and, for the constructions that need them, the unhinted and the placebo
+    sequences (the student's p in `contrast` is then the moving weights' own unhinted distribution)."""
     spec = target or TargetSpec()
     if spec.needs_placebo:
         for ex in examples:
@@ -444,14 +454,15 @@ def moving_teacher(model, examples: list[Example], pad_id: int, device,
         pieces.append(hidden[at: at + len(r)])
         at += len(r)
     n = len(examples)
-    logits, error_logp = [], []
+    logits, weights, error_logp = [], [], []
     for b, ex in enumerate(examples):
         student = pieces[n + b] if spec.needs_student else None
         placebo = pieces[(2 if spec.needs_student else 1) * n + b] if spec.needs_placebo else None
-        target_logits, _, error = build_target(model, ex, spec, pieces[b], student, placebo)
+        target_logits, _, weight, error = build_target(model, ex, spec, pieces[b], student, placebo)
         logits.append(target_logits)
+        weights.append(weight)
         error_logp.append(error)
-    return logits, error_logp
+    return logits, weights, error_logp
 
 
 @torch.no_grad()

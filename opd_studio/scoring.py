@@ -501,8 +501,8 @@ class HintScorer:
         student, the hinted teacher, the placebo teacher and the constructed target; `top_*`: their top-k
         [text, p] pairs; `push` = log r(y) − log p(y) (negative: the target lowers the token); `kl_target` =
         KL(r ‖ p), how hard the target pulls at this position; `weight`: the position's share of the record's
-        distillation loss (1 / number of targets), and `trained`: False where the construction only holds the
-        position (evidence). `placebo` is needed by contrast and evidence; p_placebo is NaN without one.
+        distillation loss (1 / number of targets, times the construction's own factor: guided's KL / (KL + τ)), and
+        `trained`: False where the construction only holds the position (evidence). `placebo` is needed by contrast and evidence; p_placebo is NaN without one.
         """
         spec = target or TargetSpec()
         placed = self.place(hints)
@@ -545,7 +545,7 @@ class HintScorer:
         p_student, p_target = token_p(log_p), token_p(log_r)
         frame = pd.DataFrame({
             "i": positions, "text": [self.trajectory.token_texts[i] for i in positions],
-            "weight": [1.0 / len(positions)] * len(positions), "trained": result.trained.tolist(),
+            "weight": (result.weight / len(positions)).tolist(), "trained": result.trained.tolist(),
             "p_student": p_student, "p_hinted": token_p(log_q), "p_placebo": token_p(log_z), "p_target": p_target,
             "push": [math.log(max(r, 1e-45)) - math.log(max(p, 1e-45)) for r, p in zip(p_target, p_student)],
             "kl_target": kl.tolist(), "top_student": tops(log_p), "top_hinted": tops(log_q),

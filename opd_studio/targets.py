@@ -20,10 +20,18 @@ the constructions are
     unleaked   log r(v) = log q(v) − log Σ_{u∉B} q(u)  for v ∉ B,  r(v) = 0 for v ∈ B
                B = the tokens the leak / contamination flags mark (`banned_tokens`): tokens only the hint contains,
                and what followed the just-read token inside the hint; y itself is never removed.
+    guided     log r = log_softmax((1 + α) log q − α · max(log z, floor))      position weight w = K / (K + τ),
+               K = KL(q ‖ z)
+               RLCSD's contrastive target (arXiv 2606.11709, "opsd_ectr"): extrapolate the hinted teacher away from
+               the placebo teacher; the floor keeps tokens the placebo all but rules out (log z → −∞) from being
+               boosted without bound. Positions where the hint changes little (K ≪ τ) get a small weight w in the
+               loss, so the distillation concentrates where the hint's content acts. α = `alpha`, floor =
+               `guided_floor`, τ = `guided_tau`.
 
-Every function takes (N, V) float log-probabilities (N positions) and returns (N, V) normalised log-probabilities,
-which `losses.per_token_loss` accepts as teacher logits. This module is tensor math only: the forward passes that
-produce p, q and z live in `scoring.py` (the studio) and `objective.py` (training).
+Every construction takes (N, V) float log-probabilities (N positions) and returns (N, V) normalised log-probabilities,
+which `losses.per_token_loss` accepts as teacher logits; `construct` adds a per-position loss weight (1 except for
+guided). `TARGETS` is the registry the CLI and the studio list; `TargetSpec` is the one validator of the
+parameters. This module is tensor math only: the forward passes that produce p, q and z live in `scoring.py` (the studio) and `objective.py` (training).
 """
 
 from __future__ import annotations
@@ -32,8 +40,9 @@ from dataclasses import dataclass
 
 import torch
 
-TARGETS = ("hinted", "contrast", "evidence", "unleaked")
-NEEDS_PLACEBO = ("contrast", "evidence")
+TARGETS = ("hinted", "contrast", "evidence", "unleaked", "guided")
+NEEDS_PLACEBO = ("contrast", "evidence", "guided")
+NEEDS_STUDENT = ("contrast", "evidence")
 ALPHA_MAX = 4.0  # contrast strength α ∈ (0, ALPHA_MAX]: past it the ratio of two near-equal passes is all noise
 BANNED_LOGP = -1e4  # "zero probability" that stays finite: 0 · (−1e4 − log p) is 0, where 0 · −inf would be NaN
 
@@ -43,16 +52,23 @@ class TargetSpec:
     """Which construction, with its parameters (see the module docstring)."""
 
     kind: str = "hinted"
-    alpha: float = 1.0  # contrast only
+    alpha: float = 1.0  # contrast and guided
     evidence_nats: float = 0.5  # evidence only: how far below the placebo the content must push y, in nats
+    floor: float = -5.0  # guided only: log z is clamped from below at this before the extrapolation
+    tau: float = 1.0  # guided only: the position weight KL / (KL + τ)
 
     def __post_init__(self) -> None:
         if self.kind not in TARGETS:
             raise ValueError(f"target {self.kind!r} is not one of {', '.join(TARGETS)}")
         if not 0.0 < self.alpha <= ALPHA_MAX:
-            raise ValueError(f"alpha must be in (0, {ALPHA_MAX:g}], got {self.alpha:g}; 1 is the plain ratio")
+            raise ValueError(f"alpha must be in (0, {ALPHA_MAX:g}], got {self.alpha:g}: give a strength α in that "
+                             "range (contrast: 1 is the plain ratio; guided: 0.5 is RLCSD's)")
         if self.evidence_nats < 0:
             raise ValueError(f"evidence_nats must be >= 0, got {self.evidence_nats:g}")
+        if not self.floor < 0:
+            raise ValueError(f"the guided floor is a log-probability and must be < 0, got {self.floor:g}")
+        if not self.tau > 0:
+            raise ValueError(f"the guided τ must be > 0, got {self.tau:g}")
 
     @property
     def needs_placebo(self) -> bool:
@@ -60,13 +76,14 @@ class TargetSpec:
 
     @property
     def needs_student(self) -> bool:
-        return self.kind in ("contrast", "evidence")
+        return self.kind in NEEDS_STUDENT
 
 
 @dataclass
 class Target:
     logp: torch.Tensor  # (N, V) the target's log-probabilities
     trained: torch.Tensor  # (N,) bool: False where the target only holds the position (evidence without evidence)
+    weight: torch.Tensor  # (N,) float: the position's factor in the loss (guided's KL / (KL + τ); 1 elsewhere)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -98,23 +115,39 @@ def unleaked(log_q: torch.Tensor, banned: torch.Tensor, tokens: torch.Tensor) ->
     return torch.log_softmax(log_q.float().masked_fill(banned, BANNED_LOGP), dim=-1)
 
 
+def guided(log_q: torch.Tensor, log_z: torch.Tensor, alpha: float = 0.5, floor: float = -5.0) -> torch.Tensor:
+    """log r = log_softmax((1 + α) log q − α · max(log z, floor)): the hinted teacher pushed away from the placebo."""
+    return torch.log_softmax((1.0 + alpha) * log_q.float() - alpha * log_z.float().clamp_min(floor), dim=-1)
+
+
+def guided_weight(log_q: torch.Tensor, log_z: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """(N,) w = KL(q ‖ z) / (KL(q ‖ z) + τ) ∈ [0, 1): how much the hint's content changes the teacher there."""
+    log_q, log_z = log_q.float(), log_z.float()
+    kl = (log_q.exp() * (log_q - log_z)).sum(-1).clamp_min(0.0)  # rounding can leave −1e-9 where q = z
+    return kl / (kl + tau)
+
+
 def construct(spec: TargetSpec, log_q: torch.Tensor, tokens: torch.Tensor, log_p: torch.Tensor | None = None,
               log_z: torch.Tensor | None = None, banned: torch.Tensor | None = None) -> Target:
     """The target of `spec` at N positions. `log_p` is needed by contrast and evidence, `log_z` (the placebo) by
-    contrast and evidence, `banned` (N, V) bool by unleaked."""
+    contrast, evidence and guided, `banned` (N, V) bool by unleaked."""
     every = torch.ones(log_q.shape[0], dtype=torch.bool, device=log_q.device)
+    ones = every.float()
     if spec.kind == "hinted":
-        return Target(hinted(log_q), every)
+        return Target(hinted(log_q), every, ones)
     if spec.kind == "unleaked":
         if banned is None:
             raise ValueError("the unleaked target needs the banned tokens")
-        return Target(unleaked(log_q, banned, tokens), every)
-    if log_p is None or log_z is None:
-        raise ValueError(f"the {spec.kind} target needs the student's and the placebo teacher's log-probabilities")
+        return Target(unleaked(log_q, banned, tokens), every, ones)
+    if log_z is None or (spec.needs_student and log_p is None):
+        raise ValueError(f"the {spec.kind} target needs the placebo teacher's log-probabilities"
+                         + (" and the student's" if spec.needs_student else ""))
+    if spec.kind == "guided":
+        return Target(guided(log_q, log_z, spec.alpha, spec.floor), every, guided_weight(log_q, log_z, spec.tau))
     if spec.kind == "contrast":
-        return Target(contrast(log_p, log_q, log_z, spec.alpha), every)
+        return Target(contrast(log_p, log_q, log_z, spec.alpha), every, ones)
     log_r, trained = evidence(log_p, log_q, log_z, tokens, spec.evidence_nats)
-    return Target(log_r, trained)
+    return Target(log_r, trained, ones)
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import torch
 from opd_studio.objective import build_example, cache_targets, right_text
 from opd_studio.records import Hint, Record, default_placebo, placebo_for, placebo_text
 from opd_studio.scoring import HintScorer, place_hints, splice
-from opd_studio.targets import TargetSpec, banned_tokens, construct, leak_sets
+from opd_studio.targets import TargetSpec, banned_tokens, construct, guided, guided_weight, leak_sets
 from opd_studio.cli import build_parser
 from opd_studio.train import TrainConfig, train
 from opd_studio.trajectory import TrajectoryError, build_trajectory
@@ -57,6 +57,11 @@ def naive_target(kind, y, lp, lq, lz, alpha=1.0, nats=0.5, banned=()):
         return torch.tensor([s - norm for s in scores], dtype=torch.float64)
     if kind == "evidence":
         return lq if float(lq[y] - lz[y]) < -nats else lp
+    if kind == "guided":  # RLCSD's opsd_ectr: (1 + α) log q − α max(log z, floor), normalised; floor −5
+        scores = [(1 + alpha) * float(lq[v]) - alpha * max(float(lz[v]), -5.0) for v in range(V)]
+        top = max(scores)
+        norm = top + math.log(sum(math.exp(s - top) for s in scores))
+        return torch.tensor([s - norm for s in scores], dtype=torch.float64)
     if kind == "unleaked":
         keep = [v for v in range(V) if v not in banned or v == y]
         norm = torch.logsumexp(lq[keep], 0)
@@ -65,13 +70,39 @@ def naive_target(kind, y, lp, lq, lz, alpha=1.0, nats=0.5, banned=()):
         return out
 
 
+def naive_guided_weight(lq, lz, tau):
+    """w = KL(q ‖ z) / (KL(q ‖ z) + τ), the sum written out over the vocabulary."""
+    kl = sum(math.exp(float(lq[v])) * (float(lq[v]) - float(lz[v])) for v in range(lq.shape[0]))
+    return kl / (kl + tau)
+
+
+def test_guided_equals_the_per_position_formula():
+    """`guided` and `guided_weight` on (N, V) against plain-Python loops over positions and tokens (float64), with
+    placebo log-probabilities on both sides of the floor."""
+    generator = torch.Generator().manual_seed(3)
+    log_q = torch.log_softmax(3 * torch.randn(5, 40, generator=generator, dtype=torch.float64), -1)
+    log_z = torch.log_softmax(3 * torch.randn(5, 40, generator=generator, dtype=torch.float64), -1)
+    assert (log_z < -5).any() and (log_z > -5).any()
+    for alpha, floor, tau in ((0.5, -5.0, 1.0), (2.0, -3.0, 0.25)):
+        got, weight = guided(log_q, log_z, alpha, floor), guided_weight(log_q, log_z, tau)
+        for n in range(5):
+            scores = [(1 + alpha) * float(log_q[n, v]) - alpha * max(float(log_z[n, v]), floor) for v in range(40)]
+            norm = math.log(sum(math.exp(s) for s in scores))
+            assert got[n].tolist() == pytest.approx([s - norm for s in scores], abs=1e-5)
+            assert float(weight[n]) == pytest.approx(naive_guided_weight(log_q[n], log_z[n], tau), abs=1e-6)
+    assert guided_weight(log_q, log_q, 1.0).abs().max() < 1e-6  # no content, no weight
+    built = construct(TargetSpec("guided", alpha=0.5), log_q, torch.zeros(5, dtype=torch.long), log_z=log_z)
+    torch.testing.assert_close(built.logp, guided(log_q, log_z).float())
+    torch.testing.assert_close(built.weight, guided_weight(log_q, log_z).float())
+
+
 def assert_same_distribution(got, expected):
     # compare probabilities: -1e4 ("banned", finite) and -inf are both zero
     torch.testing.assert_close(got.double().exp(), expected.exp(), atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("kind,alpha", [("hinted", 1.0), ("contrast", 1.0), ("contrast", 2.5), ("evidence", 1.0),
-                                        ("unleaked", 1.0)])
+                                        ("unleaked", 1.0), ("guided", 0.5), ("guided", 2.0)])
 def test_cached_targets_equal_naive_formula(tokenizer, small_model, kind, alpha):
     record = Record.from_dict(REVEAL)
     spec = TargetSpec(kind, alpha=alpha, evidence_nats=0.2)
@@ -89,6 +120,9 @@ def test_cached_targets_equal_naive_formula(tokenizer, small_model, kind, alpha)
         trained.append(float(lq[y] - lz[y]) < -0.2)
     if kind == "evidence":
         assert example.target_trained.tolist() == trained
+    if kind == "guided":
+        assert example.target_weight.tolist() == pytest.approx([naive_guided_weight(lq, lz, 1.0)
+                                                                for _, _, _, lq, lz, *_ in naive], abs=1e-5)
     # the metric's teacher value is the target's own probability of the error tokens
     expected_error = sum(naive_target(kind, y, lp, lq, lz, alpha, 0.2,
                                       banned_tokens(example.input_ids[:48], [p.ids for p in placed], hinted[row]))[y]
@@ -96,7 +130,7 @@ def test_cached_targets_equal_naive_formula(tokenizer, small_model, kind, alpha)
     assert example.teacher_error_logp == pytest.approx(float(expected_error), abs=1e-3)
 
 
-@pytest.mark.parametrize("kind", ["contrast", "evidence", "unleaked"])
+@pytest.mark.parametrize("kind", ["contrast", "evidence", "unleaked", "guided"])
 def test_moving_teacher_targets_equal_the_cached_ones_at_the_base(tokenizer, small_model, kind):
     """A live teacher builds the same target in one padded batch (hinted, unhinted and placebo sequences) as the
     frozen cache does pass by pass, while the weights are still the base."""
@@ -108,8 +142,11 @@ def test_moving_teacher_targets_equal_the_cached_ones_at_the_base(tokenizer, sma
     examples = [build_example(tokenizer, Record.from_dict(r), "turn", placebo="default") for r in (REVEAL, longer)]
     with torch.no_grad():
         cache_targets(small_model, examples, 16, torch.float32, target=spec)
-    logits, error_logp = moving_teacher(small_model, examples, tokenizer.pad_token_id, "cpu", spec)
-    for ex, moving, error in zip(examples, logits, error_logp):
+    logits, weights, error_logp = moving_teacher(small_model, examples, tokenizer.pad_token_id, "cpu", spec)
+    for ex, moving, weight, error in zip(examples, logits, weights, error_logp):
+        assert (weight is None) == (ex.target_weight is None) == (kind != "guided")
+        if weight is not None:
+            torch.testing.assert_close(weight, ex.target_weight, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(torch.log_softmax(moving, -1).exp(), torch.log_softmax(ex.teacher_logits, -1).exp(),
                                    atol=1e-5, rtol=1e-4)
         assert error == pytest.approx(ex.teacher_error_logp, abs=1e-3)
@@ -152,6 +189,10 @@ def test_gradient_map_equals_naive_passes(tokenizer, small_model):
         assert [p for _, p in row.top_target] == sorted((p for _, p in row.top_target), reverse=True)
     with pytest.raises(ValueError, match="needs a placebo"):
         scorer.gradient_map(record.hints, TargetSpec("contrast"), placebo=None)
+    guided_map = scorer.gradient_map(record.hints, TargetSpec("guided", alpha=0.5), placebo="default").frame
+    for row, (t, y, lp, lq, lz, *_rest) in zip(guided_map.itertuples(), naive):
+        assert row.p_target == pytest.approx(float(naive_target("guided", y, lp, lq, lz, alpha=0.5)[y].exp()), abs=1e-5)
+        assert row.weight == pytest.approx(naive_guided_weight(lq, lz, 1.0) / len(naive), abs=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -182,7 +223,8 @@ def test_right_text_comes_from_the_verifier_rationale(tokenizer):
 
 def test_bad_input_is_one_line_that_says_what_to_do(tokenizer, small_model):
     for bad, match in [(dict(alpha=0.0), "alpha must be in"), (dict(alpha=9.0), "alpha must be in"),
-                       (dict(target="oracle"), "not one of")]:
+                       (dict(target="oracle"), "not one of"), (dict(guided_floor=0.5), "floor .* must be < 0"),
+                       (dict(guided_tau=0.0), "τ must be > 0")]:
         with pytest.raises(ValueError, match=match) as info:
             TrainConfig(**bad)
         assert "\n" not in str(info.value)
@@ -203,7 +245,7 @@ def test_training_with_each_construction_keeps_a_timeline(tokenizer, small_model
 
     record = Record.from_dict(REVEAL)
     for kind, teacher in (("contrast", "frozen"), ("evidence", "frozen"), ("unleaked", "frozen"), ("contrast", "live"),
-                          ("contrast", "ema")):
+                          ("contrast", "ema"), ("guided", "frozen"), ("guided", "live")):
         result = train(copy.deepcopy(small_model), tokenizer, [record],
                        TrainConfig(target=kind, alpha=2.0, steps=2, lr=5e-3, drift_threshold=None, teacher=teacher))
         assert result.steps == 2 and (result.examples[0].teacher_logits is not None) == (teacher == "frozen")

@@ -536,7 +536,7 @@ def test_placebo_lane_and_gradient_map_on_a_demo_record(page):
     # bad input: α outside its range, then a target that needs the placebo with the lane off: one message each
     page.locator("#opd-gradient-alpha input").fill("5")
     page.click("#opd-gradient")
-    page.wait_for_selector("text=α must be in (0, 4]", timeout=30_000)
+    page.wait_for_selector("text=alpha must be in (0, 4]", timeout=30_000)
     page.locator("#opd-gradient-alpha input").fill("1")
     page.locator("#opd-placebo-on input").uncheck()
     page.wait_for_function("() => !document.querySelector('#opd-strip .opd-key-style')", timeout=60_000)

@@ -99,7 +99,7 @@ def test_bad_input_gives_one_line_that_says_what_to_do(opened):
     actions.set_placebo(opened, True)
     with pytest.raises(ValueError) as exc:  # α outside (0, 4]
         actions.gradient_map(opened, "contrast", 5)
-    assert "α must be in (0, 4]" in one_line(exc)
+    assert "alpha must be in (0, 4]" in one_line(exc)
     lane = opened.scores.table.copy()
     with pytest.raises(ValueError) as exc:  # a placebo longer than the model's context
         actions.set_placebo(opened, True, " (Note: " + "very " * 9000 + "long.)")

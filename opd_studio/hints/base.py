@@ -1,6 +1,7 @@
 """What every hint model returns: proposals (where the error is, where the hint goes, what it says, why).
 
-A hint model is anything with `name` and `propose(record) -> ProposalResult`. Verifiers work on message text and
+A hint model is anything with `name` and `propose(record) -> ProposalResult`, and `needs_model = True` when it runs a
+language model (the critic; see `hints.needs_model`). Verifiers work on message text and
 return character positions; `hints.propose.locate` adds the token positions once the record is tokenized.
 A hint model that finds nothing says why in `ProposalResult.reason`.
 """

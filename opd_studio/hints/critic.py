@@ -188,6 +188,7 @@ class OpenAIChat:
 
 class LLMCritic:
     name = "critic"
+    needs_model = True  # built over a chat client; the studio runs it on its own model under the model lock
 
     def __init__(self, chat=None, source: str | None = None):
         """`chat`: a callable messages → reply text (LocalChat, OpenAIChat); default: the studio's own model."""

@@ -20,6 +20,7 @@ import gradio as gr
 
 from .. import plots
 from ..diagnostics import compare_hint_texts, hint_flags, position_sweep, summarize_flags
+from ..hints import HINT_MODELS, needs_model
 from ..records import Record
 from ..rollout import SamplingConfig
 from ..scoring import HintScorer
@@ -33,7 +34,7 @@ from .incremental import MODEL_LOCK
 from .strip import STRIP_JS, VIEWS, render_strip
 
 log = logging.getLogger("opd_studio.ui")
-HINT_MODEL_CHOICES = ["auto", "arithmetic", "tools", "reference", "critic", "manual"]
+HINT_MODEL_CHOICES = ["auto", *HINT_MODELS, "manual"]  # the registry, between "auto" and hand-placed hints
 READ_AHEAD_MAX_TOKENS = 512  # the next record is opened in the background only when it is short
 ONESHOT = os.environ.get("OPD_STUDIO_ONESHOT") == "1"  # the old path (no preview, no window, no speculation): bench
 EMPTY_STRIP = ("<div class='opd-strip' data-render='empty'>No rollout open yet. Pick a demo task and press "
@@ -69,24 +70,25 @@ def hint_model_for(name: str, record: Record):
     if name in (None, "manual"):
         return None
     chat = None
-    if name == "critic":
+    if needs_model(name):
         from ..hints.critic import LocalChat
 
-        chat = LocalChat(*model())  # the critic runs on the process's model as it is now
+        chat = LocalChat(*model())  # a model-backed hint model runs on the process's model as it is now
     return RememberedHintModel(name, actions.hint_model_for(name, record, chat=chat))
 
 
 def prefetch_proposals(records: list[Record], name: str, limit: int = 200) -> None:
-    """Run the hint model over queued records in the background (the critic under the model lock, a few only)."""
+    """Run the hint model over queued records in the background (one that needs the model under the model lock, a
+    few only)."""
     if name in (None, "manual"):
         return
 
     def work() -> None:
-        for record in records[: 3 if name == "critic" else limit]:
+        for record in records[: 3 if needs_model(name) else limit]:
             if record.hints or (name, record.id) in PROPOSALS:
                 continue
             try:
-                if name == "critic":
+                if needs_model(name):
                     with MODEL_LOCK:
                         hint_model_for(name, record).propose(record)
                 else:
@@ -275,7 +277,7 @@ def read_ahead(session: actions.Session) -> actions.Session:
         return session
     following = _neighbour(session, session.record.id, +1, "pending")
     name = session.hint_model_name
-    if (following is None or name == "critic"
+    if (following is None or needs_model(name)
             or (session.prefetched is not None and session.prefetched.record.id == following.id)):
         return actions.speculate(session)
     like = actions.Session(span=session.span, base_weights=session.base_weights, hint_model_name=name,
@@ -717,7 +719,7 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
                     with gr.Row():
                         gradient_target = gr.Dropdown(list(TARGETS), value="hinted", label="Target",
                                                       elem_id="opd-gradient-target")
-                        gradient_alpha = gr.Number(1.0, label=f"Contrast strength α (0, {ALPHA_MAX:g}]",
+                        gradient_alpha = gr.Number(1.0, label=f"Strength α, contrast and guided (0, {ALPHA_MAX:g}]",
                                                    elem_id="opd-gradient-alpha")
                         gradient_button = gr.Button("Show the gradient map", elem_id="opd-gradient")
                     gradient_table = gr.Dataframe(interactive=False, visible=False, elem_id="opd-gradient-table",

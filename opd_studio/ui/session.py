@@ -27,7 +27,7 @@ from ..objective import build_example
 from ..rollout import SamplingConfig, generate
 from ..scoring import LOSS_SPANS, GradientMap, HintScorer, ScoreResult, check_trajectory_length
 from ..store import Store
-from ..targets import ALPHA_MAX, TargetSpec
+from ..targets import NEEDS_PLACEBO, TargetSpec
 from ..train import Timeline, timeline
 from ..workspace import Workspace, rollout_id
 from ..trajectory import build_trajectory
@@ -77,19 +77,15 @@ def demo_tasks() -> list[Record]:
 
 def hint_model_for(name: str, record: Record, chat=None):
     """The hint model called `name`; "auto" picks the verifier of the record's demo family."""
-    from ..hints import HINT_MODELS, auto_verifier
+    from ..hints import HINT_MODELS, auto_verifier, needs_model
 
     if name == "auto":
         name = auto_verifier(record)
     if name == "manual":
         return None
-    if name == "critic":
-        from ..hints.critic import LLMCritic
-
-        return LLMCritic(chat)
     if name not in HINT_MODELS:
-        raise ValueError(f"unknown hint model {name!r}; choose one of auto, {', '.join(HINT_MODELS)}, critic, manual")
-    return HINT_MODELS[name]()
+        raise ValueError(f"unknown hint model {name!r}; choose one of auto, {', '.join(HINT_MODELS)}, manual")
+    return HINT_MODELS[name](chat) if needs_model(name) else HINT_MODELS[name]()
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -371,10 +367,7 @@ def gradient_map(session: Session, target: str = "hinted", alpha: float = 1.0) -
     if not session.hints:
         raise ValueError("place a hint first: the gradient map shows where the target pushes after it")
     alpha = 1.0 if alpha is None else float(alpha)
-    if not 0.0 < alpha <= ALPHA_MAX:
-        raise ValueError(f"α must be in (0, {ALPHA_MAX:g}], got {alpha:g}: give a strength in that range "
-                         "(1 is the plain ratio)")
-    spec = TargetSpec(kind=target or "hinted", alpha=alpha)  # an unknown target: its own one-line message
+    spec = TargetSpec(kind=target or "hinted", alpha=alpha)  # a bad target or α: its own one-line message
     if spec.needs_placebo and not session.placebo_on:
         raise ValueError(f"the {spec.kind} target needs a placebo: tick 'Placebo lane' under the hint text, or "
                          "choose the hinted or unleaked target")
@@ -405,7 +398,7 @@ def gradient_table(gradient: GradientMap | None) -> pd.DataFrame:
 def require_placebos(records: list[Record], target: str, placebo: str) -> None:
     """Training with placebo policy "stored" and a target that needs a placebo: every hint must carry its own. Said
     here in the studio's words (the library's message names the CLI flag)."""
-    if placebo != "stored" or target not in ("contrast", "evidence"):
+    if placebo != "stored" or target not in NEEDS_PLACEBO:
         return
     for record in records:
         missing = [n for n, h in enumerate(record.hints) if h.placebo is None]

@@ -41,9 +41,6 @@ def train_config(steps, lr, loss, span, drift_weight, drift_threshold, lora_r, t
                  placebo=None) -> TrainConfig:
     """The training settings the form holds (what Train and Next round both use)."""
     defaults = TrainConfig()
-    if alpha is not None and not 0 < float(alpha) <= ALPHA_MAX:
-        raise ValueError(f"α must be in (0, {ALPHA_MAX:g}], got {float(alpha):g}: give a strength in that range "
-                         "(1 is the plain contrast)")
     return TrainConfig(steps=int(steps), lr=float(lr), loss=loss, span=span, drift_weight=float(drift_weight),
                        drift_threshold=float(drift_threshold) if drift_threshold else None,
                        lora_r=int(lora_r), lora_alpha=2 * int(lora_r), target=target or defaults.target,
