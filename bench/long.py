@@ -249,6 +249,11 @@ def report(results: list[dict]) -> str:
                 f"{get('click_oneshot'):.2f} | "
                 f"{get('click_window'):.2f} ({ratio(get('click_window'), get('click_oneshot'))}) | "
                 f"{score_cell} | {rss_cell} / {r['peak_rss_gib']:.2f} |")
+    for r in results:  # the spread of the repeats: (max − min) / median, the widest of the length's timings
+        spreads = [(v["max"] - v["min"]) / v["median"] for v in r["seconds"].values() if v["n"] > 1 and v["median"]]
+        n = r["seconds"]["forward"]["n"]
+        lines.append(f"\n{r['tokens']} tokens: medians of {n}" + (f", widest spread {max(spreads):.0%} of the median"
+                                                                   if spreads else " (one repeat: no spread)"))
     return "\n".join(lines)
 
 
