@@ -51,37 +51,46 @@ PLACEMENTS = {"late": 0.9, "middle": 0.5}
 # Data
 
 
+HINT_ROOM = 32  # tokens left free under the asked length, so that the hinted sequence fits an n-token context
+
+
 def addition_rollout(tokenizer, n_tokens: int, wrong_at: float, seed: int = 0, record_id: str = "long"):
-    """A record of about `n_tokens` trajectory tokens: numbered addition steps, the one at `wrong_at` (a fraction
-    of the steps) wrong by one, a hint before it and the error span on its result. Seeded: same args, same record."""
-    from opd_studio.records import Record
+    """A record of at most `n_tokens - HINT_ROOM` trajectory tokens (as many whole steps as fit): numbered addition
+    steps, the one at `wrong_at` (a fraction of the steps) wrong by one, a hint before it and the error span on its
+    result. Seeded: same arguments, same record."""
+    from opd_studio.trajectory import build_trajectory
 
     rng = random.Random(seed)
-    prompt = "Add these numbers one at a time and show every step."
-    lines, total = [], 0
-    tokens_per_line = len(tokenizer(f"Step 100: 4321 + 567 = 4888.\n", add_special_tokens=False)["input_ids"])
-    n_lines = max(4, (n_tokens - 40) // tokens_per_line)
-    for k in range(n_lines):
-        term = rng.randint(10, 999)
-        lines.append((k + 1, total, term, total + term))
-        total += term
-    wrong = min(n_lines - 2, int(wrong_at * n_lines))
-    text, hint_char, error = "", 0, (0, 0)
-    for k, (step, a, b, c) in enumerate(lines):
+    terms = [rng.randint(10, 999) for _ in range(max(8, n_tokens // 4))]
+    def fits(k: int) -> bool:
+        return len(build_trajectory(tokenizer, _steps_record(terms[:k], wrong_at, record_id))) <= n_tokens - HINT_ROOM
+
+    low, high = 4, len(terms)  # the most steps that fit: binary search (one tokenization per probe)
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return _steps_record(terms[:low], wrong_at, record_id)
+
+
+def _steps_record(terms: list[int], wrong_at: float, record_id: str):
+    from opd_studio.records import Record
+
+    wrong = min(len(terms) - 2, int(wrong_at * len(terms)))
+    text, total, hint_char, error = "", 0, 0, (0, 0)
+    for k, term in enumerate(terms):
+        shown = total + term + (1 if k == wrong else 0)
+        line = f"Step {k + 1}: {total} + {term} = {shown}.\n"
         if k == wrong:
             hint_char = len(text)
-            shown = c + 1
-            line = f"Step {step}: {a} + {b} = {shown}.\n"
             start = len(text) + line.index("= ") + 2
             error = (start, start + len(str(shown)))
-        else:
-            line = f"Step {step}: {a} + {b} = {c}.\n"
         text += line
-    record = Record.from_dict({
-        "id": record_id, "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": text}],
+        total += term
+    return Record.from_dict({
+        "id": record_id, "messages": [{"role": "user", "content": "Add these numbers one at a time, every step."},
+                                      {"role": "assistant", "content": text}],
         "hints": [{"message": 1, "char": hint_char, "text": " (Hint: add the ones first and check the carry.) "}],
         "error": {"message": 1, "char_start": error[0], "char_end": error[1]}})
-    return record
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -240,6 +249,11 @@ def report(results: list[dict]) -> str:
                 f"{get('click_oneshot'):.2f} | "
                 f"{get('click_window'):.2f} ({ratio(get('click_window'), get('click_oneshot'))}) | "
                 f"{score_cell} | {rss_cell} / {r['peak_rss_gib']:.2f} |")
+    for r in results:  # the spread of the repeats: (max − min) / median, the widest of the length's timings
+        spreads = [(v["max"] - v["min"]) / v["median"] for v in r["seconds"].values() if v["n"] > 1 and v["median"]]
+        n = r["seconds"]["forward"]["n"]
+        lines.append(f"\n{r['tokens']} tokens: medians of {n}" + (f", widest spread {max(spreads):.0%} of the median"
+                                                                   if spreads else " (one repeat: no spread)"))
     return "\n".join(lines)
 
 
