@@ -192,7 +192,7 @@ def rounds_figure(history: pd.DataFrame) -> go.Figure:
         if rows.empty:
             continue
         first = rows.iloc[0]
-        start = (first.right - first.corrected + first.broken) / first.answers if first.round == 1 else None
+        start = (first.right - first.corrected + first.broken) / first.answers if first["round"] == 1 else None
         x = ([0] if start is not None else []) + rows["round"].tolist()
         right = ([start] if start is not None else []) + (rows.right / rows.answers).tolist()
         figure.add_trace(go.Scatter(x=x, y=right, name=f"right ({name})", mode="lines+markers",
