@@ -248,9 +248,12 @@ def run_round(workspace: Workspace, weights: Weights, config: RoundConfig, promp
     start: dict[str, list[str]] = {}
     sampled: list[list[tuple]] = [[] for _ in prompts]
     for split, group in (("curated", prompts), ("heldout", held)):
+        if not group:
+            start[split] = []
+            continue
         cached = (previous.answers.get(split, {}) if previous else {})
         keys = [prompt_key(p) for p in group]
-        if all(k in cached for k in keys) and not (split == "curated" and config.samples):
+        if previous and all(k in cached for k in keys) and not (split == "curated" and config.samples):
             start[split] = [cached[k] for k in keys]
             yield RoundProgress(f"round {number}: {len(group)} {split} prompts, answered by the {weights.label} "
                                 f"weights after round {previous.round}", [])
@@ -323,7 +326,7 @@ def round_history(workspace: Workspace) -> pd.DataFrame:
     for outcome in round_outcomes(workspace):
         for split in SPLITS:
             counts = outcome.counts.get(split)
-            if not counts:
+            if not counts or not counts["answers"]:  # no held-out set was measured
                 continue
             rows.append({"round": outcome.round, "run": outcome.run, "parent": outcome.parent, "split": split,
                          **{k: counts[k] for k in ("answers", "right", "suppressed", "corrected", "broken",

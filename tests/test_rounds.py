@@ -98,6 +98,15 @@ def test_rounds_train_from_the_active_weights_and_name_their_parent(tmp_path, ba
     assert [list(t.x) for t in figure.data if t.name.startswith("right")] == [[0, 1, 2], [0, 1, 2]]
 
 
+def test_a_round_without_a_heldout_set_counts_the_curated_prompts_only(tmp_path, base_model, tokenizer):
+    store = Store(tmp_path / "studio.sqlite")
+    store.save(Record.from_dict(ADD), status="accepted")
+    weights = Weights(copy.deepcopy(base_model), tokenizer)
+    last = list(run_round(Workspace(store), weights, RoundConfig(max_new_tokens=4, train=QUICK), heldout=[]))[-1]
+    assert set(last.round.counts) == {"curated", "heldout"} and last.round.counts["heldout"]["answers"] == 0
+    assert list(round_history(Workspace(store)).split) == ["curated"]
+
+
 def test_a_round_without_prompts_says_what_to_do(tmp_path, base_model, tokenizer):
     workspace = Workspace(Store(tmp_path / "empty.sqlite"))
     weights = Weights(copy.deepcopy(base_model), tokenizer)
