@@ -245,16 +245,21 @@ def run_round(workspace: Workspace, weights: Weights, config: RoundConfig, promp
     held = [p for p in held if prompt_key(p) not in curated_keys]  # held out means never trained on
 
     # 1. the answers the round starts from
-    yield RoundProgress(f"round {number}: regenerating {len(prompts)} prompts and {len(held)} held-out prompts with "
-                        f"the {weights.label} weights…", [])
     start: dict[str, list[str]] = {}
     sampled: list[list[tuple]] = [[] for _ in prompts]
     for split, group in (("curated", prompts), ("heldout", held)):
+        if not group:
+            start[split] = []
+            continue
         cached = (previous.answers.get(split, {}) if previous else {})
         keys = [prompt_key(p) for p in group]
-        if all(k in cached for k in keys) and not (split == "curated" and config.samples):
+        if previous and all(k in cached for k in keys) and not (split == "curated" and config.samples):
             start[split] = [cached[k] for k in keys]
+            yield RoundProgress(f"round {number}: {len(group)} {split} prompts, answered by the {weights.label} "
+                                f"weights after round {previous.round}", [])
             continue
+        yield RoundProgress(f"round {number}: regenerating {len(group)} {split} prompts with the {weights.label} "
+                            "weights…", [])
         generated = _answers(weights, group, config, config.samples if split == "curated" else 0)
         start[split] = [runs[0][2] for runs in generated]
         if split == "curated":
@@ -321,7 +326,7 @@ def round_history(workspace: Workspace) -> pd.DataFrame:
     for outcome in round_outcomes(workspace):
         for split in SPLITS:
             counts = outcome.counts.get(split)
-            if not counts:
+            if not counts or not counts["answers"]:  # no held-out set was measured
                 continue
             rows.append({"round": outcome.round, "run": outcome.run, "parent": outcome.parent, "split": split,
                          **{k: counts[k] for k in ("answers", "right", "suppressed", "corrected", "broken",

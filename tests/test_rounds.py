@@ -68,7 +68,7 @@ def test_rounds_train_from_the_active_weights_and_name_their_parent(tmp_path, ba
         {"role": "user", "content": "What is 11 + 12?"}, {"role": "assistant", "content": "11 + 12 = 23."}]}))]
 
     first = list(run_round(workspace, weights, config, heldout=heldout))
-    assert first[0].status.startswith("round 1: regenerating 1 prompts and 1 held-out")
+    assert first[0].status == "round 1: regenerating 1 curated prompts with the base weights…"
     outcome = first[-1].round
     assert outcome is not None and outcome.round == 1 and outcome.parent is None and outcome.run == 1
     assert store.active_run() == 1 == weights.run_id and store.run(1)["parent"] is None
@@ -78,7 +78,9 @@ def test_rounds_train_from_the_active_weights_and_name_their_parent(tmp_path, ba
         ids = tokenizer("What is 17 + 25?", return_tensors="pt").input_ids
         after_first = weights.model(input_ids=ids).logits
 
-    second = list(run_round(workspace, weights, config, heldout=heldout))[-1]
+    reports = list(run_round(workspace, weights, config, heldout=heldout))
+    assert reports[0].status == "round 2: 1 curated prompts, answered by the trained (run 1) weights after round 1"
+    second = reports[-1]
     assert second.round.round == 2 and second.round.parent == 1 and store.run(2)["parent"] == 1
     assert store.active_run() == 2 and rounds_done(workspace) == 2
     # Trained from run 1's weights, anchored to them: before its first update the round has not drifted at all
@@ -94,6 +96,15 @@ def test_rounds_train_from_the_active_weights_and_name_their_parent(tmp_path, ba
     assert list(history["parent"].fillna(0)) == [0, 0, 1, 1]
     figure = rounds_figure(history)  # right answers from round 0 (where round 1 started) to round 2, per split
     assert [list(t.x) for t in figure.data if t.name.startswith("right")] == [[0, 1, 2], [0, 1, 2]]
+
+
+def test_a_round_without_a_heldout_set_counts_the_curated_prompts_only(tmp_path, base_model, tokenizer):
+    store = Store(tmp_path / "studio.sqlite")
+    store.save(Record.from_dict(ADD), status="accepted")
+    weights = Weights(copy.deepcopy(base_model), tokenizer)
+    last = list(run_round(Workspace(store), weights, RoundConfig(max_new_tokens=4, train=QUICK), heldout=[]))[-1]
+    assert set(last.round.counts) == {"curated", "heldout"} and last.round.counts["heldout"]["answers"] == 0
+    assert list(round_history(Workspace(store)).split) == ["curated"]
 
 
 def test_a_round_without_prompts_says_what_to_do(tmp_path, base_model, tokenizer):

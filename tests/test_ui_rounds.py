@@ -37,7 +37,8 @@ def test_next_round_adds_a_row_to_the_round_history(browser, server):  # noqa: F
     page.locator("label:has-text('Measure drift on held-out demo rollouts') input[type=checkbox]").uncheck()
     page.click("#opd-next-round")
     wait_text(page, "#opd-train-status", "round 1", timeout=60_000)
-    page.wait_for_selector("#opd-rounds >> text=curated", timeout=900_000)
+    wait_text(page, "#opd-train-status", "→ run 1", timeout=900_000)
+    wait_text(page, "#opd-rounds", "curated", timeout=60_000)
     status = page.locator("#opd-train-status").inner_text()
     assert "round 1 → run 1 (parent base)" in status, status
     table = page.locator("#opd-rounds").inner_text()
@@ -53,5 +54,5 @@ def test_next_round_adds_a_row_to_the_round_history(browser, server):  # noqa: F
     # The history is the store's: a reload shows it again.
     page.reload()
     page.get_by_role("tab", name="Train").click()
-    page.wait_for_selector("#opd-rounds >> text=curated", timeout=120_000)
+    wait_text(page, "#opd-rounds", "curated", timeout=120_000)
     page.close()
