@@ -49,6 +49,7 @@ def test_a_wrong_stated_result_is_flagged_at_its_first_character(question, answe
      "Maria now has 334 stickers.", "334"),
     ("What is 1,234 + 1,000?", "The answer is \\boxed{2234}.", None),
     ("What is 10 / 4?", "10 / 4 = 2.5", None),
+    ("Add 324 and 150. What do you get?", "The answer is 324 + 150 = 474.", "474"),
 ])
 def test_a_right_answer_passes_and_partial_steps_are_not_judged(question, answer, reference):
     record = answered(question, answer, reference)
@@ -61,6 +62,10 @@ def test_what_cannot_be_checked_says_why():
     assert AnswerVerifier().propose(answered("What is 2 + 3?", "I am not sure.")).reason == "the answer states no result"
     assert question_result("Subtract 84 from 65.") == -19 and question_result("the product of 6 and 7") == 42
     assert stated_results("So 5 + 7 = 12.", [5, 7]) == [(11, 13)]
+    # an answer cut off at the token limit has not concluded: its last number is not its result
+    cut = answered("Multiply 31 by 20.", "We need a common multiple of 31 and 20.\n\nMultiples of 31 are 31, 62, ")
+    assert AnswerVerifier().propose(cut).reason == "the answer states no result"
+    assert flagged(answered("Multiply 31 by 20.", "We need multiples of 31 and 20. That makes 640 in all.")) == "640"
 
 
 def test_the_hint_reveals_or_nudges():

@@ -16,7 +16,8 @@ order:
 - a statement of the question's operation: a clause that mentions two of the question's operands, then `=`,
   "equals", "is (indeed / equal to)", "which is", "which gives (you)", "gives (you)", "yields", "makes", "we/you
   get", "to get", "results in (a total of)", followed by X;
-- when none of these is found: the last number of the answer that is not one of the operands.
+- when none of these is found, and the answer is finished (it ends a sentence; one cut off mid-sentence at the
+  token limit has not concluded): its last number that is not one of the operands.
 Each X is compared with the expected result by `math-verify` (Hugging Face's answer checker: numbers in any
 notation, thousands commas, fractions, LaTeX). The first X that differs is the error span, and the hint goes right
 before its first character (`inline.py` handles the spaces); an answer whose stated results all agree passes. A
@@ -44,12 +45,13 @@ _NUM = r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
 _NUMBER = re.compile(rf"(?<![\d.,])\$?({_NUM})(?![\d]|\.\d)")
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 _MARKER = re.compile(rf"\b(?:answer|result|total|sum|difference|product)\s*(?:is|:|=|would be|will be)\s*"
-                     rf"(?:\*\*)?\$?(?P<x>{_NUM})(?![\d]|\.\d)", re.IGNORECASE)
+                     rf"(?:\*\*)?\$?(?P<x>{_NUM})(?![\d]|\.\d)(?!\s*[+\-−×x*/÷])", re.IGNORECASE)  # not "is 3 + 4 = 7"
 _CONNECTOR = re.compile(rf"(?:=|\bequals\b|\bis equal to\b|\bwhich is\b|\bwhich gives(?: you| us)?\b|"
                         rf"\bgives(?: you| us)?\b|\byields\b|\bmakes\b|\b(?:we|you) get\b|\bto get\b|"
                         rf"\bresults in(?: a total of)?\b|\bis(?: indeed)?\b|\bare\b|\bleaves(?: you| us)?(?: with)?\b|"
                         rf"\bthat's\b)\s*(?:\*\*)?\$?(?P<x>{_NUM})(?![\d]|\.\d)", re.IGNORECASE)
 _LAST_EQUALS = re.compile(rf"=\s*\$?(?P<x>{_NUM})(?![\d]|\.\d)(?!.*=)", re.DOTALL)
+_FINISHED = re.compile(r"[.!?)}\]][\"'*]*\s*$")
 _CLAUSE_START = re.compile(r"[.!?:;\n](?=\s|$)|\n")
 _STATEMENT_REACH = 90  # characters before a connector that may hold the operands of the same statement
 
@@ -111,6 +113,8 @@ def stated_results(content: str, operands: list[Fraction]) -> list[tuple[int, in
     spans = sorted(set(spans))
     if spans:
         return spans
+    if not _FINISHED.search(content):
+        return []  # cut off mid-sentence (at the token limit): its last number is wherever the cut fell
     numbers = [m for m in _NUMBER.finditer(content) if parse_number(m.group(1)) not in operands]
     return [numbers[-1].span(1)] if numbers else []
 
