@@ -33,8 +33,9 @@ from .files import write_atomic, write_directory
 from .records import Record, RecordError, read_records, write_records
 
 FORMATS = ("jsonl", "parquet", "datasets", "trl-sdft", "teacher-topk")
-RECORD_FIELDS = ("id", "messages", "tools", "hints", "error", "reference", "meta", "response_token_ids")
-_STRUCTURED = ("messages", "tools", "hints", "error", "meta", "response_token_ids")
+RECORD_FIELDS = ("id", "messages", "tools", "hints", "error", "reference", "meta", "response_token_ids",
+                 "response_logprobs")
+_STRUCTURED = ("messages", "tools", "hints", "error", "meta", "response_token_ids", "response_logprobs")
 
 # ------------------------------------------------------------------------------------------------------------------
 # Reading

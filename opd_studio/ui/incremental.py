@@ -7,6 +7,14 @@ vocabulary projections run only there. Rows at or after `upto` keep their before
 (`ScoreResult.pending_from`). Rows before `upto` are the one-shot `HintScorer.score` rows (tested equal); the
 full table still comes from `HintScorer.score`, unchanged, as a second update.
 
+Opening a long record. A person who opens a record looks at the hint first. `sampled_table` paints the record's own
+sampled log-probabilities (`Record.response_logprobs`) as the student's numbers before any forward pass (everything
+pending). `open_window` then runs the decoder over the original tokens only up to the window's end and the hinted
+sequence from the hint to there, and projects only the rows from a little before the hint to the end of the window;
+`finish_open` continues both passes from where the window stopped, so the whole table (`HintScorer.score`) costs what
+a one-shot scoring would. The window rows equal the one-shot rows (tested). (When `HintScorer` gains a public window
+method, `open_window` becomes a call to it.)
+
 Speculation. While the user reads a freshly opened record, `Speculator` scores the likely next hint positions (the
 proposal's, and a few tokens around the error's start) on a scorer of its own that shares the record's original
 pass, and keeps the finished tables within a memory budget. A click on one of them is served from memory. Every
@@ -19,15 +27,20 @@ Built on `HintScorer`; knows nothing about Gradio.
 from __future__ import annotations
 
 import copy
+import math
 import threading
 from dataclasses import asdict
 
 import torch
 
-from ..records import ErrorSpan, Hint
-from ..scoring import HintScorer, ScoreResult, forward_reusing, splice, target_mask
+import pandas as pd
+
+from ..records import ErrorSpan, Hint, Record
+from ..scoring import ForwardPass, HintScorer, ScoreResult, forward_reusing, splice, target_mask
 
 WINDOW_AFTER_ERROR = 8  # tokens after the error span scored in the first update
+WINDOW_BEFORE_HINT = 48  # tokens before the first hint whose student numbers come with the first update of an open
+OPEN_WINDOW_MIN_TOKENS = 1024  # shorter records open in one piece (the whole table costs well under a second)
 MODEL_LOCK = threading.RLock()  # one model pass at a time: real actions and speculation never run side by side
 SPECULATION_BUDGET_BYTES = 32_000_000  # per open record: the finished tables kept in memory
 SPECULATION_START_S = 0.3  # speculation starts after this long without an action (the user reads first)
@@ -75,6 +88,90 @@ def window_table(scorer: HintScorer, hints: list[Hint], span: str = "turn", erro
     table = scorer._table(placed, targets, before, (after, kl))
     return ScoreResult(table, placed, span, error_tokens,
                        pending_from=upto if placed and upto < len(trajectory) else None)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Opening a long record
+
+
+def sampled_logprobs(trajectory, record: Record) -> dict[int, float]:
+    """Trajectory position → the record's sampled log-probability of that token (`Record.response_logprobs`). A
+    message whose ids are not where the trajectory has them gives nothing (it was re-tokenized)."""
+    ids, logprobs = record.response_token_ids, record.response_logprobs
+    if not ids or not logprobs:
+        return {}
+    assistants = record.assistant_indices
+    pairs = ([(assistants[-1], ids, logprobs)] if all(isinstance(i, int) for i in ids)
+             else [(m, i, lp) for m, i, lp in zip(assistants, ids, logprobs) if i is not None and lp is not None])
+    out = {}
+    for message, message_ids, message_logprobs in pairs:
+        span = trajectory.student_token_spans[message]
+        if span is None or trajectory.input_ids[span[0]: span[0] + len(message_ids)] != list(message_ids):
+            continue
+        out.update((span[0] + k, float(lp)) for k, lp in enumerate(message_logprobs))
+    return out
+
+
+def _sampled_rows(sampled: dict[int, float], student_positions) -> dict[int, tuple]:
+    return {i: (sampled[i], pd.NA, math.nan, []) for i in student_positions if i in sampled}
+
+
+def sampled_table(scorer: HintScorer, hints: list[Hint], span: str, error: ErrorSpan | None,
+                  sampled: dict[int, float]) -> ScoreResult:
+    """The table before any forward pass: the student's numbers from the record's sampled log-probabilities where it
+    has them (no rank, entropy or alternatives), the teacher's not yet: every row pending (`pending_from` 0)."""
+    placed = scorer.place(hints)
+    trajectory = scorer.trajectory
+    error_tokens = trajectory.error_token_span(error) if error else None
+    targets = target_mask(trajectory, placed, span, error_tokens)
+    table = scorer._table(placed, targets, _sampled_rows(sampled, scorer.student_positions), ({}, {}))
+    return ScoreResult(table, placed, span, error_tokens, pending_from=0)
+
+
+@torch.no_grad()
+def open_window(scorer: HintScorer, hints: list[Hint], span: str = "turn", error: ErrorSpan | None = None,
+                sampled: dict[int, float] | None = None) -> tuple[ScoreResult, ForwardPass | None]:
+    """The first numbers of a record just opened: `scorer.score`'s rows for the original positions in
+    [first hint − WINDOW_BEFORE_HINT, `window_end`). Rows from `window_end` on are pending (`pending_from`); rows
+    before the window carry `sampled` (exact: before the hint the teacher is the student) or nothing. The decoder runs over the original tokens before `window_end` and
+    the hinted sequence from the hint to there; the projections only over the window. Returns the table and the
+    original prefix pass (`finish_open` continues it). Without hints: the whole table, and no prefix."""
+    placed = scorer.place(hints)
+    if not placed:
+        return scorer.score(hints, span=span, error=error), None
+    trajectory = scorer.trajectory
+    upto = window_end(scorer, hints, error)
+    start = max(1, placed[0].insert_at - WINDOW_BEFORE_HINT)
+    error_tokens = trajectory.error_token_span(error) if error else None
+    targets = target_mask(trajectory, placed, span, error_tokens)
+    positions = [i for i in scorer.student_positions if start <= i < upto]
+    changed = [i for i in positions if i >= placed[0].insert_at]
+    prefix = scorer._original
+    if prefix is None:
+        with scorer.weights():
+            prefix = forward_reusing(scorer.model, trajectory.input_ids[:upto])
+    log_p = scorer._logprobs(prefix.hidden, [i - 1 for i in positions])  # (n, V) student
+    before = {**_sampled_rows(sampled or {}, scorer.student_positions), **scorer._rows(log_p, positions)}
+    after, kl = {}, {}
+    if changed:
+        hinted_ids, position = splice(trajectory.input_ids, placed)
+        with scorer.weights():
+            partial = forward_reusing(scorer.model, hinted_ids[:position[changed[-1]]], prefix)
+        log_q = scorer._logprobs(partial.hidden, [position[i] - 1 for i in changed])  # (n, V) teacher
+        log_p_changed = log_p[len(positions) - len(changed):]
+        after = scorer._rows(log_q, changed)
+        kl = dict(zip(changed, (log_q.exp() * (log_q - log_p_changed)).sum(1).clamp_min(0.0).tolist()))
+        scorer._last_hinted = partial  # the whole table's hinted pass continues from here
+    table = scorer._table(placed, targets, before, (after, kl))
+    return ScoreResult(table, placed, span, error_tokens, pending_from=upto), prefix
+
+
+def finish_open(scorer: HintScorer, prefix: ForwardPass | None) -> None:
+    """Continue the original pass from the window's `prefix` (the hinted pass continues from its own, kept on the
+    scorer), so that `scorer.score` next computes only what the window did not."""
+    if prefix is not None and scorer._original is None:
+        with scorer.weights():
+            scorer._original = forward_reusing(scorer.model, scorer.trajectory.input_ids, prefix)
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -34,7 +34,6 @@ from . import incremental
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 DEFAULT_HINT = " (Hint: check this step again.)"
-MAX_TRAJECTORY_TOKENS = 4096
 
 
 @dataclass
@@ -60,6 +59,8 @@ class Session:
     placebo_default: str | None = None  # the placebo of hints without their own (None: `records.default_placebo`)
     gradient: GradientMap | None = None  # the gradient map of the hints as they are (`gradient_map`)
     timeline: "RunTimeline | None" = None  # the step timeline the Train tab shows
+    opening: str | None = None  # a long record opening in stages: "sampled", then "window" (`continue_opening`)
+    open_prefix: object = None  # the original pass up to the window's end (`incremental.open_window`)
 
     @property
     def error(self) -> ErrorSpan | None:
@@ -96,14 +97,23 @@ def hint_model_for(name: str, record: Record, chat=None):
 # Opening records
 
 
+def context_limit(model) -> int | None:
+    """The longest trajectory the studio opens: the model's context (`max_position_embeddings`)."""
+    return getattr(model.config, "max_position_embeddings", None)
+
+
 def open_record(session: Session, model, tokenizer, record: Record, hint_model=None,
-                scorer: HintScorer | None = None) -> Session:
+                scorer: HintScorer | None = None, staged: bool = False) -> Session:
     """Tokenize and score `record`; run `hint_model` when the record has no hints yet. `scorer`: one already made
-    for this record (its cached passes are used)."""
+    for this record (its cached passes are used). `staged`: a record longer than
+    `incremental.OPEN_WINDOW_MIN_TOKENS` opens without a forward pass (its sampled log-probabilities, when it has
+    them); `continue_opening` then brings the window around the hint, then the whole table."""
     trajectory = build_trajectory(tokenizer, record)
-    if len(trajectory) > MAX_TRAJECTORY_TOKENS:
-        raise ValueError(f"record {record.id!r} has {len(trajectory)} tokens; the studio opens up to "
-                         f"{MAX_TRAJECTORY_TOKENS}. Use the CLI (python -m opd_studio score) for longer ones.")
+    limit = context_limit(model)
+    if limit and len(trajectory) > limit:
+        raise ValueError(f"record {record.id!r} has {len(trajectory):,} tokens, more than the model's context of "
+                         f"{limit:,} tokens (max_position_embeddings): cut the rollout to fit, or load a model with "
+                         "a longer context")
     record = copy.deepcopy(record)
     proposals, reason = [], ""
     if hint_model is not None and not record.hints:
@@ -119,7 +129,27 @@ def open_record(session: Session, model, tokenizer, record: Record, hint_model=N
                   proposal_reason=reason or (f"{len(proposals)} proposal(s)" if proposals else ""),
                   opened_at=time.time(), hint_model_name=session.hint_model_name, user=session.user)
     stop_speculating(session)
-    return rescore(new)
+    if not staged or len(trajectory) <= incremental.OPEN_WINDOW_MIN_TOKENS:
+        return rescore(new)
+    new.opening = "sampled"
+    sampled = incremental.sampled_logprobs(trajectory, record)
+    return _show(new, incremental.sampled_table(scorer, new.hints, new.span, new.error, sampled))
+
+
+def continue_opening(session: Session) -> Session:
+    """The next stage of a staged open: the window around the hint and the error span, then the whole table (the
+    passes continue from the window's)."""
+    if session.opening == "sampled":
+        sampled = incremental.sampled_logprobs(session.scorer.trajectory, session.record)
+        scores, session.open_prefix = incremental.open_window(session.scorer, session.hints, session.span,
+                                                              session.error, sampled)
+        session.opening = "window" if session.open_prefix is not None else None
+        return _show(session, scores)
+    if session.opening == "window":
+        incremental.finish_open(session.scorer, session.open_prefix)
+        session.opening, session.open_prefix = None, None
+        return rescore(session)
+    return session
 
 
 def speculate(session: Session, first=None) -> Session:
@@ -260,6 +290,7 @@ def _apply(session: Session, change, score=None) -> Session:
     _require_open(session)
     saved = (copy.deepcopy(session.hints), copy.deepcopy(session.record.error), session.span)
     _checkpoint(session)
+    session.opening, session.open_prefix = None, None  # an edit scores what it needs: a staged open stops here
     try:
         change(session)
         return (score or rescore)(session)
