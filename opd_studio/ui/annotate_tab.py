@@ -171,7 +171,8 @@ def render(session: actions.Session, view: str, hint_model_name: str | None = No
 
 
 def strip_html(session: actions.Session, view: str) -> str:
-    return render_strip(session.scores, view, session.scorer.trajectory, oneshot=ONESHOT, gradient=session.gradient)
+    return render_strip(session.scores, view, session.scorer.trajectory, oneshot=ONESHOT, gradient=session.gradient,
+                        sampled=session.opening == "sampled", record_id=session.record.id, windowed=not ONESHOT)
 
 
 @guarded
@@ -571,7 +572,7 @@ KEYS_JS = """
   };
   const focusStrip = () => {
     const root = document.querySelector('#opd-strip .opd-strip');
-    if (!root) return;
+    if (!root || (window.opdStripHint && window.opdStripHint())) return;
     const chip = root.querySelector(`.opd-tok[data-i='${root.dataset.hint}']`) || root.querySelector('.opd-student');
     (chip || root).focus({preventScroll: false});
   };
