@@ -59,7 +59,8 @@ def test_the_windowed_strip_carries_the_one_shot_numbers(tiny_model, tokenizer, 
     trajectory = build_trajectory(tokenizer, record)
     page = strip.render_strip(reference, "delta", trajectory, record_id=record.id)
     assert "data-windowed='1'" in page and page.count("opd-tok") == 0  # the page draws the tokens, not the server
-    data = json.loads(html.unescape(re.search(r"data-json='([^']*)'", page).group(1)))
+    data = json.loads(html.unescape(re.search(r"<textarea class='opd-data' hidden readonly>(.*)</textarea>",
+                                              page).group(1)))
     assert data == strip.strip_data(reference, "delta", trajectory)
     table = reference.table.set_index("i").loc[data["i"]]
     scored = table.logp_before.notna().to_numpy()

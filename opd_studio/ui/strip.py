@@ -338,12 +338,12 @@ def render_windowed_strip(scores: ScoreResult, view: str = "delta", trajectory=N
                           record_id: str = "") -> str:
     """A long trajectory's strip: the legend, an empty scroll box the page fills with the part on screen
     (`WINDOW_ELEMENTS` token elements at most), a minimap canvas of the whole trajectory, and `strip_data` as JSON in
-    an attribute (escaped; the page sets every token's text with textContent)."""
+    a hidden text area (escaped; the page reads it as text and sets every token's text with textContent)."""
     table = scores.table
     data = strip_data(scores, view, trajectory, show_template, gradient, sampled)
     first = scores.hints[0] if scores.hints else None
     pending_from = len(table) if scores.pending_from is None else scores.pending_from
-    payload = html.escape(json.dumps(data, ensure_ascii=False, separators=(",", ":")), quote=True)
+    payload = html.escape(json.dumps(data, ensure_ascii=False, separators=(",", ":")), quote=False)
     return (f"<div class='opd-strip opd-windowed' data-view='{view}' tabindex='-1' data-render='{next(_renders)}' "
             f"data-stage='{'window' if pending_from < len(table) else 'full'}' "
             f"data-hint='{first.anchor if first else ''}' data-record='{html.escape(record_id, quote=True)}' "
@@ -355,7 +355,7 @@ def render_windowed_strip(scores: ScoreResult, view: str = "delta", trajectory=N
             "<div class='opd-map-box' title='the whole trajectory: click or drag to go there'>"
             "<canvas class='opd-map' width='132' height='520'></canvas><div class='opd-map-view'></div></div></div>"
             "<div class='opd-where' aria-live='polite'></div>"
-            f"<div class='opd-data' hidden data-json='{payload}'></div>"
+            f"<textarea class='opd-data' hidden readonly>{payload}</textarea>"
             "<div class='opd-detail' aria-live='polite'>Hover or focus a token to see its probabilities."
             "</div></div>")
 
@@ -512,6 +512,7 @@ const cue = (message) => {
 const F = {error: 1, target: 2, pending: 4, style: 8, mapped: 16, low: 32, highkl: 64, newline: 128, student: 256};
 const long = {data: null, root: null, items: [], itemOf: null, range: [0, 0], folded: new Set(), record: null,
               anchor: null, local: null, kOf: new Map(), foldAt: new Map(), roleAt: new Map(), hintsAt: new Map()};
+window.opdLongStrip = long;  // what the page holds of a long strip (the browser tests and the benchmark read it)
 const visibleText = (t) => t.replaceAll(' ', '·').replaceAll('\\n', '↵').replaceAll('\\t', '→');
 const windowed = () => { const root = strip(); return root && root.dataset.windowed === '1' && long.root === root; };
 const buildItems = () => {
@@ -672,8 +673,7 @@ const mapPick = (event) => {
 };
 const setupWindowed = (root) => {
   const holder = root.querySelector('.opd-data');
-  const d = JSON.parse(holder.dataset.json);
-  holder.removeAttribute('data-json');
+  const d = JSON.parse(holder.textContent);  // the text as sent (a redraw may patch this very element in place)
   const same = long.record === root.dataset.record;
   long.data = d; long.root = root; long.local = null;
   long.kOf = new Map(d.i.map((i, k) => [i, k]));
