@@ -115,8 +115,10 @@ def status_markdown(session: actions.Session) -> str:
             placebo = (f" (placebo {math.exp(row.logp_placebo):.3f}: "
                        + ("style, the placebo does it too)" if row["style"] else
                           f"content {row.content_drop:+.2f} nats)"))
-        parts.append(f"at the hint: p({row.text!r}) {math.exp(row.logp_before):.3f} → "
-                     f"{math.exp(row.logp_after):.3f}{placebo}")
+        pending = session.scores.pending_from is not None and anchors[0] >= session.scores.pending_from
+        before = "…" if math.isnan(row.logp_before) else f"{math.exp(row.logp_before):.3f}"
+        after = "… (scoring: the numbers are on the way)" if pending else f"{math.exp(row.logp_after):.3f}"
+        parts.append(f"at the hint: p({row.text!r}) {before} → {after}{placebo}")
     else:
         parts.append("no hint: click a token to place one, `r` if the answer is right, `x` to reject")
     if session.notice:
