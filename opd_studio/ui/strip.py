@@ -573,8 +573,11 @@ const renderAround = (k) => {
     slice.append(chipOf(v));
     if (d.f[v] & F.newline) slice.append(document.createElement('br'));
   }
+  const had = long.root.contains(document.activeElement) && document.activeElement.dataset.i;
   long.root.querySelector('.opd-slice').replaceChildren(slice);
   long.range = [a, b];
+  const again = had && long.root.querySelector(`.opd-slice .opd-tok[data-i='${had}']`);
+  if (again) { quiet = true; again.focus({preventScroll: true}); quiet = false; }  // the focus stays on its token
 };
 const scrollBox = () => long.root.querySelector('.opd-scroll');
 const drawn = (k) => long.root.querySelector(long.items[long.itemOf[k]] < 0
@@ -618,7 +621,7 @@ const moved = () => {  // after any scroll: remember the place, slide the window
   if (!first) return;
   const box = scrollBox(), kFirst = kOfChip(first), kLast = kOfChip(last);
   long.anchor = {i: long.data.i[kFirst], offset: first.offsetTop - box.scrollTop};
-  const [a, b] = long.range, margin = box.clientHeight;
+  const [a, b] = long.range, margin = Math.min(box.clientHeight, (box.scrollHeight - box.clientHeight) / 4);
   if ((box.scrollTop < margin && a > 0) || (box.scrollTop + 2 * margin > box.scrollHeight && b < long.items.length)) {
     const offset = first.offsetTop - box.scrollTop;
     renderAround(kFirst); keepAt(kFirst, offset);
@@ -763,13 +766,12 @@ const preview = (chip) => {
   const root = strip();
   if (!root || root.dataset.oneshot === '1' || root.dataset.placement === 'feedback') return;
   if (windowed()) {  // redraw the slice with the hint at the chip and what follows it pending
-    const k = long.kOf.get(Number(chip.dataset.i)), old = Number(root.dataset.hint), had = document.activeElement;
+    const k = long.kOf.get(Number(chip.dataset.i)), old = Number(root.dataset.hint);
     const first = long.data.hints.length ? long.data.hints[0][1] : ' (Hint: check this step again.)';
     long.local = {k, from: Math.min(Number.isNaN(old) ? k : old, Number(chip.dataset.i)),
                   text: long.local ? long.local.text : first};
     const offset = chip.offsetTop - scrollBox().scrollTop;
     renderAround(k); keepAt(k, offset);
-    if (had === chip) { quiet = true; drawn(k).focus({preventScroll: true}); quiet = false; }
     root.dataset.stage = 'local'; root.dataset.hint = chip.dataset.i;
     return;
   }
