@@ -21,7 +21,7 @@ then, from a click on the token three before the error span (the hint moves ther
 
 Writes bench/results/long_ui.json. Run it alone on the machine (other load skews every number):
 
-    .venv/bin/python -m bench.long_ui                    # 2k, 4k, 8k tokens × hint late and middle (~15-20 min)
+    .venv/bin/python -m bench.long_ui --screenshot assets/long_rollout.png   # 2k, 4k, 8k × late, middle
     .venv/bin/python -m bench.long_ui --lengths 8000     # the 8k records only
     .venv/bin/python -m bench.long_ui --quick            # a smoke run: one 1,800-token record, hint late
 """
@@ -99,8 +99,9 @@ def studio(work: Path, oneshot: bool, model: str | None) -> StudioServer:
     return StudioServer(work, env=env).start()
 
 
-def measure(browser, server, path: Path, hint: int, error_start: int) -> dict:
-    """Upload `path` on a fresh page, time the open, then a click three tokens before the error span."""
+def measure(browser, server, path: Path, hint: int, error_start: int, screenshot: Path | None = None) -> dict:
+    """Upload `path` on a fresh page, time the open, then a click three tokens before the error span. `screenshot`:
+    where to save the page (1440×900, scrolled to the strip) once the record is open."""
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     try:
         page.goto(server.url)
@@ -110,6 +111,10 @@ def measure(browser, server, path: Path, hint: int, error_start: int) -> dict:
         page.wait_for_function("() => window.opdSeen.strip !== null", timeout=TIMEOUT_MS, polling=100)
         seen = page.evaluate("window.opdSeen")
         time.sleep(1.0)  # a person reads; the plots arrive
+        if screenshot is not None:
+            page.evaluate("window.scrollTo(0, document.querySelector('#opd-status').getBoundingClientRect().top"
+                          " + window.scrollY - 8)")
+            page.screenshot(path=str(screenshot))
         target = error_start - 3
         clicked = page.evaluate(CLICK_JS, target)
         seen["elements"] = max(seen["elements"], page.evaluate("document.querySelectorAll('.opd-tok').length"))
@@ -144,6 +149,9 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="OPD_STUDIO_MODEL for the studio (default: the default model)")
     parser.add_argument("--quick", action="store_true", help="one 1,800-token record, hint late")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "long_ui.json"))
+    parser.add_argument("--screenshot", default=None,
+                        help="save the longest record with the hint late, opened on the new path, as this PNG "
+                             "(the README's is assets/long_rollout.png)")
     args = parser.parse_args()
     if args.quick:
         args.lengths, args.positions = [1800], ["late"]
@@ -173,9 +181,11 @@ def main() -> None:
         for oneshot in (False, True):
             server = studio(work / ("old" if oneshot else "new"), oneshot, args.model)
             try:
+                shown = max(records, key=lambda r: (r["hint"] == "late", r["tokens"]))
                 for r in records:
+                    screenshot = Path(args.screenshot) if args.screenshot and not oneshot and r is shown else None
                     r["old" if oneshot else "new"] = measure(browser, server, r["path"], r["anchor"],
-                                                             r["error_start"])
+                                                             r["error_start"], screenshot)
                     print(f"{r['tokens']} tokens, hint {r['hint']}, {'old one-shot' if oneshot else 'new'} path: "
                           f"{r['old' if oneshot else 'new']}", flush=True)
             finally:
