@@ -632,7 +632,7 @@ const moved = () => {  // after any scroll: remember the place, slide the window
   view.style.height = `${Math.max(4, (Math.floor(kLast / geometry.cols) + 1) * geometry.cellH - top)}px`;
   const d = long.data, where = long.root.querySelector('.opd-where');
   where.textContent = `tokens ${d.i[kFirst].toLocaleString()}–${d.i[kLast].toLocaleString()} of ` +
-    `${d.i.length.toLocaleString()} shown · minimap: click or drag to go there · n / m: next low-p / high-KL token` +
+    `${(d.i[d.i.length - 1] + 1).toLocaleString()} · minimap: click or drag to go there · n / m: next low-p / high-KL token` +
     (long.folded.size ? ` · ${long.folded.size} span(s) folded` : '');
 };
 const mapGeometry = () => {
