@@ -36,8 +36,9 @@ from .records import Record, RecordError, read_records, write_records
 
 RECORD_FORMATS = ("jsonl", "parquet", "datasets", "trl-sdft")  # written from the records alone
 FORMATS = (*RECORD_FORMATS, "teacher-topk")  # teacher-topk runs the model first (teacher_topk.py)
-RECORD_FIELDS = ("id", "messages", "tools", "hints", "error", "reference", "meta", "response_token_ids")
-_STRUCTURED = ("messages", "tools", "hints", "error", "meta", "response_token_ids")
+RECORD_FIELDS = ("id", "messages", "tools", "hints", "error", "reference", "meta", "response_token_ids",
+                 "response_logprobs")
+_STRUCTURED = ("messages", "tools", "hints", "error", "meta", "response_token_ids", "response_logprobs")
 
 # ------------------------------------------------------------------------------------------------------------------
 # Reading

@@ -157,13 +157,17 @@ class Record:
     # Exact sampled token ids: a list of ints for the last assistant message, or one list (or null) per
     # assistant message in order. When present they are used instead of re-tokenizing the content.
     response_token_ids: list[int] | list[list[int] | None] | None = None
+    # The sampled tokens' log-probabilities under the model that sampled them, shaped as `response_token_ids`
+    # (one float per id). Optional: the studio paints the student's colours from them before any forward pass.
+    response_logprobs: list[float] | list[list[float] | None] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["hints"] = [_drop_none(asdict(h)) for h in self.hints]
         out["error"] = _drop_none(asdict(self.error)) if self.error else None
-        if self.response_token_ids is None:
-            out.pop("response_token_ids")
+        for optional in ("response_token_ids", "response_logprobs"):
+            if out[optional] is None:
+                out.pop(optional)
         return out
 
     def to_json(self) -> str:
@@ -173,7 +177,8 @@ class Record:
     def from_dict(cls, raw: Any) -> "Record":
         if not isinstance(raw, dict):
             raise RecordError(f"a record must be a JSON object, got {type(raw).__name__}")
-        known = {"id", "messages", "tools", "hints", "error", "reference", "meta", "response_token_ids"}
+        known = {"id", "messages", "tools", "hints", "error", "reference", "meta", "response_token_ids",
+                 "response_logprobs"}
         unknown = set(raw) - known
         if unknown:
             raise RecordError(f"unknown field(s) {sorted(unknown)}; a record has {sorted(known)}")
@@ -198,7 +203,10 @@ class Record:
         response_ids = raw.get("response_token_ids")
         if response_ids is not None:
             _validate_response_ids(response_ids)
-        return cls(str(record_id), messages, tools, hints, error, reference, meta, response_ids)
+        logprobs = raw.get("response_logprobs")
+        if logprobs is not None:
+            _validate_response_logprobs(logprobs, response_ids)
+        return cls(str(record_id), messages, tools, hints, error, reference, meta, response_ids, logprobs)
 
     @property
     def assistant_indices(self) -> list[int]:
@@ -264,6 +272,23 @@ def _validate_response_ids(ids: Any) -> None:
     if isinstance(ids, list) and ids and all(x is None or is_id_list(x) for x in ids):
         return
     raise RecordError("'response_token_ids' must be a list of token ids, or one list (or null) per assistant message")
+
+
+def _validate_response_logprobs(logprobs: Any, ids: Any) -> None:
+    """`response_logprobs` has the shape of `response_token_ids`: one log-probability (a number ≤ 0) per id."""
+    def is_logprob_list(x: Any) -> bool:
+        return isinstance(x, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0
+                                           for v in x)
+
+    if ids is None:
+        raise RecordError("'response_logprobs' needs 'response_token_ids' (one log-probability per sampled id)")
+    flat = all(isinstance(i, int) for i in ids)
+    pairs = [(logprobs, ids)] if flat else (list(zip(logprobs, ids)) if isinstance(logprobs, list)
+                                            and len(logprobs) == len(ids) else None)
+    if pairs is None or not all((lp is None and i is None) or (is_logprob_list(lp) and i is not None
+                                                             and len(lp) == len(i)) for lp, i in pairs):
+        raise RecordError("'response_logprobs' must match 'response_token_ids': one log-probability (≤ 0) per "
+                          "sampled id, in the same lists")
 
 
 # ------------------------------------------------------------------------------------------------------------------

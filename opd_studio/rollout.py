@@ -1,7 +1,8 @@
 """Sample an assistant turn and record what the model thought of every token it wrote.
 
 `generate(model, tokenizer, messages, …)` → (Record, DataFrame). The record carries the new assistant message and
-its exact sampled ids (`response_token_ids`), so scoring never re-tokenizes the rollout. The prompt ids are those
+its exact sampled ids (`response_token_ids`), so scoring never re-tokenizes the rollout, and their log-probabilities
+(`response_logprobs`), so the studio paints the student's colours before any forward pass. The prompt ids are those
 `trajectory.build_trajectory` produces for the conversation, so the rollout and its later scoring agree token for
 token. The table has one row per generated token: `text`, `token_id`, `logp`, `rank`, `entropy`, `top` ([text, p]
 pairs), `top_ids`, `top_logp` — from the model's raw distribution (temperature 1), whatever temperature sampled it.
@@ -70,7 +71,9 @@ def generate(model, tokenizer, messages: list[dict], config: SamplingConfig | No
     new_ids = record.response_token_ids
     logits = torch.stack(out.logits, dim=1)[0].float()  # (steps, V)
     logprobs = torch.log_softmax(logits[: len(new_ids)], dim=-1)
-    return record, _token_table(tokenizer, new_ids, logprobs, config.top_k_alternatives)
+    table = _token_table(tokenizer, new_ids, logprobs, config.top_k_alternatives)
+    record.response_logprobs = [min(0.0, float(lp)) for lp in table.logp]  # the student's colours, before a pass
+    return record, table
 
 
 def rollout_record(tokenizer, messages: list[dict], new_ids: list[int], config: SamplingConfig, tools,

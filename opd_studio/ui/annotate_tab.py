@@ -117,8 +117,10 @@ def status_markdown(session: actions.Session) -> str:
             placebo = (f" (placebo {math.exp(row.logp_placebo):.3f}: "
                        + ("style, the placebo does it too)" if row["style"] else
                           f"content {row.content_drop:+.2f} nats)"))
-        parts.append(f"at the hint: p({row.text!r}) {math.exp(row.logp_before):.3f} → "
-                     f"{math.exp(row.logp_after):.3f}{placebo}")
+        pending = session.scores.pending_from is not None and anchors[0] >= session.scores.pending_from
+        before = "…" if math.isnan(row.logp_before) else f"{math.exp(row.logp_before):.3f}"
+        after = "… (scoring: the numbers are on the way)" if pending else f"{math.exp(row.logp_after):.3f}"
+        parts.append(f"at the hint: p({row.text!r}) {before} → {after}{placebo}")
     else:
         parts.append("no hint: click a token to place one, `r` if the answer is right, `x` to reject")
     if session.notice:
@@ -173,7 +175,8 @@ def render(session: actions.Session, view: str, hint_model_name: str | None = No
 
 
 def strip_html(session: actions.Session, view: str) -> str:
-    return render_strip(session.scores, view, session.scorer.trajectory, oneshot=ONESHOT, gradient=session.gradient)
+    return render_strip(session.scores, view, session.scorer.trajectory, oneshot=ONESHOT, gradient=session.gradient,
+                        sampled=session.opening == "sampled", record_id=session.record.id, windowed=not ONESHOT)
 
 
 @guarded
@@ -249,8 +252,10 @@ def on_gradient(session, target, alpha, view):
 # Handlers
 
 
-def _open(session: actions.Session, record: Record, hint_model_name: str | None) -> actions.Session:
-    """Open `record` with the hint model run on it: from the read-ahead when it prepared this very record."""
+def _open(session: actions.Session, record: Record, hint_model_name: str | None,
+          staged: bool = False) -> actions.Session:
+    """Open `record` with the hint model run on it: from the read-ahead when it prepared this very record.
+    `staged`: a long record opens without a forward pass (`actions.open_record`); `_opened_stages` goes on."""
     name = hint_model_name or "manual"
     ready = session.prefetched
     if (ready is not None and ready.record.id == record.id and ready.hint_model_name == name
@@ -265,8 +270,22 @@ def _open(session: actions.Session, record: Record, hint_model_name: str | None)
             current_model, tokenizer = model(session)
             session.hint_model_name = name
             session = opened(actions.open_record(session, current_model, tokenizer, record,
-                                                 hint_model_for(name, record)))
-    return read_ahead(session)
+                                                 hint_model_for(name, record), staged=staged and not ONESHOT))
+    return session if session.opening else read_ahead(session)
+
+
+def _opened_stages(session: actions.Session, view: str, hint_model_name: str | None, done: str = ""):
+    """Stream a record opened with `_open(staged=True)`: what shows now (the layout at the hint, the sampled
+    colours), the window around the hint and the error span, then the whole strip. The model lock is taken per
+    stage, never across a yield (a generator may resume on another thread)."""
+    yield render(session, view, hint_model_name, done=done)
+    if not session.opening:
+        return  # opened in one piece: `_open` started the read-ahead
+    while session.opening:
+        with model_turn(session):
+            session = actions.continue_opening(session)
+        yield render(session, view, hint_model_name, queue=False, done=done)
+    read_ahead(session)
 
 
 def read_ahead(session: actions.Session) -> actions.Session:
@@ -347,7 +366,7 @@ def on_generate(session, source_kind, demo_id, prompt, temperature, top_p, max_t
     return render(read_ahead(session), view, hint_model_name)
 
 
-@guarded
+@guarded_stream
 @gpu
 def on_upload(session, file, hint_model_name, view, profile: gr.OAuthProfile | None = None):
     session = signed_in(session, profile)
@@ -359,11 +378,11 @@ def on_upload(session, file, hint_model_name, view, profile: gr.OAuthProfile | N
     else:  # a visitor explores the file without storing it
         message = f"Opened {len(records)} record(s) to explore; {current.read_only} (nothing is stored)"
     first = current.store.get(records[0].id) or records[0]  # a reviewed record opens as reviewed
-    session = _open(session, first, hint_model_name)
+    session = _open(session, first, hint_model_name, staged=True)
     prefetch_proposals(records[1:], hint_model_name)
     gr.Info(message, duration=5)
-    # None clears the file box, ready for the next upload
-    return (*render(session, view, hint_model_name, done=actions._md_escape(message)), None)
+    for shown in _opened_stages(session, view, hint_model_name, done=actions._md_escape(message)):
+        yield (*shown, None)  # None clears the file box, ready for the next upload
 
 
 def _edited(session, view, change):
@@ -453,7 +472,7 @@ def _neighbour(session: actions.Session, record_id: str | None, step: int, statu
     return None
 
 
-@guarded
+@guarded_stream
 @gpu
 def on_review(status, session, reviewer, text, placement, template, hint_model_name, view,
               profile: gr.OAuthProfile | None = None):
@@ -475,13 +494,13 @@ def on_review(status, session, reviewer, text, placement, template, hint_model_n
             else f"saved {stored.id} as {status}")
     following = _neighbour(session, stored.id, +1, "pending")
     if following is not None:
-        session = _open(session, following, hint_model_name)
+        session = _open(session, following, hint_model_name, staged=True)
     else:
         done += " · the queue has no pending record left"
-    return render(session, view, hint_model_name, done=actions._md_escape(done))
+    yield from _opened_stages(session, view, hint_model_name, done=actions._md_escape(done))
 
 
-@guarded
+@guarded_stream
 @gpu
 def on_step(step, session, queue_status, hint_model_name, view, profile: gr.OAuthProfile | None = None):
     session = signed_in(session, profile)
@@ -492,7 +511,7 @@ def on_step(step, session, queue_status, hint_model_name, view, profile: gr.OAut
     if following is None:
         raise ValueError(f"no other {queue_status} record in the queue" if queue_status != "all"
                          else "the queue is empty: generate or upload rollouts")
-    return render(_open(session, following, hint_model_name), view, hint_model_name)
+    yield from _opened_stages(_open(session, following, hint_model_name, staged=True), view, hint_model_name)
 
 
 @guarded
@@ -557,7 +576,7 @@ KEYS_JS = """
   };
   const focusStrip = () => {
     const root = document.querySelector('#opd-strip .opd-strip');
-    if (!root) return;
+    if (!root || (window.opdStripHint && window.opdStripHint())) return;
     const chip = root.querySelector(`.opd-tok[data-i='${root.dataset.hint}']`) || root.querySelector('.opd-student');
     (chip || root).focus({preventScroll: false});
   };

@@ -7,6 +7,14 @@ those positions), and the vocabulary projections run only there. Rows at or afte
 and are marked pending (`ScoreResult.pending_from`). Rows before `upto` are the one-shot `HintScorer.score` rows
 (tested equal); the full table still comes from `HintScorer.score`, unchanged, as a second update.
 
+Opening a long record. A person who opens a record looks at the hint first. `sampled_table` paints the record's own
+sampled log-probabilities (`Record.response_logprobs`) as the student's numbers before any forward pass (everything
+pending). `open_window` then computes `HintScorer.window` (from a little before the first hint to just past the error
+span) with `HintScorer.score_window`: the decoder over the original tokens only up to the window's end, the hinted
+sequence from the hint to there, projections only inside the window. The whole table (`HintScorer.score`) then
+extends the original pass the window made, so it costs about what a one-shot scoring would. The window rows equal the
+one-shot rows (tested).
+
 Speculation. While the user reads a freshly opened record, `Speculator` scores the likely next hint positions (the
 proposal's, and a few tokens around the error's start) on a scorer of its own that shares the record's original
 pass, and keeps the finished tables within a memory budget. A click on one of them is served from memory. Every
@@ -23,9 +31,11 @@ import threading
 from dataclasses import asdict
 
 
-from ..records import ErrorSpan, Hint
+
+from ..records import ErrorSpan, Hint, Record
 from ..scoring import HintScorer, ScoreResult
 
+OPEN_WINDOW_MIN_TOKENS = 1024  # shorter records open in one piece (the whole table costs well under a second)
 MODEL_LOCK = threading.RLock()  # one model pass at a time: real actions and speculation never run side by side
 SPECULATION_BUDGET_BYTES = 32_000_000  # per open record: the finished tables kept in memory
 SPECULATION_START_S = 0.3  # speculation starts after this long without an action (the user reads first)
@@ -51,6 +61,61 @@ def window_table(scorer: HintScorer, hints: list[Hint], span: str = "turn", erro
     position 0: after an edit the student's rows are all known)."""
     upto = window_end(scorer, hints, error) if upto is None else upto
     return scorer.score_window(hints, span, error, start=0, end=upto)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Opening a long record
+
+
+def sampled_logprobs(trajectory, record: Record) -> dict[int, float]:
+    """Trajectory position → the record's sampled log-probability of that token (`Record.response_logprobs`). A
+    message whose ids are not where the trajectory has them gives nothing (it was re-tokenized)."""
+    ids, logprobs = record.response_token_ids, record.response_logprobs
+    if not ids or not logprobs:
+        return {}
+    assistants = record.assistant_indices
+    pairs = ([(assistants[-1], ids, logprobs)] if all(isinstance(i, int) for i in ids)
+             else [(m, i, lp) for m, i, lp in zip(assistants, ids, logprobs) if i is not None and lp is not None])
+    out = {}
+    for message, message_ids, message_logprobs in pairs:
+        span = trajectory.student_token_spans[message]
+        if span is None or trajectory.input_ids[span[0]: span[0] + len(message_ids)] != list(message_ids):
+            continue
+        out.update((span[0] + k, float(lp)) for k, lp in enumerate(message_logprobs))
+    return out
+
+
+def with_sampled(scores: ScoreResult, sampled: dict[int, float]) -> ScoreResult:
+    """`scores` with the record's sampled log-probabilities in the student rows that have no numbers yet (no rank,
+    entropy or alternatives; after = before there, as before any hint)."""
+    table = scores.table
+    missing = table.logp_before.isna() & table.i.isin(list(sampled))
+    if missing.any():
+        table = table.copy()
+        values = table.loc[missing, "i"].map(sampled).astype(float)
+        table.loc[missing, "logp_before"] = values
+        table.loc[missing, "logp_after"] = values
+        table.loc[missing, "kl"] = 0.0
+        scores = scores.copy()
+        scores.table = table
+    return scores
+
+
+def sampled_table(scorer: HintScorer, hints: list[Hint], span: str, error: ErrorSpan | None,
+                  sampled: dict[int, float]) -> ScoreResult:
+    """The table before any forward pass: the student's numbers from the record's sampled log-probabilities where it
+    has them, the teacher's not yet: every row pending (`pending_from` 0)."""
+    return with_sampled(scorer.score_window(hints, span, error, start=0, end=0), sampled)
+
+
+def open_window(scorer: HintScorer, hints: list[Hint], span: str = "turn", error: ErrorSpan | None = None,
+                sampled: dict[int, float] | None = None) -> ScoreResult:
+    """The first numbers of a record just opened: `scorer.score`'s rows inside `scorer.window(hints, error)`;
+    rows after it are pending (`pending_from`), rows before it carry `sampled` (exact: before the hint the teacher is
+    the student) or nothing (`pending_before`). Without hints: the whole table."""
+    if not scorer.place(hints):
+        return scorer.score(hints, span=span, error=error)
+    return with_sampled(scorer.score_window(hints, span, error), sampled or {})
 
 
 # ------------------------------------------------------------------------------------------------------------------

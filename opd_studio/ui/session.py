@@ -60,6 +60,7 @@ class Session:
     placebo_default: str | None = None  # the placebo of hints without their own (None: `records.default_placebo`)
     gradient: GradientMap | None = None  # the gradient map of the hints as they are (`gradient_map`)
     timeline: "RunTimeline | None" = None  # the step timeline the Train tab shows
+    opening: str | None = None  # a long record opening in stages: "sampled", then "window" (`continue_opening`)
 
     @property
     def error(self) -> ErrorSpan | None:
@@ -93,9 +94,11 @@ def hint_model_for(name: str, record: Record, chat=None):
 
 
 def open_record(session: Session, model, tokenizer, record: Record, hint_model=None,
-                scorer: HintScorer | None = None) -> Session:
+                scorer: HintScorer | None = None, staged: bool = False) -> Session:
     """Tokenize and score `record`; run `hint_model` when the record has no hints yet. `scorer`: one already made
-    for this record (its cached passes are used)."""
+    for this record (its cached passes are used). `staged`: a record longer than
+    `incremental.OPEN_WINDOW_MIN_TOKENS` opens without a forward pass (its sampled log-probabilities, when it has
+    them); `continue_opening` then brings the window around the hint, then the whole table."""
     trajectory = build_trajectory(tokenizer, record)
     check_trajectory_length(model, len(trajectory), record.id)  # the model's context is the only limit
     record = copy.deepcopy(record)
@@ -113,7 +116,25 @@ def open_record(session: Session, model, tokenizer, record: Record, hint_model=N
                   proposal_reason=reason or (f"{len(proposals)} proposal(s)" if proposals else ""),
                   opened_at=time.time(), hint_model_name=session.hint_model_name, user=session.user)
     stop_speculating(session)
-    return rescore(new)
+    if not staged or len(trajectory) <= incremental.OPEN_WINDOW_MIN_TOKENS:
+        return rescore(new)
+    new.opening = "sampled"
+    sampled = incremental.sampled_logprobs(trajectory, record)
+    return _show(new, incremental.sampled_table(scorer, new.hints, new.span, new.error, sampled))
+
+
+def continue_opening(session: Session) -> Session:
+    """The next stage of a staged open: the window around the hint and the error span, then the whole table (the
+    passes continue from the window's)."""
+    if session.opening == "sampled":
+        sampled = incremental.sampled_logprobs(session.scorer.trajectory, session.record)
+        scores = incremental.open_window(session.scorer, session.hints, session.span, session.error, sampled)
+        session.opening = "window" if scores.pending_from is not None else None
+        return _show(session, scores)
+    if session.opening == "window":
+        session.opening = None
+        return rescore(session)
+    return session
 
 
 def speculate(session: Session, first=None) -> Session:
@@ -258,6 +279,7 @@ def _apply(session: Session, change, score=None) -> Session:
     _require_open(session)
     saved = (copy.deepcopy(session.hints), copy.deepcopy(session.record.error), session.span)
     _checkpoint(session)
+    session.opening = None  # an edit scores what it needs: a staged open stops here
     try:
         change(session)
         return (score or rescore)(session)

@@ -12,9 +12,12 @@ The strip's script moves the hint chip at the click, before the server answers, 
 
 from __future__ import annotations
 
+import bisect
 import html
 import itertools
+import json
 import math
+import re
 
 import pandas as pd
 
@@ -143,16 +146,23 @@ def _tooltip(row, push=None) -> str:
 
 
 def render_strip(scores: ScoreResult, view: str = "delta", trajectory=None, show_template: bool = False,
-                 oneshot: bool = False, gradient: GradientMap | None = None) -> str:
+                 oneshot: bool = False, gradient: GradientMap | None = None, sampled: bool = False,
+                 record_id: str = "", windowed: bool = True) -> str:
     """HTML for the whole trajectory: generated tokens, the content of user and tool messages (greyed), role labels.
     Chat-template tokens and the system prompt are left out unless `show_template`. Rows from
-    `scores.pending_from` on are drawn pending (their teacher numbers are on the way). `oneshot`: the
-    strip's script does not preview moves (the old path, for the latency benchmark). With the placebo lane
-    (`scoring.PLACEBO_COLUMNS`) tokens flagged style get a dotted underline; `gradient` (`HintScorer.gradient_map`)
-    adds where the target pushes to the details of each target token."""
+    `scores.pending_from` on are drawn pending (their teacher numbers are on the way); `sampled`: pending rows show
+    the student's colour from their before-values (a record just opened with its sampled log-probabilities).
+    `oneshot`: the strip's script does not preview moves (the old path, for the latency benchmark). With the placebo
+    lane (`scoring.PLACEBO_COLUMNS`) tokens flagged style get a dotted underline; `gradient`
+    (`HintScorer.gradient_map`) adds where the target pushes to the details of each target token.
+
+    With `windowed`, a trajectory longer than `WINDOWED_MIN_TOKENS` is drawn windowed (`render_windowed_strip`):
+    its tokens travel as data and the page draws the part on screen (`record_id` tells the page a new record)."""
     if view not in VIEWS:
         raise ValueError(f"view {view!r} is not one of {', '.join(VIEWS)}")
     table = scores.table
+    if windowed and len(table) > WINDOWED_MIN_TOKENS:
+        return render_windowed_strip(scores, view, trajectory, show_template, oneshot, gradient, sampled, record_id)
     has_placebo = "logp_placebo" in table.columns
     pushes = {}
     if gradient is not None and not gradient.frame.empty:
@@ -201,13 +211,153 @@ def render_strip(scores: ScoreResult, view: str = "delta", trajectory=None, show
                      f" data-low='{int(math.exp(row.logp_before) < LOW_P)}' data-highkl='{int(row.kl > HIGH_KL)}'")
         tip = (_pending_tip(row) if pending else _tooltip(row, pushes.get(row.i))) if scored else ""
         newline = "<br>" if row.text.endswith("\n") else ""
-        color = "transparent" if pending and view != "before" else token_color(row, view)
+        color = "transparent" if pending and view != "before" and not sampled else token_color(row, "before"
+                                                                                                if pending else view)
         focusable = " tabindex='0'" if row.student else ""  # prompt tokens are not stops on the way to the strip
         parts.append(f"<span class='{' '.join(classes)}'{data}{focusable} "
                      f"style='background:{color}'>{_visible(row.text)}{tip}</span>{newline}")
     parts.append("<div class='opd-detail' aria-live='polite'>Hover or focus a token to see its probabilities."
                  "</div></div>")
     return "".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The windowed strip (long trajectories)
+
+WINDOWED_MIN_TOKENS = 1500  # longer trajectories are drawn windowed: at most WINDOW_ELEMENTS token elements
+WINDOW_ELEMENTS = 1200  # token elements the page draws at a time (the part on screen and a margin either side)
+FOLD_MIN_TOKENS = 24  # a shorter turn or think block gets no fold
+FOLDED_AT_OPEN_TOKENS = 256  # earlier turns and tool results this long open folded (unless the hint is in them)
+# bits of the `f` column of `strip_data`
+ERROR, TARGET, PENDING, STYLE, MAPPED, LOW, HIGHKL, NEWLINE, STUDENT = (1 << n for n in range(9))
+
+
+def _rounded(value: float, digits: int = 4):
+    return None if value is None or pd.isna(value) else round(float(value), digits)
+
+
+def strip_data(scores: ScoreResult, view: str = "delta", trajectory=None, show_template: bool = False,
+               gradient: GradientMap | None = None, sampled: bool = False) -> dict:
+    """The strip as columns the page draws from, one entry per token shown (k = 0 … n−1, the rows `render_strip`
+    draws): `i` (trajectory index), `t` (raw text: the page escapes it), `c` (colour in `view`), `p`, `q` (p under
+    the student and the teacher), `kl`, `f` (bit flags: ERROR … STUDENT), `rb`/`ra` ranks, `eb`/`ea` entropies,
+    `tb`/`ta` top alternatives, `z` (p under the placebo, with the lane); `roles` [[k, role]], `hints`
+    [[k, text, placement, n tokens]] (drawn before token k), `folds` [[k_start, k_end, label, folded at open]],
+    `hint_k` and `error_k` (where the record opens; None: none). Numbers are `scores.table`'s, rounded to 4 places."""
+    table = scores.table
+    placebo = "logp_placebo" in table.columns
+    mapped = set() if gradient is None or gradient.frame.empty else set(gradient.frame.i)
+    error = scores.error_span or (-1, -1)
+    pending_from = len(table) if scores.pending_from is None else scores.pending_from
+    visible_context = _visible_context(trajectory, show_template)
+    hints_at: dict[int, list[PlacedHint]] = {}
+    for hint in scores.hints:
+        hints_at.setdefault(hint.insert_at, []).append(hint)
+    data = {key: [] for key in ("i", "t", "c", "p", "q", "kl", "f", "rb", "ra", "eb", "ea", "tb", "ta")}
+    if placebo:
+        data["z"] = []
+    roles, hints, waiting, message_of = [], [], [], []
+    previous_message = None
+    for row in table.itertuples():
+        waiting.extend(hints_at.get(row.i, []))
+        if not row.student and row.i not in visible_context and not row.hint:
+            continue
+        k = len(data["i"])
+        message = trajectory.message_index[row.i] if trajectory else None
+        if trajectory and message != previous_message:
+            roles.append([k, trajectory.roles[message]])
+            previous_message = message
+        message_of.append(message)
+        hints.extend([k, h.text, h.placement, len(h.ids)] for h in waiting)
+        waiting = []
+        pending = row.i >= pending_from and row.student
+        scored = not pd.isna(row.logp_before)
+        p_before = math.exp(row.logp_before) if scored else None
+        flags = ((ERROR if error[0] <= row.i < error[1] else 0) | (TARGET if row.target else 0)
+                 | (PENDING if pending else 0) | (STUDENT if row.student else 0)
+                 | (STYLE if placebo and not pending and bool(getattr(row, "style", False)) else 0)
+                 | (MAPPED if row.i in mapped else 0) | (NEWLINE if row.text.endswith("\n") else 0)
+                 | (LOW if scored and p_before < LOW_P else 0) | (HIGHKL if scored and row.kl > HIGH_KL else 0))
+        color = ("transparent" if pending and view != "before" and not sampled
+                 else token_color(row, "before" if pending else view))
+        data["i"].append(row.i)
+        data["t"].append(row.text)
+        data["c"].append(color)
+        data["p"].append(_rounded(p_before))
+        data["q"].append(_rounded(math.exp(row.logp_after) if scored else None))
+        data["kl"].append(_rounded(row.kl))
+        data["f"].append(flags)
+        data["rb"].append(None if pd.isna(row.rank_before) else int(row.rank_before))
+        data["ra"].append(None if pd.isna(row.rank_after) else int(row.rank_after))
+        data["eb"].append(_rounded(row.entropy_before, 2))
+        data["ea"].append(_rounded(row.entropy_after, 2))
+        data["tb"].append([[text, round(p, 3)] for text, p in row.top_before])
+        data["ta"].append([[text, round(p, 3)] for text, p in row.top_after])
+        if placebo:
+            data["z"].append(_rounded(math.exp(row.logp_placebo) if not pd.isna(row.logp_placebo) else None))
+    first = scores.hints[0] if scores.hints else None
+    k_of = {i: k for k, i in enumerate(data["i"])}
+    hint_k = _k_at_or_after(k_of, data["i"], first.insert_at) if first else None
+    error_k = _k_at_or_after(k_of, data["i"], error[0]) if scores.error_span else None
+    folds = _folds(trajectory, data["i"], message_of, {hint_k, error_k} - {None}) if trajectory else []
+    return {**data, "roles": roles, "hints": hints, "folds": folds, "hint_k": hint_k, "error_k": error_k}
+
+
+def _k_at_or_after(k_of: dict[int, int], shown: list[int], i: int) -> int | None:
+    if i in k_of:
+        return k_of[i]
+    later = [k for k, j in enumerate(shown) if j >= i]
+    return later[0] if later else None
+
+
+def _folds(trajectory, shown: list[int], message_of: list[int], keep_open: set[int]) -> list[list]:
+    """Spans the reader may fold: each turn but the last assistant turn, and each <think> block; earlier turns and
+    tool results of FOLDED_AT_OPEN_TOKENS or more open folded, unless they hold the hint or the error."""
+    folds = []
+    assistants = [m for m, role in enumerate(trajectory.roles) if role == "assistant"]
+    last = assistants[-1] if assistants else None
+    start = 0
+    for k in range(1, len(shown) + 1):
+        if k < len(shown) and message_of[k] == message_of[start]:
+            continue
+        message = message_of[start]
+        if message != last and k - start >= FOLD_MIN_TOKENS:
+            folded = k - start >= FOLDED_AT_OPEN_TOKENS and not any(start <= j < k for j in keep_open)
+            folds.append([start, k, f"{trajectory.roles[message]} turn", folded])
+        start = k
+    ends = [trajectory.offsets[i][1] for i in shown]  # character ends of the shown tokens, increasing
+    for block in re.finditer(r"<think>.*?</think>", trajectory.text, flags=re.DOTALL):
+        first, last = bisect.bisect_right(ends, block.start()), bisect.bisect_left(ends, block.end()) + 1
+        if last - first >= FOLD_MIN_TOKENS:
+            folds.append([first, min(last, len(shown)), "think block", False])
+    return sorted(folds)
+
+
+def render_windowed_strip(scores: ScoreResult, view: str = "delta", trajectory=None, show_template: bool = False,
+                          oneshot: bool = False, gradient: GradientMap | None = None, sampled: bool = False,
+                          record_id: str = "") -> str:
+    """A long trajectory's strip: the legend, an empty scroll box the page fills with the part on screen
+    (`WINDOW_ELEMENTS` token elements at most), a minimap canvas of the whole trajectory, and `strip_data` as JSON in
+    a hidden text area (escaped; the page reads it as text and sets every token's text with textContent)."""
+    table = scores.table
+    data = strip_data(scores, view, trajectory, show_template, gradient, sampled)
+    first = scores.hints[0] if scores.hints else None
+    pending_from = len(table) if scores.pending_from is None else scores.pending_from
+    payload = html.escape(json.dumps(data, ensure_ascii=False, separators=(",", ":")), quote=False)
+    return (f"<div class='opd-strip opd-windowed' data-view='{view}' tabindex='-1' data-render='{next(_renders)}' "
+            f"data-stage='{'window' if pending_from < len(table) else 'full'}' "
+            f"data-hint='{first.anchor if first else ''}' data-record='{html.escape(record_id, quote=True)}' "
+            f"data-placement='{html.escape(first.placement if first else 'inline')}' data-oneshot='{int(oneshot)}' "
+            f"data-windowed='1' data-count='{len(data['i'])}' data-sampled='{int(sampled)}' "
+            f"data-elements='{WINDOW_ELEMENTS}'>"
+            f"{legend(view, 'logp_placebo' in table.columns, gradient is not None and not gradient.frame.empty)}"
+            "<div class='opd-long'><div class='opd-scroll' tabindex='-1'><div class='opd-slice'></div></div>"
+            "<div class='opd-map-box' title='the whole trajectory: click or drag to go there'>"
+            "<canvas class='opd-map' width='132' height='520'></canvas><div class='opd-map-view'></div></div></div>"
+            "<div class='opd-where' aria-live='polite'></div>"
+            f"<textarea class='opd-data' hidden readonly>{payload}</textarea>"
+            "<div class='opd-detail' aria-live='polite'>Hover or focus a token to see its probabilities."
+            "</div></div>")
 
 
 def render_timeline(trajectory, timeline, k: int, error_span: tuple[int, int] | None = None) -> str:
@@ -318,6 +468,20 @@ STRIP_CSS = """
 .opd-detail table { margin-top: 4px; border-collapse: collapse; }
 .opd-detail td, .opd-detail th { padding: 0 10px 0 0; white-space: pre; text-align: left; }
 .opd-detail.opd-flash { background: #fef3c7; transition: background 0.2s; }
+.opd-long { display: flex; gap: 8px; align-items: flex-start; }
+.opd-scroll { flex: 1; min-width: 0; height: 460px; overflow-y: auto; position: relative; padding: 2px 4px 2px 0; }
+.opd-map-box { position: relative; flex: none; width: 132px; cursor: pointer; border: 1px solid #e5e7eb;
+               border-radius: 4px; background: #fafafa; }
+.opd-map { display: block; width: 132px; touch-action: none; }
+.opd-map-view { position: absolute; left: 0; right: 0; background: rgba(37,99,235,.14); border: 1px solid #2563eb;
+                border-radius: 2px; pointer-events: none; }
+.opd-where { font-family: system-ui, sans-serif; font-size: 12px; color: #6b7280; margin-top: 4px; }
+.opd-fold { display: inline-block; line-height: 1.4; padding: 2px 8px; margin: 2px; border: 1px dashed #9ca3af;
+            border-radius: 4px; background: #f3f4f6; color: #374151; font-family: system-ui, sans-serif;
+            font-size: 12px; cursor: pointer; }
+.opd-fold-toggle { font-family: system-ui, sans-serif; font-size: 11px; color: #6b7280; cursor: pointer;
+                   margin: 0 4px; }
+.opd-fold-toggle:hover { text-decoration: underline; }
 """
 
 # Event delegation on the component's root survives every re-render of its value. The details panel shows a copy of
@@ -334,6 +498,7 @@ const show = (target) => {
   const panel = element.querySelector('.opd-detail');
   const tip = chip && chip.querySelector('.opd-tip');
   if (panel && tip) { panel.innerHTML = tip.innerHTML; shown = chip.dataset.i; }
+  else if (panel && chip && windowed()) { detailsOf(panel, chip); shown = chip.dataset.i; }
 };
 const cue = (message) => {
   const panel = element.querySelector('.opd-detail');
@@ -341,11 +506,275 @@ const cue = (message) => {
                setTimeout(() => panel.classList.remove('opd-flash'), 900); }
   if (window.opdCue) window.opdCue(message);
 };
+// -- the windowed strip (long trajectories): the server sends the tokens as data (`strip.strip_data`); the page draws
+// the part around what the reader looks at, at most `data-elements` tokens, and a minimap of the whole trajectory.
+// Token text is set with textContent only (it is untrusted).
+const F = {error: 1, target: 2, pending: 4, style: 8, mapped: 16, low: 32, highkl: 64, newline: 128, student: 256};
+const long = {data: null, root: null, items: [], itemOf: null, range: [0, 0], folded: new Set(), record: null,
+              anchor: null, local: null, kOf: new Map(), foldAt: new Map(), roleAt: new Map(), hintsAt: new Map()};
+window.opdLongStrip = long;  // what the page holds of a long strip (the browser tests and the benchmark read it)
+const visibleText = (t) => t.replaceAll(' ', '·').replaceAll('\\n', '↵').replaceAll('\\t', '→');
+const windowed = () => { const root = strip(); return root && root.dataset.windowed === '1' && long.root === root; };
+const buildItems = () => {
+  const d = long.data, n = d.i.length;
+  long.items = []; long.itemOf = new Int32Array(n);
+  for (let k = 0; k < n;) {
+    const fold = long.foldAt.get(k);
+    if (fold && long.folded.has(k)) {  // a folded span is one item: -1 - its first token
+      for (let j = k; j < fold[1]; j++) long.itemOf[j] = long.items.length;
+      long.items.push(-1 - k); k = fold[1];
+    } else { long.itemOf[k] = long.items.length; long.items.push(k); k++; }
+  }
+};
+const el = (tag, className, text) => {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+};
+const chipOf = (k) => {
+  const d = long.data, f = d.f[k], chip = el('span', 'opd-tok ' + (f & F.student ? 'opd-student' : 'opd-context'));
+  const local = long.local && (f & F.student) && d.i[k] >= long.local.from;
+  if (f & F.error) chip.classList.add('opd-error');
+  if (f & F.target) chip.classList.add('opd-target');
+  if ((f & F.pending) || local) chip.classList.add('opd-pending');
+  if (f & F.style) chip.classList.add('opd-style');
+  if (f & F.mapped) chip.classList.add('opd-mapped');
+  chip.dataset.i = d.i[k];
+  if (d.p[k] !== null) {
+    chip.dataset.p = d.p[k]; chip.dataset.q = d.q[k]; chip.dataset.kl = d.kl[k];
+    chip.dataset.low = f & F.low ? '1' : '0'; chip.dataset.highkl = f & F.highkl ? '1' : '0';
+  }
+  if (f & F.student) chip.tabIndex = 0;
+  chip.style.background = d.c[k];
+  chip.textContent = visibleText(d.t[k]);
+  return chip;
+};
+const renderAround = (k) => {
+  const d = long.data, half = Math.floor(Number(long.root.dataset.elements) / 2);
+  const at = long.itemOf[k], total = long.items.length;
+  const a = Math.max(0, Math.min(at - half, total - 2 * half)), b = Math.min(total, a + 2 * half);
+  const slice = document.createDocumentFragment();
+  for (let item = a; item < b; item++) {
+    const v = long.items[item];
+    if (v < 0) {
+      const fold = long.foldAt.get(-1 - v), chip = el('span', 'opd-fold',
+        `▸ ${fold[2]} · ${(fold[1] - fold[0]).toLocaleString()} tokens folded (click to show)`);
+      chip.dataset.fold = fold[0]; chip.tabIndex = 0; slice.append(chip);
+      continue;
+    }
+    const role = long.roleAt.get(v);
+    if (role !== undefined) slice.append(el('span', 'opd-role opd-role-' + role.replace(/[^a-z]/g, ''), role));
+    const fold = long.foldAt.get(v);
+    if (fold) { const toggle = el('span', 'opd-fold-toggle', `▾ fold this ${fold[2]}`); toggle.dataset.fold = v;
+                slice.append(toggle); }
+    const ghosts = long.local ? (long.local.k === v ? [long.local.text] : []) : (long.hintsAt.get(v) || []);
+    for (const text of ghosts) slice.append(el('span', 'opd-ghost', visibleText(text)));
+    slice.append(chipOf(v));
+    if (d.f[v] & F.newline) slice.append(document.createElement('br'));
+  }
+  const had = long.root.contains(document.activeElement) && document.activeElement.dataset.i;
+  long.root.querySelector('.opd-slice').replaceChildren(slice);
+  long.range = [a, b];
+  const again = had && long.root.querySelector(`.opd-slice .opd-tok[data-i='${had}']`);
+  if (again) { quiet = true; again.focus({preventScroll: true}); quiet = false; }  // the focus stays on its token
+};
+const scrollBox = () => long.root.querySelector('.opd-scroll');
+const drawn = (k) => long.root.querySelector(long.items[long.itemOf[k]] < 0
+  ? `.opd-fold[data-fold='${-1 - long.items[long.itemOf[k]]}']` : `.opd-tok[data-i='${long.data.i[k]}']`);
+const shownChips = () => Array.from(long.root.querySelectorAll('.opd-slice .opd-tok, .opd-slice .opd-fold'));
+const kOfChip = (chip) => chip.dataset.fold !== undefined ? Number(chip.dataset.fold) : long.kOf.get(Number(chip.dataset.i));
+const onScreen = () => {  // the first and last chips in the scroll box's view
+  const box = scrollBox(), top = box.scrollTop, bottom = top + box.clientHeight;
+  let first = null, last = null;
+  for (const chip of shownChips()) {
+    if (chip.offsetTop + chip.offsetHeight <= top) continue;
+    if (chip.offsetTop >= bottom) break;
+    if (first === null) first = chip;
+    last = chip;
+  }
+  return [first, last];
+};
+const keepAt = (k, offset) => { const chip = drawn(k); if (chip) scrollBox().scrollTop = chip.offsetTop - offset; };
+const center = (k) => {
+  const chip = drawn(k), box = scrollBox();
+  if (chip) box.scrollTop = chip.offsetTop - box.clientHeight / 2 + chip.offsetHeight / 2;
+};
+const jump = (k, focus) => {  // show token k (unfolding it), centred; returns its chip
+  for (const start of Array.from(long.folded)) {
+    const fold = long.foldAt.get(start);
+    if (fold && fold[0] <= k && k < fold[1]) { long.folded.delete(start); buildItems(); }
+  }
+  const item = long.itemOf[k], margin = Math.floor(Number(long.root.dataset.elements) / 6);
+  if (item < long.range[0] + margin && long.range[0] > 0 || item >= long.range[1] - margin &&
+      long.range[1] < long.items.length || item < long.range[0] || item >= long.range[1]) renderAround(k);
+  center(k);
+  const chip = drawn(k);
+  if (focus && chip) { quiet = true; chip.focus({preventScroll: true}); quiet = false; show(chip); }
+  const box = scrollBox(), rect = box.getBoundingClientRect();
+  if (rect.bottom < 0 || rect.top > window.innerHeight) box.scrollIntoView({block: 'nearest'});
+  moved();
+  return chip;
+};
+const moved = () => {  // after any scroll: remember the place, slide the window near its edges, redraw the map's view
+  const [first, last] = onScreen();
+  if (!first) return;
+  const box = scrollBox(), kFirst = kOfChip(first), kLast = kOfChip(last);
+  long.anchor = {i: long.data.i[kFirst], offset: first.offsetTop - box.scrollTop};
+  const [a, b] = long.range, margin = Math.min(box.clientHeight, (box.scrollHeight - box.clientHeight) / 4);
+  if ((box.scrollTop < margin && a > 0) || (box.scrollTop + 2 * margin > box.scrollHeight && b < long.items.length)) {
+    const offset = first.offsetTop - box.scrollTop;
+    renderAround(kFirst); keepAt(kFirst, offset);
+  }
+  const geometry = mapGeometry(), view = long.root.querySelector('.opd-map-view');
+  const top = Math.floor(kFirst / geometry.cols) * geometry.cellH;
+  view.style.top = `${top}px`;
+  view.style.height = `${Math.max(4, (Math.floor(kLast / geometry.cols) + 1) * geometry.cellH - top)}px`;
+  const d = long.data, where = long.root.querySelector('.opd-where');
+  where.textContent = `tokens ${d.i[kFirst].toLocaleString()}–${d.i[kLast].toLocaleString()} of ` +
+    `${(d.i[d.i.length - 1] + 1).toLocaleString()} · minimap: click or drag to go there · n / m: next low-p / high-KL token` +
+    (long.folded.size ? ` · ${long.folded.size} span(s) folded` : '');
+};
+const mapGeometry = () => {
+  const canvas = long.root.querySelector('.opd-map'), n = long.data.i.length;
+  const width = canvas.width - 12, height = 520;
+  let cell = Math.max(1, Math.floor(Math.sqrt(width * height / n)));
+  while (cell > 1 && Math.ceil(n / Math.floor(width / cell)) * cell > height) cell--;
+  const cols = Math.floor(width / cell), rows = Math.ceil(n / cols);
+  return {cell, cols, rows, cellH: Math.min(cell, height / rows), x0: 6, width};
+};
+const drawMap = () => {
+  const d = long.data, canvas = long.root.querySelector('.opd-map'), g = mapGeometry();
+  canvas.height = Math.ceil(g.rows * g.cellH) + 2;
+  const ctx = canvas.getContext('2d');
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const at = (k) => [g.x0 + (k % g.cols) * g.cell, Math.floor(k / g.cols) * g.cellH];
+  for (let k = 0; k < d.i.length; k++) {
+    const [x, y] = at(k), c = d.c[k];
+    ctx.fillStyle = c === 'transparent' ? (d.f[k] & F.student ? '#e5e7eb' : '#f3f4f6') : c;
+    ctx.fillRect(x, y, g.cell, g.cellH);
+    const row = Math.floor(k / g.cols) * g.cellH, h = Math.max(1, g.cellH);
+    if (d.f[k] & F.target) { ctx.fillStyle = '#111827'; ctx.fillRect(0, row, 3, h); }
+    if (d.f[k] & F.highkl) { ctx.fillStyle = '#7c3aed'; ctx.fillRect(g.x0 + g.width + 1, row, 5, h); }
+    if (d.f[k] & F.error) { ctx.fillStyle = '#f59e0b'; ctx.fillRect(x, y, g.cell, g.cellH);
+                            ctx.fillRect(g.x0 + g.width + 1, row, 5, h); }
+  }
+  for (const [k] of d.hints) {  // the hint: a line across the map at its row
+    const y = Math.floor(k / g.cols) * g.cellH;
+    ctx.fillStyle = '#7c3aed'; ctx.fillRect(0, Math.max(0, y - 1), canvas.width, 2);
+  }
+  const box = long.root.querySelector('.opd-map-box');
+  box.style.height = `${canvas.height}px`;
+};
+const mapPick = (event) => {
+  const canvas = long.root.querySelector('.opd-map'), rect = canvas.getBoundingClientRect(), g = mapGeometry();
+  const x = (event.clientX - rect.left) * canvas.width / rect.width;
+  const y = (event.clientY - rect.top) * canvas.height / rect.height;
+  const col = Math.max(0, Math.min(g.cols - 1, Math.floor((x - g.x0) / g.cell)));
+  const k = Math.min(long.data.i.length - 1, Math.max(0, Math.floor(y / g.cellH) * g.cols + col));
+  jump(k, false);
+};
+const setupWindowed = (root) => {
+  const holder = root.querySelector('.opd-data');
+  const d = JSON.parse(holder.textContent);  // the text as sent (a redraw may patch this very element in place)
+  const same = long.record === root.dataset.record;
+  long.data = d; long.root = root; long.local = null;
+  long.kOf = new Map(d.i.map((i, k) => [i, k]));
+  long.foldAt = new Map(d.folds.map((fold) => [fold[0], fold]));
+  long.roleAt = new Map(d.roles.map(([k, role]) => [k, role]));
+  long.hintsAt = new Map();
+  for (const [k, text] of d.hints) long.hintsAt.set(k, [...(long.hintsAt.get(k) || []), text]);
+  if (!same) long.folded = new Set(d.folds.filter((fold) => fold[3]).map((fold) => fold[0]));
+  else long.folded = new Set(Array.from(long.folded).filter((start) => long.foldAt.has(start)));
+  long.record = root.dataset.record;
+  buildItems();
+  const kept = same && long.anchor ? long.kOf.get(long.anchor.i) : undefined;
+  const k = kept !== undefined ? kept : (d.hint_k ?? d.error_k ?? 0);
+  renderAround(k);
+  if (kept !== undefined) keepAt(k, long.anchor.offset); else center(k);  // a new record opens at its hint
+  drawMap();
+  const box = scrollBox(), canvas = root.querySelector('.opd-map');
+  let ticking = false;
+  box.addEventListener('scroll', () => {
+    if (!ticking) { ticking = true; requestAnimationFrame(() => { ticking = false; moved(); }); }
+  });
+  let dragging = false;
+  canvas.addEventListener('pointerdown', (event) => { dragging = true; canvas.setPointerCapture(event.pointerId);
+                                                      mapPick(event); event.preventDefault(); });
+  canvas.addEventListener('pointermove', (event) => { if (dragging) mapPick(event); });
+  for (const name of ['pointerup', 'pointercancel']) canvas.addEventListener(name, () => { dragging = false; });
+  moved();
+};
+const toggleFold = (start) => {
+  const [first] = onScreen(), k = first ? kOfChip(first) : start;
+  if (long.folded.has(start)) long.folded.delete(start); else long.folded.add(start);
+  buildItems(); renderAround(long.folded.has(start) ? start : k);
+  center(long.folded.has(start) ? start : k); moved();
+};
+const detailsOf = (panel, chip) => {
+  const d = long.data, k = long.kOf.get(Number(chip.dataset.i)), fmt = (x, n = 3) => x === null ? '—' : x.toFixed(n);
+  panel.replaceChildren(el('b', '', `#${d.i[k]} ${visibleText(d.t[k])}`));
+  if (d.p[k] === null) return;
+  if ((d.f[k] & F.pending) || (long.local && d.i[k] >= long.local.from)) {
+    panel.append(el('span', '', `p before ${fmt(d.p[k])} · the hinted numbers are on the way`)); return;
+  }
+  panel.append(el('span', '', `p ${fmt(d.p[k])} → ${fmt(d.q[k])} · rank ${d.rb[k] ?? '—'} → ${d.ra[k] ?? '—'}`));
+  panel.append(el('span', '', `entropy ${fmt(d.eb[k], 2)} → ${fmt(d.ea[k], 2)} · KL ${fmt(d.kl[k])}` +
+                                (d.z ? ` · p placebo ${fmt(d.z[k])}` : '')));
+  const table = el('table'), head = el('tr');
+  head.append(el('th', '', 'before'), el('th'), el('th', '', 'after'), el('th'));
+  table.append(head);
+  for (let n = 0; n < Math.max(d.tb[k].length, d.ta[k].length); n++) {
+    const row = el('tr'), b = d.tb[k][n] || ['', 0], a = d.ta[k][n] || ['', 0];
+    row.append(el('td', '', visibleText(b[0])), el('td', '', fmt(b[1])), el('td', '', visibleText(a[0])),
+               el('td', '', fmt(a[1])));
+    table.append(row);
+  }
+  panel.append(table);
+};
+const windowedKey = (event, chip) => {  // the strip's keys over the whole trajectory; true when the key was used
+  const d = long.data, k = long.kOf.get(Number(chip.dataset.i)), n = d.i.length;
+  const step = (from, dir, flag) => { for (let j = from + dir; j >= 0 && j < n; j += dir)
+    if ((d.f[j] & F.student) && (d.f[j] & flag)) return j; return null; };
+  let target = null;
+  if (event.shiftKey && (event.key === 'ArrowRight' || event.key === 'ArrowLeft')) {
+    const hinted = long.kOf.get(Number(strip().dataset.hint));
+    const j = step(hinted !== undefined ? hinted : k, event.key === 'ArrowRight' ? 1 : -1, F.student);
+    if (j === null) cue('the hint cannot move further'); else place(jump(j, true));
+    return true;
+  }
+  if (event.key === 'ArrowRight') target = step(k, 1, F.student) ?? cue('this is the last token');
+  else if (event.key === 'ArrowLeft') target = step(k, -1, F.student) ?? cue('this is the first token');
+  else if (event.key === 'n') target = step(k, 1, F.low) ?? cue('no later token below p 0.1');
+  else if (event.key === 'm') target = step(k, 1, F.highkl) ?? cue('no later token with KL above 1');
+  else if (event.key === 'Enter' || event.key === ' ') place(chip);
+  else return false;
+  if (typeof target === 'number') jump(target, true);
+  return true;
+};
+window.opdStripHint = () => {  // `s` and Escape: back to the hint, wherever it is in a long trajectory
+  if (!windowed()) return false;
+  const d = long.data, hinted = long.kOf.get(Number(strip().dataset.hint));
+  const k = hinted ?? d.hint_k ?? d.error_k ?? long.kOf.get(Number((shownChips()[0] || {dataset: {}}).dataset.i));
+  if (k === undefined) return false;
+  jump(k, true);
+  return true;
+};
 element.addEventListener('mouseover', (event) => show(event.target));
 element.addEventListener('focusin', (event) => { if (!quiet) show(event.target); });
 const preview = (chip) => {
   const root = strip();
   if (!root || root.dataset.oneshot === '1' || root.dataset.placement === 'feedback') return;
+  if (windowed()) {  // redraw the slice with the hint at the chip and what follows it pending
+    const k = long.kOf.get(Number(chip.dataset.i)), old = Number(root.dataset.hint);
+    const first = long.data.hints.length ? long.data.hints[0][1] : ' (Hint: check this step again.)';
+    long.local = {k, from: Math.min(Number.isNaN(old) ? k : old, Number(chip.dataset.i)),
+                  text: long.local ? long.local.text : first};
+    const offset = chip.offsetTop - scrollBox().scrollTop;
+    renderAround(k); keepAt(k, offset);
+    root.dataset.stage = 'local'; root.dataset.hint = chip.dataset.i;
+    return;
+  }
   let ghost = root.querySelector('.opd-ghost');
   const old = ghost && ghost.nextElementSibling && ghost.nextElementSibling.dataset
     ? Number(ghost.nextElementSibling.dataset.i) : Number(chip.dataset.i);
@@ -376,12 +805,21 @@ for (const name of ['pointerup', 'pointercancel', 'pointermove'])
 element.addEventListener('contextmenu', (event) => { if (pressed) event.preventDefault(); });
 element.addEventListener('click', (event) => {
   if (pressed) { pressed = false; return; }
+  const fold = event.target.closest('.opd-fold, .opd-fold-toggle');
+  if (fold && windowed()) { toggleFold(Number(fold.dataset.fold)); return; }
   const chip = event.target.closest('.opd-tok[data-i]');
   if (chip) place(chip);
 });
 element.addEventListener('keydown', (event) => {
   const chip = event.target.closest('.opd-tok[data-i]');
+  if (windowed() && (event.key === 'Enter' || event.key === ' ') && event.target.closest('.opd-fold')) {
+    toggleFold(Number(event.target.closest('.opd-fold').dataset.fold)); event.preventDefault(); return;
+  }
   if (!chip) return;
+  if (windowed()) {
+    if (windowedKey(event, chip)) { event.preventDefault(); event.stopPropagation(); }
+    return;
+  }
   const all = tokens().filter((t) => t.classList.contains('opd-student')); const at = all.indexOf(chip);
   const jump = (flag) => { for (let k = at + 1; k < all.length; k++) if (all[k].dataset[flag] === '1') return all[k]; };
   let next = null;
@@ -410,6 +848,7 @@ new MutationObserver(() => {
   const root = strip();
   if (!root || root.dataset.render === rendered) return;  // only a new render from the server, not a hover
   rendered = root.dataset.render;
+  if (root.dataset.windowed === '1') setupWindowed(root);
   if (shown !== null) show(root.querySelector(`.opd-tok[data-i='${shown}']`));  // the same token's new numbers
   const active = document.activeElement;
   if (typing(active) || (element.contains(active) && active !== root) || !element.offsetParent) return;
