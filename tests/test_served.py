@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import ADD, MULTI_TURN
+from tests.conftest import ADD, MULTI_TURN
 from opd_studio.batching import prepare_scoring
 from opd_studio.records import Record
 from opd_studio.remote import RemoteError
