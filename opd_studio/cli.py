@@ -4,6 +4,7 @@
     opd-studio propose  --hint-model arithmetic --input rollouts.jsonl --output proposed.jsonl
     opd-studio score    --input proposed.jsonl --output scores.parquet [--run N | --adapter DIR | --base-url URL]
     opd-studio train    [--data curated.jsonl] --steps 10 --target contrast     (records the run in the store)
+                        [--report-to trackio]     (and reports each step to trackio)
     opd-studio runs     list | use N | reset | show N
     opd-studio curated  list | export --output F | import F | revisions ID | restore ID REV | delete ID
     opd-studio serve    --port 8000     (an OpenAI-compatible endpoint for the model, on loopback)
@@ -171,6 +172,14 @@ def _add_train_parser(commands) -> None:
     train.add_argument("--merge", action="store_true", help="with --out: also write the merged model to OUT/merged")
     train.add_argument("--force", action="store_true", help="save even when drift is over the threshold")
     train.add_argument("--keep-weights", action="store_true", help="record the run but keep the active weights")
+    train.add_argument("--report-to", default="none", choices=["none", "trackio"],
+                       help="also report each step to a tracker: trackio (local: trackio show --project PROJECT)")
+    train.add_argument("--trackio-project", default="opd-studio", help="the trackio project (default opd-studio)")
+    train.add_argument("--run-name", default=None, help="the run's name in the tracker (default: trackio's own)")
+    train.add_argument("--trackio-space", default=None, metavar="OWNER/SPACE",
+                       help="log to this Hugging Face Space's trackio dashboard instead of only locally")
+    train.add_argument("--trackio-dataset", default=None, metavar="OWNER/DATASET",
+                       help="with --trackio-space: keep the logs in this Hugging Face dataset")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -383,12 +392,29 @@ def _train(args) -> None:
     model, tokenizer = load_model(args.model, device=device, dtype=args.dtype,
                                   trust_remote_code=args.trust_remote_code)
 
+    tracker = None
+    if args.report_to == "trackio" and state.is_main_process:
+        from .tracking import TrackioReporter, TrackioTarget
+
+        tracker = TrackioReporter(TrackioTarget(args.trackio_project, args.run_name, args.trackio_space,
+                                                args.trackio_dataset),
+                                  {**dataclasses.asdict(config), "model": args.model,
+                                   "data": args.data or "curated set", "records": len(records),
+                                   "heldout_records": len(heldout)})
+
     def report(row: StepMetrics) -> None:
         print(f"step {row.step:>3}  loss {row.loss:.4f}  drift {row.drift:.4f}"
               + (f"  held-out {row.drift_heldout:.4f}" if not math.isnan(row.drift_heldout) else "")
               + f"  {row.seconds:.2f}s", file=sys.stderr, flush=True)
+        if tracker:
+            tracker.log(row)
 
-    result = train(model, tokenizer, records, config, heldout=heldout or None, on_step=report)
+    try:
+        result = train(model, tokenizer, records, config, heldout=heldout or None, on_step=report)
+    finally:
+        if tracker:
+            tracker.finish()
+            print(f"reported to {tracker.where()}", file=sys.stderr)
     if state.is_main_process and result.placebo_defaulted:
         print(f"{len(result.placebo_defaulted)} of {len(records)} records had no stored placebo: used the default "
               "(records.default_placebo)", file=sys.stderr)
