@@ -27,7 +27,7 @@ import itertools
 import json
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Iterator
@@ -314,8 +314,9 @@ class Workspace:
         return int(runs.id.iloc[-1]) if len(runs) else None
 
     def train(self, weights: Weights, config: TrainConfig, stop: threading.Event | None = None,
-              use_heldout: bool = True) -> Iterator[TrainProgress]:
+              use_heldout: bool = True, report_to: str = "none") -> Iterator[TrainProgress]:
         """Train on `training_records` in a worker thread, reporting progress as it comes; register the run.
+        `report_to="trackio"` also reports every step to the local trackio project (tracking.py).
 
         Every run starts from the base weights, so runs compare. The first report comes before any work (the
         teacher's targets are cached before step 0, which takes a while on a CPU)."""
@@ -328,15 +329,30 @@ class Workspace:
         updates: queue.Queue = queue.Queue()
         self.store.set_active_run(None)
 
+        tracker = None
+        if report_to == "trackio":
+            from .tracking import TrackioReporter, TrackioTarget
+
+            tracker = TrackioReporter(TrackioTarget(), {**asdict(config), "records": len(records),
+                                                        "heldout_records": len(heldout), "from": "studio"})
+
+        def on_step(row: StepMetrics) -> None:
+            updates.put(("row", row))
+            if tracker:
+                tracker.log(row)
+
         def work() -> None:
             try:
                 with weights.lock:
                     weights.reset()
                     result = train(weights.base, weights.tokenizer, records, config, heldout=heldout or None,
-                                   on_step=lambda row: updates.put(("row", row)), should_stop=stop.is_set)
+                                   on_step=on_step, should_stop=stop.is_set)
                 updates.put(("done", result))
             except Exception as exc:  # noqa: BLE001 - re-raised by the generator (train took its adapter out)
                 updates.put(("error", exc))
+            finally:
+                if tracker:
+                    tracker.finish()
 
         yield TrainProgress(f"`{progress_bar(0, config.steps)}` caching the teacher's targets and the base anchors "
                             f"for {len(records)} record{'s' if len(records) != 1 else ''}"
@@ -360,7 +376,8 @@ class Workspace:
             else:
                 weights.base = reset_to_base(result.model)
         yield TrainProgress(f"**run {outcome.run_id}: {result.steps} steps, stopped by {result.stopped}** · drift "
-                            f"{result.final.drift:.4f} · {outcome.message}", result.history, outcome)
+                            f"{result.final.drift:.4f} · {outcome.message}"
+                            + (f" · reported to {tracker.where()}" if tracker else ""), result.history, outcome)
 
     def runs_table(self) -> pd.DataFrame:
         """Every run, comparable: settings, how it ended, final drift and mean p(error tokens), whether its weights
