@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     app = commands.add_parser("app", help="open the studio in the browser")
     app.add_argument("--host", default=None, help="default 127.0.0.1 (GRADIO_SERVER_NAME)")
     app.add_argument("--port", type=int, default=None, help="default 7860 (GRADIO_SERVER_PORT)")
+    app.add_argument("--base-url", default=None,
+                     help="no model in this process: generate and score through this server (…/v1: opd-studio serve, "
+                          "vLLM, llama.cpp); --model supplies the tokenizer (OPD_STUDIO_BASE_URL)")
+    app.add_argument("--model", default=None, help="the model (or, with --base-url, its tokenizer); OPD_STUDIO_MODEL")
     return parser
 
 
@@ -501,6 +505,13 @@ def _export(args, workspace, status: str | None) -> int:
 
 
 def _app(args) -> None:
+    import os
+
+    # read by ui.common when it is imported
+    if args.base_url:
+        os.environ["OPD_STUDIO_BASE_URL"] = args.base_url
+    if args.model:
+        os.environ["OPD_STUDIO_MODEL"] = args.model
     from .ui import build_app, launch
 
     options = {k: v for k, v in (("server_name", args.host), ("server_port", args.port)) if v is not None}

@@ -331,3 +331,47 @@ def served_client(base_url: str, tokenizer, top_k: int = 5, model: str | None = 
                   concurrency: int = 8) -> PromptLogprobClient:
     return PromptLogprobClient(RemoteConfig(base_url, model, api_key, "completions", top_k, concurrency), tokenizer,
                                top_k)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The studio on a served model
+
+
+class ServedModel:
+    """Where the studio would hold a local model, the server that holds it: scoring (`make_scorer`) and generation
+    (`generate_served`) go through it. `config.name_or_path` names it for the store, as a local model's does; it has
+    no weights here, so nothing trains or loads adapters on it."""
+
+    served = True
+
+    def __init__(self, client: PromptLogprobClient):
+        self.client = client
+        self.name_or_path = f"{client.http.model_name()} @ {client.base_url}"  # also checks the server answers
+
+    @property
+    def config(self):
+        return self  # model.config.name_or_path, as transformers models have it
+
+    @classmethod
+    def connect(cls, base_url: str, tokenizer, top_k: int = 5, api_key: str | None = None) -> "ServedModel":
+        return cls(served_client(base_url, tokenizer, top_k, api_key=api_key))
+
+
+def is_served(model) -> bool:
+    return bool(getattr(model, "served", False))
+
+
+def make_scorer(model, tokenizer, trajectory: Trajectory, base_weights: bool = False) -> HintScorer:
+    """The scorer for `model`: in-process, or through the server of a `ServedModel` (same contract)."""
+    if is_served(model):
+        return ServedScorer(model.client, tokenizer, trajectory)
+    return HintScorer(model, tokenizer, trajectory, base_weights=base_weights)
+
+
+def generate_served(model: ServedModel, tokenizer, messages: list[dict], config, tools=None,
+                    record_id: str = "rollout", meta: dict | None = None):
+    """`rollout.generate`'s record, sampled by the server (its chat completions, with the exact sampled ids)."""
+    from .batching import GenerationJob
+
+    generator = RemoteGenerator(model.client.config, tokenizer)
+    return generator.generate_one(GenerationJob(record_id, messages, config, tools, dict(meta or {})))

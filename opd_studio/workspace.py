@@ -116,6 +116,8 @@ class Weights:
 
     def sync(self, store: Store) -> None:
         """Carry the store's active run: attach its saved adapter, or go back to the base weights."""
+        if getattr(self.base, "served", False):  # a served model (served.ServedModel): its weights are the server's
+            return
         wanted = store.active_run()
         if wanted == self.run_id and self.store_path == store.path:
             return
@@ -321,6 +323,10 @@ class Workspace:
         Every run starts from the base weights, so runs compare. The first report comes before any work (the
         teacher's targets are cached before step 0, which takes a while on a CPU)."""
         self.require_write("train")
+        if getattr(weights.base, "served", False):
+            raise ValueError("training needs the model's weights in this process; this studio scores through a "
+                             "server (--base-url): export the curated set and run opd-studio train where the "
+                             "weights are, or start the studio without --base-url")
         records = self.training_records()
         if not records:
             raise ValueError("the curated set is empty: accept some hinted records first")

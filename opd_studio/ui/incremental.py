@@ -54,6 +54,8 @@ def window_table(scorer: HintScorer, hints: list[Hint], span: str = "turn", erro
                  upto: int | None = None) -> ScoreResult:
     """`scorer.score(hints, span, error)` for the original positions before `upto`; rows from `upto` on carry their
     before-values (after = before, KL 0) and are pending: `pending_from == upto`."""
+    if scorer.model is None:  # a served scorer: the server scores the whole sequence in the one request anyway
+        return scorer.score(hints, span, error)
     upto = window_end(scorer, hints, error) if upto is None else upto
     placed = scorer.place(hints)
     trajectory = scorer.trajectory
