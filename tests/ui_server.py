@@ -23,8 +23,9 @@ def free_port() -> int:
 
 
 class StudioServer:
-    def __init__(self, data_dir: Path, port: int | None = None):
+    def __init__(self, data_dir: Path, port: int | None = None, env: dict | None = None):
         self.data_dir, self.port = data_dir, port or free_port()
+        self.env = env or {}  # more environment (OPD_STUDIO_BASE_URL: the studio on a served model)
         self.process: subprocess.Popen | None = None
         self.log = data_dir / "server.log"
 
@@ -34,7 +35,7 @@ class StudioServer:
 
     def start(self, timeout: float = 180) -> "StudioServer":
         env = {**os.environ, "OPD_STUDIO_DATA": str(self.data_dir), "GRADIO_SERVER_PORT": str(self.port),
-               "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+               "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", **self.env}
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env,
                                         stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
