@@ -11,7 +11,9 @@ ids (never re-tokenized) to `/v1/completions`, which answers with prompt log-pro
   `return_tokens_as_token_ids`, else by token text (llama.cpp). The rank is known only when the token is in the top k.
 
 The first request tries `prompt_logprobs` and falls back to `echo`; a server that gives neither gets one
-`RemoteError` naming what it lacks. `ServedScorer` is a `HintScorer` whose passes are these answers, so its
+`RemoteError` naming what it lacks. A server that takes only text prompts (llama-cpp-python's refuses a list of ids)
+gets the ids decoded, and every token it echoes must be the one we sent, spelled the same (else a `RemoteError`:
+it re-tokenized the prompt differently), so the numbers are still those of our token ids. `ServedScorer` is a `HintScorer` whose passes are these answers, so its
 `score` returns the same `ScoreResult` (columns of docs/data.md) and `gradient_map` the same `GradientMap`:
 
 * log p of the written token, its rank and the top k: the server's numbers (exact, up to the server's arithmetic);
@@ -40,6 +42,7 @@ import torch
 from .records import ErrorSpan, Hint
 from .remote import RemoteConfig, RemoteError, RemoteGenerator
 from .scoring import HintScorer, ScoreResult, splice
+from .token_bytes import token_bytes
 from .trajectory import Trajectory
 
 SERVED_COLUMNS = ["figures"]  # added after COLUMNS (and PLACEBO_COLUMNS) by a served scorer
@@ -106,6 +109,7 @@ class PromptLogprobClient:
         self.http = RemoteGenerator(config, tokenizer)  # its HTTP call, errors and model lookup
         self.base_url = self.http.base_url
         self.protocol: str | None = None  # found on the first request
+        self.prompt_as = "ids"  # "text": the server takes no token ids; the prompt goes as their decoded text
 
     def fetch(self, ids: list[int]) -> ServedPass:
         if self.protocol is None:
@@ -132,11 +136,12 @@ class PromptLogprobClient:
     def _first(self, ids: list[int]) -> ServedPass:
         """Ask with prompt_logprobs and echo + logprobs together; use what the server answers (a server that refuses
         the prompt_logprobs field is asked again with echo alone)."""
-        for asked in PROTOCOLS:
+        for asked, prompt_as in (("prompt_logprobs", "ids"), ("echo", "ids"), ("echo", "text")):
+            self.prompt_as = prompt_as
             try:
                 reply = self._request(ids, asked)
             except RemoteError as exc:
-                if asked == "prompt_logprobs" and "HTTP 4" in str(exc):
+                if "HTTP 4" in str(exc) and prompt_as == "ids":  # a field or an id prompt it refuses: ask otherwise
                     continue
                 raise
             for protocol in PROTOCOLS[PROTOCOLS.index(asked):]:
@@ -149,7 +154,9 @@ class PromptLogprobClient:
 
     def _request(self, ids: list[int], protocol: str) -> dict:
         # max_tokens 1: vLLM wants at least one; llama.cpp reads 0 as "until the context is full".
-        payload = {"model": self.http.model_name(), "prompt": list(ids), "max_tokens": 1, "temperature": 0,
+        prompt = list(ids) if self.prompt_as == "ids" else self.tokenizer.decode(
+            ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        payload = {"model": self.http.model_name(), "prompt": prompt, "max_tokens": 1, "temperature": 0,
                    "echo": True, "logprobs": self.top_k, "return_tokens_as_token_ids": True}
         if protocol == "prompt_logprobs":
             payload["prompt_logprobs"] = self.top_k
@@ -193,18 +200,33 @@ class PromptLogprobClient:
             raise RemoteError(f"{self.base_url} echoed {len(tokens)} tokens for a {len(ids)}-token prompt: it did "
                               "not score the token ids as sent")
         rows = []
-        for t in range(1, len(ids)):
+        for t in range(len(ids)):
             token = _key(tokens[t])
-            if isinstance(token, int) and token != ids[t]:
-                raise RemoteError(f"{self.base_url} echoed token {token} at position {t} where the prompt has "
-                                  f"{ids[t]}: it did not score the token ids as sent")
+            if token != ids[t] and (isinstance(token, int) or not self._spells(ids[t], token)):
+                raise RemoteError(f"{self.base_url} echoed token {token!r} at position {t} where the prompt has "
+                                  f"{ids[t]} ({self.tokenizer.decode([ids[t]])!r}): it did not score the token ids "
+                                  "as sent (a server that takes text prompts tokenized it differently)")
+            if t == 0:
+                continue
             logp = float(values[t])
             top = sorted(((_key(k), float(v)) for k, v in (tops[t] or {}).items()), key=lambda kv: -kv[1])
             top = top[: self.top_k]
-            in_top = any(k == token for k, _ in top)
+            # a token text names its token only when it is whole text ("" and "\ufffd" stand for many partial ones)
+            in_top = any(k == token for k, _ in top) and (isinstance(token, int) or _whole(token))
             rank = 1 + sum(v > logp for _, v in top) if in_top else None
             rows.append(PositionLogprobs(ids[t] if isinstance(token, int) else token, logp, rank, top))
         return rows
+
+
+    def _spells(self, token_id: int, text: str) -> bool:
+        """Whether a server's token text is token `token_id` (a text server drops the bytes of a character split
+        over tokens, so a partial token may come back as "" or "\ufffd")."""
+        spelled = token_bytes(self.tokenizer, token_id)
+        return text in (spelled.decode("utf-8", "ignore"), spelled.decode("utf-8", "replace"))
+
+
+def _whole(text: str) -> bool:
+    return bool(text) and "\ufffd" not in text
 
 
 def _key(token: str) -> TokenKey:

@@ -175,3 +175,29 @@ def test_serve_refuses_generation_on_the_scoring_route(server):
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request)
     assert caught.value.code == 400 and b"max_tokens must be 0 or 1" in caught.value.read()
+
+
+def test_text_prompts_and_token_texts_give_the_same_numbers(server, tiny_model, tokenizer, monkeypatch):
+    """What a client gets from a server that takes text prompts and names tokens by their text (llama.cpp's): our
+    serve, asked with the decoded text and without token ids in the answer."""
+    client = served_client(server, tokenizer)
+    client.protocol, client.prompt_as = "echo", "text"
+    call = client.http._call
+
+    def without_ids(path, payload=None):  # a server that ignores return_tokens_as_token_ids
+        return call(path, payload and {k: v for k, v in payload.items() if k != "return_tokens_as_token_ids"})
+
+    monkeypatch.setattr(client.http, "_call", without_ids)
+    for fixture in (ADD, MULTI_TURN):  # MULTI_TURN: chat-template special tokens and a multi-byte emoji
+        record = Record.from_dict(fixture)
+        trajectory = build_trajectory(tokenizer, record)
+        served = ServedScorer(client, tokenizer, trajectory).score(record.hints).table
+        local = HintScorer(tiny_model, tokenizer, trajectory).score(record.hints).table
+        rows = local.student.to_numpy()
+        for column in ("logp_before", "logp_after"):  # the written token's log p: exact whatever its text
+            assert (served[column][rows] - local[column][rows]).abs().max() < 1e-3
+        if fixture is ADD:  # whole-character tokens only: texts name tokens one to one
+            assert_same_scores(served, local)
+        for column in ("rank_before", "rank_after"):  # where a text names its token, the rank is the same
+            given = served[column][rows].notna()
+            assert (served[column][rows][given] == local[column][rows][given]).all()

@@ -41,7 +41,7 @@ def model_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory, model_server):
-    server = StudioServer(tmp_path_factory.mktemp("served-studio"), env={"OPD_STUDIO_BASE_URL": model_server}).start()
+    server = StudioServer(tmp_path_factory.mktemp("served-studio"), env={"OPD_STUDIO_BASE_URL": model_server}).start(timeout=600)
     yield server
     server.stop()
 
