@@ -133,13 +133,18 @@ def main() -> None:
             return lambda: {r.id: s.table for r, s in score_served(client, tokenizer, jobs)}
 
         runs = {"in-process (batched)": local_run, **{name: served_run(url) for name, url in servers.items()}}
-        tables = {name: run() for name, run in runs.items()}  # warm-up, and the tables compared below
+        tables = {}
+        for name, run in runs.items():  # warm-up, and the tables compared below
+            started = time.perf_counter()
+            tables[name] = run()
+            print(f"warm-up {name}: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
         times: dict[str, list[float]] = {name: [] for name in runs}
-        for _ in range(args.repeats):
+        for repeat in range(args.repeats):
             for name, run in runs.items():
                 started = time.perf_counter()
                 run()
                 times[name].append(time.perf_counter() - started)
+                print(f"repeat {repeat + 1} {name}: {times[name][-1]:.1f} s", file=sys.stderr, flush=True)
     finally:
         for process in processes:
             process.terminate()
