@@ -59,7 +59,7 @@ def test_the_studio_scores_through_a_served_model(studio, default_model):
     from opd_studio.store import Store
     from opd_studio.trajectory import build_trajectory
 
-    client = Client(studio.url, verbose=False)
+    client = Client(studio.url, verbose=False, httpx_kwargs={"timeout": 600})
     strip = client.predict("Prompt", None, "What is 17 + 25?", 0, 1, 32, 0, "arithmetic", "delta",
                            api_name="/generate")[0]
     assert "17·+·25·=" in strip and "(top-5 + tail)" in strip and "opd-ghost" in strip
