@@ -395,5 +395,8 @@ def generate_served(model: ServedModel, tokenizer, messages: list[dict], config,
     """`rollout.generate`'s record, sampled by the server (its chat completions, with the exact sampled ids)."""
     from .batching import GenerationJob
 
-    generator = RemoteGenerator(model.client.config, tokenizer)
+    import dataclasses
+
+    # the chat completions: the server's own template, and its sampled ids (completions here are for scoring)
+    generator = RemoteGenerator(dataclasses.replace(model.client.config, endpoint="chat"), tokenizer)
     return generator.generate_one(GenerationJob(record_id, messages, config, tools, dict(meta or {})))
