@@ -35,8 +35,8 @@ $(VENV)/.bench-installed: requirements-bench.txt $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
 	touch $@
 
-# llama-cpp-python's OpenAI-compatible server, for the test that generates through a server we did not write
-# (tests/test_remote.py; skipped when absent). Its own virtualenv: it compiles llama.cpp (~11 min on 2 cores).
+# llama-cpp-python's OpenAI-compatible server, for the tests that generate and score through a server we did not write
+# (tests/test_remote.py; skipped when absent) and bench/served.py. Its own virtualenv: it compiles llama.cpp (~11 min on 2 cores).
 LLAMA_VENV := .venv-llama
 $(LLAMA_VENV)/.installed:
 	test -x $(LLAMA_VENV)/bin/python || $(PYTHON) -m venv $(LLAMA_VENV)
@@ -48,6 +48,7 @@ llama-server: $(LLAMA_VENV)/.installed
 # Each script prints its table (ratios measured side by side in one process) and writes bench/results/.
 bench: setup browser $(VENV)/.bench-installed llama-server
 	$(PY) -m pytest -q tests/test_remote.py
+	$(PY) -m bench.served
 	$(PY) -m bench.scoring
 	$(PY) -m bench.rescoring
 	$(PY) -m bench.long

@@ -2,8 +2,9 @@
 
     opd-studio generate --input prompts.jsonl --output rollouts.jsonl [--temperature 0.7 --samples 4] [--run N]
     opd-studio propose  --hint-model arithmetic --input rollouts.jsonl --output proposed.jsonl
-    opd-studio score    --input proposed.jsonl --output scores.parquet [--run N | --adapter DIR]
+    opd-studio score    --input proposed.jsonl --output scores.parquet [--run N | --adapter DIR | --base-url URL]
     opd-studio train    [--data curated.jsonl] --steps 10 --target contrast     (records the run in the store)
+                        [--report-to trackio]     (and reports each step to trackio)
     opd-studio loop     --input prompts.jsonl --rounds 3 --steps 10 [--accept verifier] [--output final.jsonl]
     opd-studio runs     list | use N | reset | show N
     opd-studio curated  list | export --output F | import F | revisions ID | restore ID REV | delete ID
@@ -38,6 +39,17 @@ def _add_model_args(parser: argparse.ArgumentParser, weights: bool = True) -> No
         trained.add_argument("--adapter", help="use a saved adapter directory (a run directory)")
 
 
+def _add_server_args(parser: argparse.ArgumentParser, verb: str) -> None:
+    parser.add_argument("--base-url", default=None,
+                        help=f"{verb} through an OpenAI-compatible server at this URL (…/v1: vLLM, SGLang, TGI, "
+                             "llama.cpp, opd-studio serve) instead of the local model; --model then only supplies "
+                             "the tokenizer")
+    parser.add_argument("--remote-model", default=None, help="model name to ask the server for (default: its first)")
+    parser.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                        help="environment variable holding the server's API key (default OPENAI_API_KEY)")
+    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight to the server")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="opd-studio", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -56,16 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--samples", type=int, default=1, help="rollouts per record (seeds seed, seed+1, …)")
     gen.add_argument("--batch-size", type=int, default=16, help="prompts decoded together by the local model")
-    gen.add_argument("--base-url", default=None,
-                     help="generate through an OpenAI-compatible server at this URL (…/v1: vLLM, SGLang, TGI, "
-                          "llama.cpp) instead of the local model; --model then only supplies the tokenizer")
-    gen.add_argument("--remote-model", default=None, help="model name to ask the server for (default: its first)")
-    gen.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
-                     help="environment variable holding the server's API key (default OPENAI_API_KEY)")
+    _add_server_args(gen, "generate")
     gen.add_argument("--endpoint", default="chat", choices=["chat", "completions"],
                      help="the server's chat completions, or completions on the prompt the local template renders")
     gen.add_argument("--top-logprobs", type=int, default=5, help="alternatives the server reports per token")
-    gen.add_argument("--concurrency", type=int, default=8, help="requests in flight to the server")
 
     propose = commands.add_parser("propose", help="run a hint model and attach its proposals as hints")
     _add_model_args(propose)
@@ -92,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help=".jsonl (one token a line) or .parquet; run again with the same output to resume")
     score.add_argument("--batch-size", type=int, default=16, help="sequences per batched forward pass")
     score.add_argument("--span", default="turn", choices=["error", "turn", "response"], help="loss span")
-    score.add_argument("--top-k", type=int, default=5, help="alternatives listed per token")
+    score.add_argument("--top-k", type=int, default=5,
+                       help="alternatives listed per token (with --base-url: also what entropy and KL are computed "
+                            "on, the top k plus a tail bin; at most 20)")
+    _add_server_args(score, "score")
     score.add_argument("--placebo", default=None, metavar="TEXT|default",
                        help="also score a content-free hint at each hint's place and write the placebo columns: "
                             "'default' (each hint's stored placebo, else one built from its frame) or a text")
@@ -135,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     app = commands.add_parser("app", help="open the studio in the browser")
     app.add_argument("--host", default=None, help="default 127.0.0.1 (GRADIO_SERVER_NAME)")
     app.add_argument("--port", type=int, default=None, help="default 7860 (GRADIO_SERVER_PORT)")
+    app.add_argument("--base-url", default=None,
+                     help="no model in this process: generate and score through this server (…/v1: opd-studio serve, "
+                          "vLLM, llama.cpp); --model supplies the tokenizer (OPD_STUDIO_BASE_URL)")
+    app.add_argument("--model", default=None, help="the model (or, with --base-url, its tokenizer); OPD_STUDIO_MODEL")
     return parser
 
 
@@ -201,6 +214,14 @@ def _add_train_parser(commands) -> None:
     train.add_argument("--merge", action="store_true", help="with --out: also write the merged model to OUT/merged")
     train.add_argument("--force", action="store_true", help="save even when drift is over the threshold")
     train.add_argument("--keep-weights", action="store_true", help="record the run but keep the active weights")
+    train.add_argument("--report-to", default="none", choices=["none", "trackio"],
+                       help="also report each step to a tracker: trackio (local: trackio show --project PROJECT)")
+    train.add_argument("--trackio-project", default="opd-studio", help="the trackio project (default opd-studio)")
+    train.add_argument("--run-name", default=None, help="the run's name in the tracker (default: trackio's own)")
+    train.add_argument("--trackio-space", default=None, metavar="OWNER/SPACE",
+                       help="log to this Hugging Face Space's trackio dashboard instead of only locally")
+    train.add_argument("--trackio-dataset", default=None, metavar="OWNER/DATASET",
+                       help="with --trackio-space: keep the logs in this Hugging Face dataset")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,16 +316,31 @@ def _generate(args) -> None:
 
 
 def _score(args) -> None:
+    import os
+
     from .exports import read_input
     from .headless import score_file
 
     records = read_input(args.input)
     if args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
-    model, tokenizer = _load(args)
+    client = model = None
+    if args.base_url:
+        if args.run is not None or args.adapter:
+            raise ValueError("--run and --adapter choose local weights; with --base-url the server's model scores "
+                             "(serve the trained weights: opd-studio serve --run N)")
+        from .served import served_client
+        from .remote import tokenizer_for
+
+        _quiet_transformers()
+        tokenizer = tokenizer_for(args.model, trust_remote_code=args.trust_remote_code)
+        client = served_client(args.base_url, tokenizer, args.top_k, args.remote_model,
+                               os.environ.get(args.api_key_env), args.concurrency)
+    else:
+        model, tokenizer = _load(args)
     try:
         summary = score_file(model, tokenizer, records, args.output, args.span, args.top_k, args.batch_size,
-                             placebo=args.placebo)
+                             placebo=args.placebo, client=client)
     except KeyboardInterrupt:
         print("interrupted: the finished records are kept; run the same command again to resume", file=sys.stderr)
         raise
@@ -398,12 +434,29 @@ def _train(args) -> None:
     model, tokenizer = load_model(args.model, device=device, dtype=args.dtype,
                                   trust_remote_code=args.trust_remote_code)
 
+    tracker = None
+    if args.report_to == "trackio" and state.is_main_process:
+        from .tracking import TrackioReporter, TrackioTarget
+
+        tracker = TrackioReporter(TrackioTarget(args.trackio_project, args.run_name, args.trackio_space,
+                                                args.trackio_dataset),
+                                  {**dataclasses.asdict(config), "model": args.model,
+                                   "data": args.data or "curated set", "records": len(records),
+                                   "heldout_records": len(heldout)})
+
     def report(row: StepMetrics) -> None:
         print(f"step {row.step:>3}  loss {row.loss:.4f}  drift {row.drift:.4f}"
               + (f"  held-out {row.drift_heldout:.4f}" if not math.isnan(row.drift_heldout) else "")
               + f"  {row.seconds:.2f}s", file=sys.stderr, flush=True)
+        if tracker:
+            tracker.log(row)
 
-    result = train(model, tokenizer, records, config, heldout=heldout or None, on_step=report)
+    try:
+        result = train(model, tokenizer, records, config, heldout=heldout or None, on_step=report)
+    finally:
+        if tracker:
+            tracker.finish()
+            print(f"reported to {tracker.where()}", file=sys.stderr)
     if state.is_main_process and result.placebo_defaulted:
         print(f"{len(result.placebo_defaulted)} of {len(records)} records had no stored placebo: used the default "
               "(records.default_placebo)", file=sys.stderr)
@@ -541,6 +594,13 @@ def _export(args, workspace, status: str | None) -> int:
 
 
 def _app(args) -> None:
+    import os
+
+    # read by ui.common when it is imported
+    if args.base_url:
+        os.environ["OPD_STUDIO_BASE_URL"] = args.base_url
+    if args.model:
+        os.environ["OPD_STUDIO_MODEL"] = args.model
     from .ui import build_app, launch
 
     options = {k: v for k, v in (("server_name", args.host), ("server_port", args.port)) if v is not None}

@@ -35,6 +35,10 @@ def _batched_hidden(scorer: HintScorer, shared: int, suffixes: list[list[int]]) 
     """(B, L, H) hidden states of `ids[:shared] + suffix_b` for each b, positions `shared…` only."""
     from transformers import DynamicCache
 
+    if scorer.model is None:  # a served scorer (served.py): no hidden states here
+        raise ValueError("the position sweep and the hint-text comparison batch many variants through the model's "
+                         "cache; with a served model (--base-url) they are not available: run the studio with the "
+                         "model loaded for them")
     model = scorer.model
     original = scorer.original_pass()
     width = max(len(s) for s in suffixes)
@@ -164,13 +168,13 @@ def compare_hint_texts(scorer: HintScorer, texts: list[str], anchor: int, error:
 @torch.no_grad()
 def hint_flags(scorer: HintScorer, scores: ScoreResult) -> pd.DataFrame:
     """Leak and contamination flags at the target positions of `scores` (what `scorer.score(hints)` gave)."""
-    trajectory, model, table, placed = scorer.trajectory, scorer.model, scores.table, scores.hints
+    trajectory, table, placed = scorer.trajectory, scores.table, scores.hints
     hinted, position = scorer.hinted_pass(placed)
     ids = trajectory.input_ids
     targets = table.index[table.target & table.logp_after.notna()].tolist()
     if not targets:
         return pd.DataFrame(columns=["i", "text", "teacher_top", "leak", "continues_hint", "p_hint_only"])
-    logprobs = torch.log_softmax(logits_from_hidden(model, hinted.hidden[[position[i] - 1 for i in targets]]), -1)
+    logprobs = scorer._logprobs(hinted.hidden, [position[i] - 1 for i in targets])  # (n, V); served: top-k rebuilt
     top = logprobs.argmax(-1).tolist()
     rows = []
     for n, i in enumerate(targets):

@@ -1,6 +1,7 @@
 """The `score` and `generate` commands' work: records in, a resumable output file out.
 
     score_file(model, tokenizer, records, "scores.parquet", span="turn")       → one row per token (scoring.COLUMNS)
+    score_file(None, tokenizer, records, "scores.parquet", client=served_client(url, tokenizer))   (a server)
     generate_file(records, "rollouts.jsonl", configs, model=…, tokenizer=…)   → one record per rollout
     generate_file(records, "rollouts.jsonl", configs, tokenizer=…, remote=RemoteConfig(url))   (a serving engine)
 
@@ -51,7 +52,9 @@ def _log(message: str) -> None:
 
 
 def score_file(model, tokenizer, records: list[Record], output: str | Path, span: str = "turn", top_k: int = 5,
-               batch_size: int = 16, placebo: str | None = None) -> Summary:
+               batch_size: int = 16, placebo: str | None = None, client=None) -> Summary:
+    """`client` (a `served.PromptLogprobClient`): score through its server instead of `model` (None then); its rows
+    carry `served.SERVED_COLUMNS` (entropy and KL over the top k plus a tail bin)."""
     from .batching import prepare_scoring, score_records
 
     output = Path(output)
@@ -68,8 +71,14 @@ def score_file(model, tokenizer, records: list[Record], output: str | Path, span
         bar.update(n)
 
     try:
-        for record, scores in score_records(model, tokenizer, jobs, span=span, top_k=top_k, batch_size=batch_size,
-                                            on_tokens=on_tokens):
+        if client is not None:
+            from .served import score_served
+
+            scored = score_served(client, tokenizer, jobs, span=span, on_tokens=on_tokens)
+        else:
+            scored = score_records(model, tokenizer, jobs, span=span, top_k=top_k, batch_size=batch_size,
+                                   on_tokens=on_tokens)
+        for record, scores in scored:
             store.add(record.id, _rows(record.id, scores.table))
     except BaseException:
         store.discard_if_empty()

@@ -243,11 +243,11 @@ class RemoteGenerator:
 def tokenizer_for(spec: str = "default", trust_remote_code: bool = False):
     """The tokenizer of a model spec, without loading a hub model's weights (the server holds those). The default
     model and GGUF files go through `load_model`, which finds their tokenizer in the dequantized cache."""
-    from .model import DEFAULT_MODEL, ModelLoadError, load_model
+    from .model import DEFAULT_MODEL, ModelLoadError, load_model_cached
 
     spec = (spec or DEFAULT_MODEL).strip()
-    if spec == DEFAULT_MODEL or spec.endswith(".gguf"):
-        return load_model(spec, device="cpu")[1]
+    if spec == DEFAULT_MODEL or spec.endswith(".gguf"):  # serialized: the studio's warm-up and a request may both ask
+        return load_model_cached(spec, device="cpu")[1]
     from transformers import AutoTokenizer
 
     try:

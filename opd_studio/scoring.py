@@ -88,6 +88,7 @@ class ScoreResult:
     placebo: list[str] | None = None  # the placebo texts scored beside the hints, when the lane ran
     pending_from: int | None = None  # a first update (`score_window`): rows from here on still lack the teacher
     pending_before: int | None = None  # `score_window` on a fresh open: rows before this still lack every number
+    topk_figures: int | None = None  # served scores (served.py): entropy and KL are over the top k + a tail bin
 
     @property
     def anchors(self) -> list[int]:
@@ -418,7 +419,7 @@ class HintScorer:
             hidden = self.original_pass(upto=max(missing)).hidden
             for a in range(0, len(missing), self.chunk_size):
                 chunk = missing[a: a + self.chunk_size]
-                self._before.update(self._rows(self._logprobs(hidden, [i - 1 for i in chunk]), chunk))
+                self._before.update(self._stats(hidden, [i - 1 for i in chunk], chunk))
         return self._before
 
     def hinted_pass(self, placed: list[PlacedHint]) -> tuple[ForwardPass, list[int]]:
@@ -480,8 +481,7 @@ class HintScorer:
             spliced, position = self.placebo_pass(placed)
             for a in range(0, len(changed), self.chunk_size):
                 positions = changed[a: a + self.chunk_size]
-                stats.update(self._rows(self._logprobs(spliced.hidden, [position[i] - 1 for i in positions]),
-                                        positions))
+                stats.update(self._stats(spliced.hidden, [position[i] - 1 for i in positions], positions))
         rows = [stats.get(i, before.get(i)) for i in table.i]
         table["logp_placebo"] = [r[0] if r else math.nan for r in rows]
         table["rank_placebo"] = pd.array([r[1] if r else pd.NA for r in rows], dtype="Int64")
@@ -515,8 +515,8 @@ class HintScorer:
         if not positions:
             return GradientMap(pd.DataFrame(columns=GRADIENT_MAP_COLUMNS), spec.kind)
         ids = self.trajectory.input_ids
-        tokens = torch.tensor([ids[i] for i in positions], device=self.model.device)
         log_p = self._logprobs(self.original_pass().hidden, [i - 1 for i in positions])  # (n, V)
+        tokens = torch.tensor([ids[i] for i in positions], device=log_p.device)
         hinted, position = self.hinted_pass(placed)
         rows = [position[i] - 1 for i in positions]
         log_q = self._logprobs(hinted.hidden, rows)
@@ -551,6 +551,11 @@ class HintScorer:
             "kl_target": kl.tolist(), "top_student": tops(log_p), "top_hinted": tops(log_q),
             "top_placebo": tops(log_z), "top_target": tops(log_r)}, columns=GRADIENT_MAP_COLUMNS)
         return GradientMap(frame, spec.kind)
+
+    def _stats(self, hidden, rows: list[int], positions: list[int]) -> dict[int, tuple]:
+        """`_rows` at `positions`, predicted from `rows` of a pass's hidden states (a served scorer reads them from
+        the server's answer instead: `served.ServedScorer`)."""
+        return self._rows(self._logprobs(hidden, rows), positions)
 
     def _logprobs(self, hidden: torch.Tensor, rows: list[int]) -> torch.Tensor:
         index = torch.tensor(rows, device=hidden.device)

@@ -27,7 +27,7 @@ import itertools
 import json
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Iterator
@@ -116,6 +116,8 @@ class Weights:
 
     def sync(self, store: Store) -> None:
         """Carry the store's active run: attach its saved adapter, or go back to the base weights."""
+        if getattr(self.base, "served", False):  # a served model (served.ServedModel): its weights are the server's
+            return
         wanted = store.active_run()
         if wanted == self.run_id and self.store_path == store.path:
             return
@@ -322,8 +324,9 @@ class Workspace:
 
     def train(self, weights: Weights, config: TrainConfig, stop: threading.Event | None = None,
               use_heldout: bool = True, from_active: bool = False, heldout: list[Record] | None = None,
-              name: str | None = None) -> Iterator[TrainProgress]:
+              name: str | None = None, report_to: str = "none") -> Iterator[TrainProgress]:
         """Train on `training_records` in a worker thread, reporting progress as it comes; register the run.
+        `report_to="trackio"` also reports every step to the local trackio project (tracking.py).
 
         A run starts from the base weights, so runs compare — or, `from_active`, from the active run's weights,
         which are then its teacher and anchors and its parent (a round of the loop, `rounds.py`); a round that fails
@@ -331,6 +334,10 @@ class Workspace:
         cached before step 0, which takes a while on a CPU). `heldout`: the records drift is also measured on
         (default: `heldout_records`)."""
         self.require_write("train")
+        if getattr(weights.base, "served", False):
+            raise ValueError("training needs the model's weights in this process; this studio scores through a "
+                             "server (--base-url): export the curated set and run opd-studio train where the "
+                             "weights are, or start the studio without --base-url")
         records = self.training_records()
         if not records:
             raise ValueError("the curated set is empty: accept some hinted records first")
@@ -348,13 +355,25 @@ class Workspace:
         if not from_active:  # the weights in memory are about to match no saved run
             self.store.set_active_run(None)
 
+        tracker = None
+        if report_to == "trackio":
+            from .tracking import TrackioReporter, TrackioTarget
+
+            tracker = TrackioReporter(TrackioTarget(), {**asdict(config), "records": len(records),
+                                                        "heldout_records": len(heldout), "from": "studio"})
+
+        def on_step(row: StepMetrics) -> None:
+            updates.put(("row", row))
+            if tracker:
+                tracker.log(row)
+
         def work() -> None:
             try:
                 with weights.lock:
                     if not from_active:
                         weights.reset()
                     result = train(weights.model, weights.tokenizer, records, config, heldout=heldout or None,
-                                   on_step=lambda row: updates.put(("row", row)), should_stop=stop.is_set)
+                                   on_step=on_step, should_stop=stop.is_set)
                 updates.put(("done", result))
             except Exception as exc:  # noqa: BLE001 - re-raised by the generator (train took its adapter out)
                 if parent is not None:  # the parent's adapter was being trained in place: reload it from disk
@@ -362,6 +381,9 @@ class Workspace:
                         weights.reset()
                     self.store.set_active_run(parent)
                 updates.put(("error", exc))
+            finally:
+                if tracker:
+                    tracker.finish()
 
         yield TrainProgress(f"`{progress_bar(0, config.steps)}` caching the teacher's targets and the base anchors "
                             f"for {len(records)} record{'s' if len(records) != 1 else ''}"
@@ -390,7 +412,8 @@ class Workspace:
                 if parent is not None:
                     self.store.set_active_run(parent)
         yield TrainProgress(f"**run {outcome.run_id}: {result.steps} steps, stopped by {result.stopped}** · drift "
-                            f"{result.final.drift:.4f} · {outcome.message}", result.history, outcome)
+                            f"{result.final.drift:.4f} · {outcome.message}"
+                            + (f" · reported to {tracker.where()}" if tracker else ""), result.history, outcome)
 
     def runs_table(self) -> pd.DataFrame:
         """Every run, comparable: settings, how it ended, final drift and mean p(error tokens), whether its weights

@@ -95,3 +95,27 @@ def test_score_a_datasets_folder_batched_then_resume(tmp_path):
     assert table.record_id.unique().tolist() == ["add-17-25", "other"]
     three = table[(table.record_id == "add-17-25") & table.hint]
     assert three.text.item() == "3" and three.logp_after.item() < three.logp_before.item() - 2
+
+
+def test_score_through_a_server_equals_in_process_scores(tmp_path, tiny_server, tiny_model, tokenizer):
+    from opd_studio.scoring import score_record
+
+    records = [Record.from_dict({**ADD, "id": f"a{n}"}) for n in range(3)]
+    write_records(tmp_path / "in.jsonl", records)
+    output = tmp_path / "scores.jsonl"
+    done = run_cli("score", "--input", str(tmp_path / "in.jsonl"), "--output", str(output), "--base-url", tiny_server,
+                   "--placebo", "default", "--concurrency", "2")
+    assert done.returncode == 0, done.stderr
+    assert "scored 3 records" in done.stderr.splitlines()[-1]
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    local = score_record(tiny_model, tokenizer, records[0], placebo="default").table
+    mine = [r for r in rows if r["record_id"] == "a0"]
+    assert len(mine) == len(local) and {r["figures"] for r in rows} == {"top-5+tail"}
+    for row, expected in zip(mine, local.itertuples()):
+        if expected.student:
+            assert abs(row["logp_after"] - expected.logp_after) < 1e-3
+            assert abs(row["logp_placebo"] - expected.logp_placebo) < 1e-3
+            assert {t for t, _ in row["top_after"]} == {t for t, _ in expected.top_after}
+    refused = run_cli("score", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "x.jsonl"),
+                      "--base-url", tiny_server, "--run", "1")
+    assert "with --base-url the server's model scores" in one_error_line(refused)

@@ -2,6 +2,7 @@
 revisions and restore, as `opd-studio …` (its `main`, in this process: the store is the one OPD_STUDIO_DATA names)."""
 
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -137,3 +138,39 @@ def test_curated_exports_to_datasets_and_trl_and_back(data, capsys, tmp_path, mo
     assert code == 0, err
     trl = load_from_disk(str(tmp_path / "trl"))
     assert trl["id"] == ["add-17-25"] and trl["privileged_context"] == [ADD["hints"][0]["text"].strip()]
+
+
+def test_a_cli_run_appears_in_a_local_trackio_project(tmp_path, model_dir):
+    """`train --report-to trackio`, offline: the run, its config and every step's metrics read back through
+    trackio's own storage API (a separate process, both with TRACKIO_DIR set)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("trackio")
+    env = {**os.environ, "OPD_STUDIO_DATA": str(tmp_path / "data"), "TRACKIO_DIR": str(tmp_path / "trackio"),
+           "HF_HUB_OFFLINE": "1"}
+    Store(tmp_path / "data" / "opd_studio.sqlite").save(Record.from_dict(ADD), "accepted", reviewer="ana")
+    done = subprocess.run([sys.executable, "-m", "opd_studio", "train", "--model", str(model_dir), "--steps", "2",
+                           "--lr", "5e-3", "--drift_threshold", "none", "--no-heldout", "--report-to", "trackio",
+                           "--trackio-project", "opd-test", "--run-name", "cli-run"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "reported to trackio run cli-run" in done.stderr
+    read_back = subprocess.run([sys.executable, "-c", (
+        "import json; from trackio.sqlite_storage import SQLiteStorage as S; "
+        "print(json.dumps({'projects': S.get_projects(), 'runs': S.get_runs('opd-test'), "
+        "'logs': S.get_logs('opd-test', 'cli-run'), 'config': S.get_run_config('opd-test', 'cli-run')}, "
+        "default=str))")], capture_output=True, text=True, env=env, timeout=300)
+    assert read_back.returncode == 0, read_back.stderr
+    found = json.loads(read_back.stdout.splitlines()[-1])
+    assert "opd-test" in found["projects"] and found["runs"] == ["cli-run"]
+    assert found["config"]["steps"] == 2 and found["config"]["lr"] == 5e-3 and found["config"]["records"] == 1
+    logs = found["logs"]
+    assert [row["step"] for row in logs] == [0, 1, 2]
+    stored = Store(tmp_path / "data" / "opd_studio.sqlite").run(1)["metrics"]
+    for row, step in zip(logs, stored):  # the tracker holds the numbers the store recorded
+        assert row["loss"] == pytest.approx(step["loss"])
+        assert row["drift"] == pytest.approx(step["drift"])
+        logp = step["records"][ADD["id"]]["logp_error"]
+        assert row[f"p_error/{ADD['id']}"] == pytest.approx(math.exp(logp))

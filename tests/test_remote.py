@@ -147,3 +147,26 @@ def test_llama_cpp_server_rollouts_score_exactly(llama_server, default_model, tm
         close = sum(abs(a - b) < 0.5 for a, b in zip(local, remote["logprobs"]))
         assert close >= 0.8 * len(local), (local, remote["logprobs"])
 
+
+
+@pytest.mark.integration
+def test_llama_cpp_server_scores_the_demo_records(llama_server, default_model):
+    """`opd-studio score --base-url`'s path against llama.cpp's server (text prompts, token texts, echo + logprobs;
+    the GGUF's quantized arithmetic): the same tokens are scored, and the numbers are close to the in-process ones.
+    The measured difference (bench/served.py, README "Served models") is what these bounds are set from."""
+    from bench.served import agreement
+    from opd_studio.batching import prepare_scoring, score_records
+    from opd_studio.records import read_records
+    from opd_studio.served import score_served, served_client
+
+    model, tokenizer = default_model
+    records = [r for r in read_records(ROOT / "assets" / "demo_rollouts.jsonl")
+               if r.hints and r.meta.get("family") == "arithmetic"][:4]
+    jobs = prepare_scoring(tokenizer, records, placebo="default")
+    client = served_client(llama_server, tokenizer, concurrency=2)
+    served = {r.id: s for r, s in score_served(client, tokenizer, jobs)}
+    assert client.protocol == "echo" and client.prompt_as == "text"  # llama-cpp-python takes no token ids
+    local = {r.id: s.table for r, s in score_records(model, tokenizer, jobs)}
+    measured = agreement({k: s.table for k, s in served.items()}, local)
+    assert all(s.topk_figures == 5 and set(s.table.figures) == {"top-5+tail"} for s in served.values())
+    assert measured["mean_abs_dlogp"] < 0.2 and measured["top1_agreement"] > 0.8, measured

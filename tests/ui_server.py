@@ -25,7 +25,7 @@ def free_port() -> int:
 class StudioServer:
     def __init__(self, data_dir: Path, port: int | None = None, env: dict[str, str] | None = None):
         self.data_dir, self.port = data_dir, port or free_port()
-        self.env = env or {}  # more environment for the studio (OPD_STUDIO_MODEL, OPD_STUDIO_ONESHOT, …)
+        self.env = env or {}  # more environment for the studio (OPD_STUDIO_MODEL, OPD_STUDIO_ONESHOT, OPD_STUDIO_BASE_URL, …)
         self.process: subprocess.Popen | None = None
         self.log = data_dir / "server.log"
 

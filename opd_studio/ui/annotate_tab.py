@@ -23,7 +23,7 @@ from ..diagnostics import compare_hint_texts, hint_flags, position_sweep, summar
 from ..hints import HINT_MODELS, needs_model
 from ..records import Record
 from ..rollout import SamplingConfig
-from ..scoring import HintScorer
+from ..served import is_served, make_scorer
 from ..targets import ALPHA_MAX, TARGETS
 from ..trajectory import build_trajectory
 from . import session as actions
@@ -71,9 +71,13 @@ def hint_model_for(name: str, record: Record):
         return None
     chat = None
     if needs_model(name):
-        from ..hints.critic import LocalChat
+        from ..hints.critic import LocalChat, OpenAIChat
 
-        chat = LocalChat(*model())  # a model-backed hint model runs on the process's model as it is now
+        current, tokenizer = model()
+        if is_served(current):  # a model-backed hint model asks the server's chat completions
+            chat = OpenAIChat(current.client.base_url, current.client.http.model_name(), current.client.config.api_key)
+        else:
+            chat = LocalChat(current, tokenizer)  # it runs on the process's model as it is now
     return RememberedHintModel(name, actions.hint_model_for(name, record, chat=chat))
 
 
@@ -318,7 +322,7 @@ def _prepare(record: Record, like: actions.Session, stop: threading.Event) -> ac
         trajectory = build_trajectory(tokenizer, record)
         if len(trajectory) > READ_AHEAD_MAX_TOKENS:  # its first pass alone would hold the model for seconds
             return None
-        scorer = HintScorer(current_model, tokenizer, trajectory, base_weights=like.base_weights)
+        scorer = make_scorer(current_model, tokenizer, trajectory, base_weights=like.base_weights)
         for piece in (scorer.original_pass, scorer._before_stats, None):
             with MODEL_LOCK:
                 if stop.is_set():

@@ -15,7 +15,7 @@ import gradio as gr
 
 from . import annotate_tab, curated_tab, train_tab
 from . import session as actions
-from .common import MODEL_SPEC, access, counts_markdown, guarded, model, signed_in
+from .common import BASE_URL, MODEL_SPEC, access, counts_markdown, guarded, model, signed_in
 from .strip import STRIP_CSS
 from .waiting import WAIT_CSS, WAIT_JS
 
@@ -34,7 +34,8 @@ def build_app() -> gr.Blocks:
     with gr.Blocks(title="OPD Studio") as app:
         session = gr.State(actions.Session())
         with gr.Row():
-            gr.Markdown(f"## OPD Studio\nOn-policy self-distillation with hints · model: `{MODEL_SPEC}`")
+            served = f" served at `{BASE_URL}` (entropy and KL: top-5 + tail)" if BASE_URL else ""
+            gr.Markdown(f"## OPD Studio\nOn-policy self-distillation with hints · model: `{MODEL_SPEC}`{served}")
             counts = gr.Markdown(elem_id="opd-counts")
             if access().signs_in and os.environ.get("SPACE_ID"):  # Hugging Face sign-in exists on a Space only
                 gr.LoginButton(size="sm", scale=0)

@@ -24,6 +24,9 @@ from . import session as actions
 
 log = logging.getLogger("opd_studio.ui")
 MODEL_SPEC = os.environ.get("OPD_STUDIO_MODEL", "default")
+# A served model (`opd-studio app --base-url URL`): scoring and generation through that server; MODEL_SPEC then only
+# supplies the tokenizer.
+BASE_URL = os.environ.get("OPD_STUDIO_BASE_URL") or None
 USER_ERRORS = (ValueError, RecordError, TrajectoryError, ModelLoadError, KeyError)
 
 try:  # On a ZeroGPU Space, model work runs under spaces.GPU; elsewhere this is a no-op.
@@ -37,6 +40,12 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 @functools.lru_cache(maxsize=1)
 def _loaded() -> Weights:
+    if BASE_URL:
+        from ..remote import tokenizer_for
+        from ..served import ServedModel
+
+        tokenizer = tokenizer_for(MODEL_SPEC)
+        return Weights(ServedModel.connect(BASE_URL, tokenizer, api_key=os.environ.get("OPENAI_API_KEY")), tokenizer)
     return Weights(*load_model_cached(MODEL_SPEC))
 
 

@@ -59,6 +59,8 @@ def window_table(scorer: HintScorer, hints: list[Hint], span: str = "turn", erro
     """`scorer.score(hints, span, error)` for the original positions before `upto`; rows from `upto` on carry their
     before-values (after = before, KL 0) and are pending: `pending_from == upto` (`HintScorer.score_window`, from
     position 0: after an edit the student's rows are all known)."""
+    if scorer.model is None:  # a served scorer: the server scores the whole sequence in the one request anyway
+        return scorer.score(hints, span, error)
     upto = window_end(scorer, hints, error) if upto is None else upto
     return scorer.score_window(hints, span, error, start=0, end=upto)
 

@@ -26,6 +26,7 @@ from ..records import (MAX_UPLOAD_BYTES, MAX_UPLOAD_RECORDS, ErrorSpan, Hint, Re
 from ..objective import build_example
 from ..rollout import SamplingConfig, generate
 from ..scoring import LOSS_SPANS, GradientMap, HintScorer, ScoreResult, check_trajectory_length
+from ..served import generate_served, is_served, make_scorer
 from ..store import Store
 from ..targets import NEEDS_PLACEBO, TargetSpec
 from ..train import Timeline, timeline
@@ -109,7 +110,7 @@ def open_record(session: Session, model, tokenizer, record: Record, hint_model=N
         record.hints = [p.to_hint() for p in proposals[:1]]
         if proposals and record.error is None:
             record.error = proposals[0].to_error()
-    scorer = scorer or HintScorer(model, tokenizer, trajectory, base_weights=session.base_weights)
+    scorer = scorer or make_scorer(model, tokenizer, trajectory, base_weights=session.base_weights)
     new = Session(record=record, scorer=scorer,
                   span=session.span, base_weights=session.base_weights, weights_version=session.weights_version,
                   hints=copy.deepcopy(record.usable_hints), proposals=proposals,
@@ -141,7 +142,7 @@ def speculate(session: Session, first=None) -> Session:
     """Start scoring, in the background, the hint positions the user is likely to click next (after `first(stop)`,
     see `incremental.Speculator.start`). Tables already speculated for this record are kept."""
     stop_speculating(session)
-    if session.record is None:
+    if session.record is None or session.scorer.model is None:  # served: each table is one request, not worth it
         return session
     sets = []
     if session.hints and not session.placebo_on:  # positions fixed by the record, so each is scored once (their
@@ -167,7 +168,7 @@ def use_weights(session: Session, model, tokenizer, base: bool, version: int) ->
     session.speculator = None
     if session.record is None:
         return session
-    session.scorer = HintScorer(model, tokenizer, session.scorer.trajectory, base_weights=base)
+    session.scorer = make_scorer(model, tokenizer, session.scorer.trajectory, base_weights=base)
     return rescore(session)
 
 
@@ -179,8 +180,12 @@ def generate_and_open(session: Session, model, tokenizer, source: Record, sampli
     prompt, weights and sampling give the same rollout), the stored record opens, with the reviewer's hints:
     generating again never replaces reviewed work. Otherwise the new rollout goes to the review queue (when the
     workspace may be written), with the hint model's proposal."""
-    record, _ = generate(model, tokenizer, source.messages, sampling, tools=source.tools, record_id=source.id,
-                         meta=source.meta)
+    if is_served(model):
+        record = generate_served(model, tokenizer, source.messages, sampling, tools=source.tools,
+                                 record_id=source.id, meta=source.meta)
+    else:
+        record, _ = generate(model, tokenizer, source.messages, sampling, tools=source.tools, record_id=source.id,
+                             meta=source.meta)
     record.reference = source.reference
     record.id = rollout_id(source.id, record)
     stored = workspace.store.get(record.id) if workspace is not None else None

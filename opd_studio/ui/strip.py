@@ -131,14 +131,23 @@ def _gradient_lines(push) -> str:
             f"<table><tr><th colspan=2>student</th><th colspan=2>target</th></tr>{''.join(rows)}</table>")
 
 
-def _tooltip(row, push=None) -> str:
+def _rank(rank, topk: int | None) -> str:
+    """A served rank outside the top k is unknown (echo + logprobs do not say): shown as "> k"."""
+    return (f"> {topk}" if topk else "?") if pd.isna(rank) else str(rank)
+
+
+def _tooltip(row, push=None, topk: int | None = None) -> str:
+    """`topk`: the scores came from a server (`ScoreResult.topk_figures`): entropy and KL are over its top k + a tail
+    bin, lower bounds of the full figures, and say so."""
     p_before, p_after = math.exp(row.logp_before), math.exp(row.logp_after)
     placebo = not pd.isna(getattr(row, "logp_placebo", math.nan))
     header = "<th colspan=2>before</th><th colspan=2>after</th>" + ("<th colspan=2>placebo</th>" if placebo else "")
     return (
         f"<span class='opd-tip' role='tooltip'><b>#{row.i} {_visible(row.text)}</b>"
-        f"<span>p {p_before:.3f} → {p_after:.3f} · rank {row.rank_before} → {row.rank_after}</span>"
-        f"<span>entropy {row.entropy_before:.2f} → {row.entropy_after:.2f} · KL {row.kl:.3f}</span>"
+        f"<span>p {p_before:.3f} → {p_after:.3f} · rank {_rank(row.rank_before, topk)} → "
+        f"{_rank(row.rank_after, topk)}</span>"
+        f"<span>entropy {row.entropy_before:.2f} → {row.entropy_after:.2f} · KL {row.kl:.3f}"
+        f"{f' (top-{topk} + tail)' if topk else ''}</span>"
         f"{_placebo_lines(row)}"
         f"<table><tr>{header}</tr>"
         f"{_top_rows(row.top_before, row.top_after, row.top_placebo if placebo else None)}</table>"
@@ -209,7 +218,7 @@ def render_strip(scores: ScoreResult, view: str = "delta", trajectory=None, show
             data += (f" data-p='{math.exp(row.logp_before):.4f}' data-q='{math.exp(row.logp_after):.4f}'"
                      f" data-kl='{row.kl:.4f}'"
                      f" data-low='{int(math.exp(row.logp_before) < LOW_P)}' data-highkl='{int(row.kl > HIGH_KL)}'")
-        tip = (_pending_tip(row) if pending else _tooltip(row, pushes.get(row.i))) if scored else ""
+        tip = (_pending_tip(row) if pending else _tooltip(row, pushes.get(row.i), scores.topk_figures)) if scored else ""
         newline = "<br>" if row.text.endswith("\n") else ""
         color = "transparent" if pending and view != "before" and not sampled else token_color(row, "before"
                                                                                                 if pending else view)

@@ -58,7 +58,7 @@ def round_views(history: pd.DataFrame) -> tuple:
 @guarded_stream
 @gpu
 def on_train(session, steps, lr, loss, span, drift_weight, drift_threshold, lora_r, use_heldout, target=None,
-             alpha=None, placebo=None, profile: gr.OAuthProfile | None = None):
+             alpha=None, placebo=None, trackio=False, profile: gr.OAuthProfile | None = None):
     config = train_config(steps, lr, loss, span, drift_weight, drift_threshold, lora_r, target, alpha, placebo)
     session = signed_in(session, profile)
     current = workspace(profile)
@@ -69,7 +69,8 @@ def on_train(session, steps, lr, loss, span, drift_weight, drift_threshold, lora
     hidden = gr.update(visible=False)
     yield (session, "starting: loading the curated set and caching the hinted teacher's targets…", gr.skip(),
            gr.skip(), gr.skip(), gr.skip(), "")
-    for progress in current.train(weights(session), config, session.cancel, bool(use_heldout)):
+    for progress in current.train(weights(session), config, session.cancel, bool(use_heldout),
+                                  report_to="trackio" if trackio else "none"):
         status = progress.status
         steps_frame, per_record = metrics_frames(progress.history)
         shown = not per_record.empty
@@ -215,6 +216,8 @@ def build(app: gr.Blocks, session: gr.State) -> None:
                                           label="Stop when drift exceeds (nats/token)")
         train_rank = gr.Slider(1, 64, value=defaults.lora_r, step=1, label="LoRA rank")
         train_heldout = gr.Checkbox(value=True, label="Measure drift on held-out demo rollouts")
+        train_trackio = gr.Checkbox(value=False, label="Report to trackio (project opd-studio)",
+                                    info="local: trackio show --project opd-studio", elem_id="opd-trackio")
     with gr.Row():
         train_target = gr.Dropdown(list(TARGETS), value=defaults.target, label="Target",
                                    info="hinted: the hinted teacher · contrast: what the hint adds over a placebo · "
@@ -280,7 +283,7 @@ def build(app: gr.Blocks, session: gr.State) -> None:
                             label="Every regenerated answer", visible=False)
 
     train_inputs = [session, train_steps, train_lr, train_loss, train_span, train_drift_weight, train_drift_threshold,
-                    train_rank, train_heldout, train_target, train_alpha, train_placebo]
+                    train_rank, train_heldout, train_target, train_alpha, train_placebo, train_trackio]
     timeline_outputs = [session, timeline_record, timeline_step, timeline_strip, timeline_plot]
     train_button.click(on_train, train_inputs, [session, train_status, train_plot, loss_plot, runs, use_run_id,
                                                 what_next], api_name="train", show_progress="hidden").success(
