@@ -114,8 +114,9 @@ def open_window(scorer: HintScorer, hints: list[Hint], span: str = "turn", error
                 sampled: dict[int, float] | None = None) -> ScoreResult:
     """The first numbers of a record just opened: `scorer.score`'s rows inside `scorer.window(hints, error)`;
     rows after it are pending (`pending_from`), rows before it carry `sampled` (exact: before the hint the teacher is
-    the student) or nothing (`pending_before`). Without hints: the whole table."""
-    if not scorer.place(hints):
+    the student) or nothing (`pending_before`). Without hints, or on a served model (one request scores the whole
+    sequence anyway): the whole table."""
+    if scorer.model is None or not scorer.place(hints):
         return scorer.score(hints, span=span, error=error)
     return with_sampled(scorer.score_window(hints, span, error), sampled or {})
 
