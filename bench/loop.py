@@ -20,7 +20,7 @@ base's unrelated QA answers, and per round what the hint model flagged and what 
 proposed nothing for: what the loop cannot fix). Writes bench/results/loop.json.
 
     python -m bench.loop                      # S = 10 (CPU: ~15 min on 2 quiet cores)
-    python -m bench.loop --steps 8 --hint-model arithmetic
+    python -m bench.loop --steps 8 --hint-model answer
     python -m bench.loop --quick              # 4 prompts, 1 step, 32 tokens: a smoke test
 """
 
@@ -144,7 +144,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=10, help="S: steps per round")
     parser.add_argument("--prompts", type=int, default=16, help="prompts per family (curated, held-out)")
-    parser.add_argument("--hint-model", default="arithmetic", choices=list(HINT_MODELS))
+    parser.add_argument("--hint-model", default="answer", choices=list(HINT_MODELS))
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--quick", action="store_true", help="4 prompts, 1 step, 32 tokens, 2 unrelated: a smoke test")

@@ -184,7 +184,7 @@ def _add_loop_parser(commands, flags: argparse.ArgumentParser) -> None:
     loop.add_argument("--input", required=True, help="prompts (records; an assistant turn is answered again): JSONL, "
                                                      "Parquet, a `datasets` folder or hf://datasets/owner/name")
     loop.add_argument("--rounds", type=int, required=True, help="rounds in all (finished ones are not run again)")
-    loop.add_argument("--hint-model", default="arithmetic", choices=list(HINT_MODELS),
+    loop.add_argument("--hint-model", default="answer", choices=list(HINT_MODELS),
                       help="the hint model that reads each answer")
     loop.add_argument("--accept", choices=["verifier"], default=None,
                       help="accept the hint model's proposals as proposed (default: they go to the review queue)")

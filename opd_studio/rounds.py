@@ -48,7 +48,7 @@ HISTORY_COLUMNS = ["round", "run", "parent", "split", "answers", "right", "suppr
 
 @dataclass
 class RoundConfig:
-    hint_model: str = "arithmetic"  # a name of `hints.HINT_MODELS`
+    hint_model: str = "answer"  # a name of `hints.HINT_MODELS`
     accept: str | None = None  # None: proposals go to the review queue; "verifier": accepted as proposed
     samples: int = 0  # sampled answers per prompt besides the greedy one (proposed on too, never measured)
     temperature: float = 0.7

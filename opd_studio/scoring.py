@@ -200,7 +200,7 @@ def check_trajectory_length(model, length: int, record_id: str | None = None) ->
     limit = context_limit(model)
     if limit and length > limit:
         name = f"record {record_id!r}" if record_id is not None else "the record"
-        raise TrajectoryError(f"{name} is {length} tokens long, longer than the model's context of {limit} tokens "
+        raise TrajectoryError(f"{name} is {length:,} tokens long, longer than the model's context of {limit:,} tokens "
                               f"(max_position_embeddings): shorten the rollout or use a model with a longer context")
 
 

@@ -48,7 +48,7 @@ def test_past_the_context_is_one_clear_error_everywhere(short_context_model, tok
     record = addition_record(80, 70)
     n = len(build_trajectory(tokenizer, record))
     assert n > CONTEXT and context_limit(short_context_model) == CONTEXT
-    expected = f"record 'long' is {n} tokens long, longer than the model's context of {CONTEXT} tokens"
+    expected = f"record 'long' is {n:,} tokens long, longer than the model's context of {CONTEXT:,} tokens"
     with pytest.raises(TrajectoryError, match=expected):
         score_record(short_context_model, tokenizer, record)
     with pytest.raises(TrajectoryError, match=expected):  # the CLI's batched path, before any model work

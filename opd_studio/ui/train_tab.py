@@ -250,7 +250,7 @@ def build(app: gr.Blocks, session: gr.State) -> None:
                 "held-out demo prompts never trained on (none while *Measure drift on held-out demo rollouts* is "
                 "off).", elem_classes=["opd-help"])
     with gr.Row():
-        round_hint_model = gr.Dropdown(list(HINT_MODELS), value="arithmetic", label="Hint model",
+        round_hint_model = gr.Dropdown(list(HINT_MODELS), value="answer", label="Hint model",
                                        elem_id="opd-round-hint-model")
         round_accept = gr.Checkbox(value=False, label="Accept its proposals as proposed (no review)",
                                    elem_id="opd-round-accept")
