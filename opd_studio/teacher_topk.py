@@ -39,7 +39,7 @@ def teacher_topk_rows(model, tokenizer, records: list[Record], top_k: int = 20, 
     rows: dict[int, dict] = {}
     with torch.no_grad():
         for batch in length_batches([len(p[3]) for p in prepared], batch_size, 32768):
-            hidden = decoder_hidden(model, [prepared[n][3] for n in batch], pad_id)
+            hidden, _ = decoder_hidden(model, [prepared[n][3] for n in batch], pad_id)
             for n, states in zip(batch, hidden):
                 record, trajectory, targets, _, position = prepared[n]
                 rows_at = torch.tensor([position[i] - 1 for i in targets], device=states.device, dtype=torch.long)
