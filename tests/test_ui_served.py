@@ -80,8 +80,9 @@ def test_the_studio_scores_through_a_served_model(studio, default_model):
     assert "data-stage='full'" in moved and re.search(r"opd-ghost[^>]*>[^<]*</span><span [^>]*data-i='46'", moved)
     with_placebo = client.predict(True, "", "", "delta", api_name="/placebo")[0]
     assert "p before / hinted / placebo" in with_placebo
-    details, gradient = client.predict("contrast", 1.0, "delta", api_name="/gradient_map")  # (the session is state)
-    assert gradient["data"] and "gradient map (contrast target)" in details
+    strip, gradient = client.predict("contrast", 1.0, "delta", api_name="/gradient_map")  # (the session is state)
+    table = gradient.get("value", gradient)  # the table comes as an update (it is shown once there is a map)
+    assert table["data"] and "gradient map (contrast target)" in strip
 
 
 def test_a_screenshot_at_1440_by_900(studio):

@@ -85,8 +85,9 @@ def on_train(session, steps, lr, loss, span, drift_weight, drift_threshold, lora
 @guarded_stream
 @gpu
 def on_next_round(session, steps, lr, loss, span, drift_weight, drift_threshold, lora_r, use_heldout, target,
-                  alpha, placebo, hint_model, accept, profile: gr.OAuthProfile | None = None):
-    """One round of the loop from the active weights (`rounds.run_round`), streamed like a training run."""
+                  alpha, placebo, trackio, hint_model, accept, profile: gr.OAuthProfile | None = None):
+    """One round of the loop from the active weights (`rounds.run_round`), streamed like a training run. It takes
+    the Train form as `on_train` does; `trackio` is not used yet (a round's run does not report to trackio)."""
     config = RoundConfig(hint_model=hint_model, accept="verifier" if accept else None,
                          train=train_config(steps, lr, loss, span, drift_weight, drift_threshold, lora_r, target,
                                             alpha, placebo))
