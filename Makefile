@@ -52,10 +52,12 @@ bench: setup browser $(VENV)/.bench-installed llama-server
 	$(PY) -m bench.scoring
 	$(PY) -m bench.rescoring
 	$(PY) -m bench.long
+	$(PY) -m bench.long_ui
 	$(PY) -m bench.ui_latency
 	$(PY) -m bench.load
 	$(PY) -m bench.training
 	$(PY) -m bench.effect
+	$(PY) -m bench.hint_models
 
 clean:
 	rm -rf $(VENV) .pytest_cache
