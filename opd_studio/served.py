@@ -141,7 +141,10 @@ class PromptLogprobClient:
             try:
                 reply = self._request(ids, asked)
             except RemoteError as exc:
-                if "HTTP 4" in str(exc) and prompt_as == "ids":  # a field or an id prompt it refuses: ask otherwise
+                # a field or an id prompt it refuses: ask otherwise (llama-cpp-python answers a token-id prompt
+                # with HTTP 500 and its request validation's errors, not a 4xx)
+                refused = "HTTP 4" in str(exc) or ("HTTP 500" in str(exc) and "validation error" in str(exc))
+                if refused and prompt_as == "ids":
                     continue
                 raise
             for protocol in PROTOCOLS[PROTOCOLS.index(asked):]:
