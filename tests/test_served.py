@@ -7,11 +7,12 @@ import json
 import math
 import threading
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
 from tests.conftest import ADD, MULTI_TURN
+from tests.test_remote import NoLogprobs
 from opd_studio.batching import prepare_scoring
 from opd_studio.records import Record
 from opd_studio.remote import RemoteError
@@ -133,26 +134,12 @@ def test_topk_figures_are_exact_when_the_top_k_holds_everything():
     assert topk_kl(whole, partial) == pytest.approx(0.5 * math.log(0.5 / 0.5) + 0.5 * math.log(0.5 / 0.5))
 
 
-class NoPromptLogprobs(BaseHTTPRequestHandler):
+class NoPromptLogprobs(NoLogprobs):
     """A completions server that generates but returns no prompt log-probabilities (as many do)."""
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        self._send({"data": [{"id": "plain"}]})
 
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self._send({"choices": [{"index": 0, "text": "x", "logprobs": None, "finish_reason": "length"}]})
-
-    def _send(self, payload):
-        body = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self._json({"choices": [{"index": 0, "text": "x", "logprobs": None, "finish_reason": "length"}]})
 
 
 def test_a_server_without_prompt_logprobs_gets_one_clear_error(tokenizer):
