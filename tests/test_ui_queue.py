@@ -30,8 +30,10 @@ def monkeypatch_module():
 
 
 def long_generate(client, prompt: str):
-    """Another reviewer's generate that holds the model for several seconds (up to 160 sampled tokens)."""
-    return client.submit("Prompt", None, prompt, 1.0, 1, 160, 0, "manual", "delta", api_name="/generate")
+    """Another reviewer's generate that holds the model for many seconds: 512 tokens sampled at temperature 1.5
+    (so hot that the end-of-turn token practically never comes first; at temperature 1 a story sometimes ended
+    after a few dozen tokens, and the action meant to wait behind it ran at once)."""
+    return client.submit("Prompt", None, prompt, 1.5, 1, 512, 0, "manual", "delta", api_name="/generate")
 
 
 def holds_the_model(job, timeout: float = 60.0) -> None:
@@ -52,8 +54,6 @@ def in_queue(job, timeout: float = 60.0) -> None:
     time.sleep(0.3)
 
 
-@pytest.mark.skip(reason="flaky since the long-rollout merge: the other reviewer's sampled generate does not always "
-                         "hold the model when the move is sent (passes 1 run in 4 here); issue 21 keeps it open")
 def test_a_waiting_action_shows_its_place_and_lands_and_a_full_queue_says_so(browser, small_queue_server):  # noqa: F811
     from gradio_client import Client
 
@@ -67,25 +67,37 @@ def test_a_waiting_action_shows_its_place_and_lands_and_a_full_queue_says_so(bro
     wait_hint_before(page, 48, timeout=120_000)
     assert not page.locator("#opd-wait").is_visible()
 
+    # A move waits behind another reviewer's generate, says so, and lands where it was made.
     running = long_generate(others[0], "Tell me a long story about a cat and a dog.")
     holds_the_model(running)
-    page.locator("#opd-strip .opd-tok[data-i='46']").click()  # the move waits behind it
-    page.wait_for_selector("#opd-wait.opd-shown", timeout=10_000)
+    page.locator("#opd-strip .opd-tok[data-i='46']").click()
+    page.wait_for_selector("#opd-wait.opd-shown", timeout=20_000)
     waiting = page.locator("#opd-wait").inner_text()
-    assert re.search(r"\d+ actions? ahead of yours", waiting), waiting
+    assert re.search(r"\b1 action ahead of yours", waiting), waiting
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "20-waiting-in-queue.png"))
-
-    queued = long_generate(others[1], "Tell me a long story about a dog.")  # the queue (2) is full now
-    in_queue(queued)
-    refused.click("#opd-generate")
-    refused.wait_for_function("() => document.body.innerText.includes('busy. Please try again')", timeout=10_000)
-    lines = {line.strip() for line in refused.inner_text("body").splitlines() if "busy" in line}
-    assert lines == {"This application is currently busy. Please try again."}  # Gradio's one line, nothing else
-    refused.close()
-
-    wait_hint_before(page, 46, timeout=300_000)  # the move landed where it was made
+    assert running.status().code.name == "PROCESSING", "the other generate ended before the test could look"
+    wait_hint_before(page, 46, timeout=300_000)
     page.wait_for_function("() => !document.querySelector('#opd-wait').classList.contains('opd-shown')")
     running.result(timeout=300)
-    queued.result(timeout=300)
+
+    # A full queue (two waiting) refuses the next action with one line. Each step waits for the one before it to
+    # hold its place, while the running generate holds the model for many seconds: nothing here races the model.
+    running = long_generate(others[0], "Tell me a long story about a cat and a dog.")
+    holds_the_model(running)
+    queued = long_generate(others[1], "Tell me a long story about a dog.")
+    in_queue(queued)
+    page.click("#opd-generate")  # the second waiting action: the queue (2) is full
+    page.wait_for_function("() => /2 actions ahead of yours/.test(document.querySelector('#opd-wait').innerText)",
+                           timeout=20_000)
+    refused.click("#opd-generate")
+    refused.wait_for_function("() => document.body.innerText.includes('busy. Please try again')", timeout=20_000)
+    lines = {line.strip() for line in refused.inner_text("body").splitlines() if "busy" in line}
+    assert lines == {"This application is currently busy. Please try again."}  # Gradio's one line, nothing else
+    assert running.status().code.name == "PROCESSING", "the other generate ended before the test could look"
+    refused.close()
+    for job in (running, queued):
+        job.result(timeout=300)
+    page.wait_for_function("() => !document.querySelector('#opd-wait').classList.contains('opd-shown')",
+                           timeout=300_000)
     page.close()
