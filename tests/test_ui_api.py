@@ -91,3 +91,16 @@ def test_one_users_unsaved_edits_never_reach_another(client):
 
     with pytest.raises(AppError, match="nothing to undo"):
         other.predict("delta", api_name="/undo")
+
+
+def test_every_endpoint_names_its_inputs_and_outputs(client):
+    """What `client.view_api()` shows a script writer: a name for every parameter and every returned value (Gradio
+    falls back to `parameter_12` / `value_34` for a component without a label)."""
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert {"/generate", "/move_hint", "/edit_hint", "/accept", "/train", "/next_round"} <= set(endpoints)
+    unnamed = {name: [value.get("label") for value in (*endpoint["parameters"], *endpoint["returns"])
+                      if re.fullmatch(r"(value|parameter)_\d+", value.get("label") or "")]
+               for name, endpoint in endpoints.items()}
+    assert not {name: labels for name, labels in unnamed.items() if labels}
+    returns = [value["label"] for value in endpoints["/move_hint"]["returns"]]
+    assert returns[:2] == ["Token strip (HTML)", "Status"]

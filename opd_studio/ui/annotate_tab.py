@@ -680,11 +680,12 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
                 with gr.Row():
                     prev_button = gr.Button("← prev (k)", elem_id="opd-prev", size="sm")
                     next_button = gr.Button("next (j) →", elem_id="opd-next", size="sm")
-                queue = gr.Markdown(elem_id="opd-queue")
+                queue = gr.Markdown(elem_id="opd-queue", label="Review queue", show_label=False)
                 reviewer = gr.Textbox(label="Reviewer", value="anonymous")
         with gr.Column(scale=3, elem_id="opd-main"):
-            status = gr.Markdown(FIRST_STATUS, elem_id="opd-status")
-            strip = gr.HTML(EMPTY_STRIP, js_on_load=STRIP_JS, elem_id="opd-strip")
+            status = gr.Markdown(FIRST_STATUS, elem_id="opd-status", label="Status", show_label=False)
+            strip = gr.HTML(EMPTY_STRIP, js_on_load=STRIP_JS, elem_id="opd-strip", label="Token strip (HTML)",
+                            show_label=False)
             with gr.Row():
                 view = gr.Radio(list(VIEWS), value="delta", label="Colour by", elem_id="opd-view")
                 span = gr.Radio(["error", "turn", "response"], value="turn", label="Loss span", elem_id="opd-span")
@@ -713,28 +714,28 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
                 right_button = gr.Button("Keep as right (r)", elem_id="opd-right", interactive=False)
                 undo_button = gr.Button("Undo (u)", elem_id="opd-undo", interactive=False)
             with gr.Row(visible=False):  # API endpoints for scripted use (gradio_client)
-                move_token = gr.Number(precision=0, elem_id="opd-move-token")
+                move_token = gr.Number(precision=0, elem_id="opd-move-token", label="Token index (place the hint before it)")
                 move_button = gr.Button("move", elem_id="opd-move")
-                proposal_number = gr.Number(value=1, precision=0)
+                proposal_number = gr.Number(value=1, precision=0, label="Proposal number (1 = first)")
                 proposal_button = gr.Button("use proposal")
                 plots_button = gr.Button("plots")
-            proposals = gr.Markdown(elem_id="opd-proposals")
+            proposals = gr.Markdown(elem_id="opd-proposals", label="Hint model proposals", show_label=False)
             with gr.Tabs():
                 with gr.Tab("Probabilities"):
-                    logprob_plot = gr.Plot(elem_id="opd-logprob-plot", show_label=False, visible=False)
-                    kl_plot = gr.Plot(elem_id="opd-kl-plot", show_label=False, visible=False)
+                    logprob_plot = gr.Plot(elem_id="opd-logprob-plot", label="Log p before and after", show_label=False, visible=False)
+                    kl_plot = gr.Plot(elem_id="opd-kl-plot", label="KL per token", show_label=False, visible=False)
                 with gr.Tab("Position sweep"):
                     window = gr.Slider(2, 32, value=12, step=1, label="Window (tokens before the error)")
                     sweep_button = gr.Button("Sweep")
-                    sweep_plot = gr.Plot(visible=False)
-                    sweep_table = gr.Dataframe(interactive=False, visible=False)
+                    sweep_plot = gr.Plot(visible=False, label="Placement sweep", show_label=False)
+                    sweep_table = gr.Dataframe(interactive=False, visible=False, label="Placement sweep table")
                 with gr.Tab("Compare hint texts"):
                     candidates = gr.Textbox(lines=4, label="Candidate hint texts, one per line",
                                             value=" (Hint: recompute this step.)\n (Hint: check the carry.)"
                                                   "\n (Note: continue.)")
                     compare_button = gr.Button("Compare")
-                    compare_plot = gr.Plot(visible=False)
-                    compare_table = gr.Dataframe(interactive=False, visible=False)
+                    compare_plot = gr.Plot(visible=False, label="Hint comparison", show_label=False)
+                    compare_table = gr.Dataframe(interactive=False, visible=False, label="Hint comparison table")
                 with gr.Tab("Gradient map", elem_id="opd-gradient-tab"):
                     gr.Markdown("Before training: at each target token, where the target pushes (its top tokens "
                                 "against the student's) and its weight. Also in the token details (blue underline).",
@@ -746,12 +747,13 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
                                                    elem_id="opd-gradient-alpha")
                         gradient_button = gr.Button("Show the gradient map", elem_id="opd-gradient")
                     gradient_table = gr.Dataframe(interactive=False, visible=False, elem_id="opd-gradient-table",
+                                                  label="Gradient map",
                                                   wrap=True, column_widths=["5%", "9%", "7%", "7%", "7%", "7%",
                                                                            "8%", "25%", "25%"])
                 with gr.Tab("Leaks & contamination"):
                     flags_button = gr.Button("Check the hint")
-                    flags_summary = gr.Markdown()
-                    flags_table = gr.Dataframe(interactive=False, visible=False)
+                    flags_summary = gr.Markdown(label="Leak check", show_label=False)
+                    flags_table = gr.Dataframe(interactive=False, visible=False, label="Leak check table")
 
     # -- events -------------------------------------------------------------------------------------------------
     # Every action that uses the model waits in one queue (concurrency id "model", one at a time), so the place

@@ -36,7 +36,7 @@ def build_app() -> gr.Blocks:
         with gr.Row():
             served = f" served at `{BASE_URL}` (entropy and KL: top-5 + tail)" if BASE_URL else ""
             gr.Markdown(f"## OPD Studio\nOn-policy self-distillation with hints · model: `{MODEL_SPEC}`{served}")
-            counts = gr.Markdown(elem_id="opd-counts")
+            counts = gr.Markdown(elem_id="opd-counts", label="Review counts", show_label=False)
             if access().signs_in and os.environ.get("SPACE_ID"):  # Hugging Face sign-in exists on a Space only
                 gr.LoginButton(size="sm", scale=0)
         with gr.Tabs():

@@ -99,7 +99,7 @@ def build(tab: gr.Tab, counts: gr.Markdown) -> None:
         show_deleted = gr.Checkbox(label="Show deleted")
         refresh = gr.Button("Refresh", elem_id="opd-refresh", size="sm")
     curated = gr.Dataframe(pd.DataFrame(columns=CURATED_COLUMNS), interactive=False, wrap=True,
-                           elem_id="opd-curated")
+                           elem_id="opd-curated", label="Curated set", show_label=False)
     with gr.Row():
         record_id = gr.Textbox(label="Record id", elem_id="opd-curated-id", scale=3)
         revisions_button = gr.Button("Show revisions", elem_id="opd-revisions", size="sm")

@@ -240,10 +240,10 @@ def build(app: gr.Blocks, session: gr.State) -> None:
         download_run_button = gr.Button("Download its adapter", elem_id="opd-download-run")
     run_file = gr.File(label="Adapter (peft, safetensors) and run.json, zipped", elem_id="opd-run-file",
                        visible=False)
-    train_status = gr.Markdown(elem_id="opd-train-status")
-    train_plot = gr.Plot(elem_id="opd-train-plot", visible=False, show_label=False)
-    loss_plot = gr.Plot(elem_id="opd-loss-plot", visible=False, show_label=False)
-    what_next = gr.Markdown(elem_id="opd-train-next")
+    train_status = gr.Markdown(elem_id="opd-train-status", label="Training status", show_label=False)
+    train_plot = gr.Plot(elem_id="opd-train-plot", visible=False, label="p(error tokens) per step", show_label=False)
+    loss_plot = gr.Plot(elem_id="opd-loss-plot", visible=False, label="Loss and drift", show_label=False)
+    what_next = gr.Markdown(elem_id="opd-train-next", label="What next", show_label=False)
     gr.Markdown("**Rounds of the loop.** *Next round* regenerates the curated prompts with the weights in use, runs "
                 "the hint model on the answers (its proposals go to the review queue, or are accepted as proposed), "
                 "keeps right answers as anchors, then trains from the weights in use with the settings above; the "
@@ -259,7 +259,8 @@ def build(app: gr.Blocks, session: gr.State) -> None:
     rounds = gr.Dataframe(pd.DataFrame(columns=HISTORY_COLUMNS), interactive=False, elem_id="opd-rounds",
                           label="Round history: right / suppressed / corrected / broken / looping, of answers",
                           visible=False)
-    rounds_plot = gr.Plot(elem_id="opd-rounds-plot", visible=False, show_label=False)
+    rounds_plot = gr.Plot(elem_id="opd-rounds-plot", visible=False, label="Right answers across rounds",
+                          show_label=False)
     runs = gr.Dataframe(pd.DataFrame(columns=RUN_COLUMNS), interactive=False, label="Runs",
                         elem_id="opd-runs")
     gr.Markdown("**Step timeline.** A curated record of the run above (the Run box) across its steps: the student's "
@@ -270,8 +271,8 @@ def build(app: gr.Blocks, session: gr.State) -> None:
         timeline_record = gr.Dropdown([], value=None, label="Curated record", allow_custom_value=True,
                                       elem_id="opd-timeline-record", visible=False)
         timeline_step = gr.Slider(0, 1, value=0, step=1, label="Step", elem_id="opd-timeline-step", visible=False)
-    timeline_strip = gr.HTML("", elem_id="opd-timeline-strip")
-    timeline_plot = gr.Plot(elem_id="opd-timeline-plot", visible=False, show_label=False)
+    timeline_strip = gr.HTML("", elem_id="opd-timeline-strip", label="Timeline strip (HTML)", show_label=False)
+    timeline_plot = gr.Plot(elem_id="opd-timeline-plot", visible=False, label="Timeline plot", show_label=False)
     with gr.Row():
         fix_samples = gr.Slider(0, 5, value=2, step=1, label="Sampled answers per prompt (plus greedy)")
         fix_compare = gr.Checkbox(value=True, label="Also under the base weights (twice the time)")
