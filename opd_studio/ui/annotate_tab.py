@@ -28,8 +28,8 @@ from ..targets import ALPHA_MAX, TARGETS
 from ..trajectory import build_trajectory
 from . import session as actions
 from ..workspace import prompt_id
-from .common import (counts_markdown, gpu, guarded, guarded_stream, model, model_turn, opened, signed_in, store,
-                     synced, weights, workspace)
+from .common import (asset_text, counts_markdown, gpu, guarded, guarded_stream, model, model_turn, opened,
+                     signed_in, store, synced, weights, workspace)
 from .incremental import MODEL_LOCK
 from .strip import STRIP_JS, VIEWS, render_strip
 
@@ -566,89 +566,12 @@ def on_flags(session):
 
 # One keyboard model: keys act unless a text field has focus (radios, sliders and buttons do not swallow them);
 # Escape leaves a text field for the strip; a key with nothing to do says so (`opdCue`).
-KEYS_JS = """
-() => {
-  const typing = (t) => t && (t.tagName === 'TEXTAREA' || t.isContentEditable || t.tagName === 'SELECT' ||
-    (t.tagName === 'INPUT' && !['radio', 'checkbox', 'range', 'button', 'submit', 'file'].includes(t.type)));
-  let cueTimer = null;
-  window.opdCue = (message) => {
-    let box = document.getElementById('opd-keycue');
-    if (!box) { box = document.createElement('div'); box.id = 'opd-keycue'; box.setAttribute('role', 'status');
-                document.body.appendChild(box); }
-    box.textContent = message; box.classList.add('opd-shown');
-    clearTimeout(cueTimer); cueTimer = setTimeout(() => box.classList.remove('opd-shown'), 1600);
-  };
-  const focusStrip = () => {
-    const root = document.querySelector('#opd-strip .opd-strip');
-    if (!root || (window.opdStripHint && window.opdStripHint())) return;
-    const chip = root.querySelector(`.opd-tok[data-i='${root.dataset.hint}']`) || root.querySelector('.opd-student');
-    (chip || root).focus({preventScroll: false});
-  };
-  const press = (id, what) => {
-    const button = document.getElementById(id);
-    if (!button || button.disabled) { window.opdCue(`${what}: open a record first (Generate or upload)`); return; }
-    button.click();
-  };
-  const buttons = {a: ['opd-accept', 'accept'], x: ['opd-reject', 'reject'], r: ['opd-right', 'keep as right'],
-                   u: ['opd-undo', 'undo'], j: ['opd-next', 'next'], k: ['opd-prev', 'previous']};
-  document.addEventListener('keydown', (event) => {
-    const t = event.target;
-    if (event.ctrlKey || event.metaKey || event.altKey) return;
-    if (typing(t)) {
-      if (event.key === 'Escape') { t.blur(); focusStrip(); event.preventDefault(); }
-      return;
-    }
-    const legend = document.getElementById('opd-keys');
-    if (buttons[event.key]) press(...buttons[event.key]);
-    else if (event.key === 'e') {
-      const box = document.querySelector('#opd-hint-text textarea');
-      if (box) box.focus();
-    } else if (event.key === 's') focusStrip();
-    else if (event.key === '?' && legend) legend.classList.toggle('opd-shown');
-    else if (event.key === 'Escape' && legend) legend.classList.remove('opd-shown');
-    else return;
-    event.preventDefault();
-  });
-}
-"""
+KEYS_JS = asset_text("keys.js")
 
 # The page updates the hint chip's text at Apply / Enter, before the server answers, and marks what follows pending.
-PREVIEW_TEXT_JS = """
-(text) => {
-  const root = document.querySelector('#opd-strip .opd-strip');
-  const ghost = root && root.querySelector('.opd-ghost');
-  if (ghost && text && text.trim() && root.dataset.oneshot !== '1') {
-    ghost.textContent = text.replaceAll(' ', '·').replaceAll('\\n', '↵');
-    const from = Number(root.dataset.hint);
-    for (const t of root.querySelectorAll('.opd-tok.opd-student'))
-      if (Number(t.dataset.i) >= from) t.classList.add('opd-pending');
-    root.dataset.stage = 'local';
-  }
-  return text;
-}
-"""
+PREVIEW_TEXT_JS = asset_text("preview_text.js")
 
-CSS = """
-#opd-counts { text-align: right; }
-.opd-help { font-size: 12px; color: #6b7280; }
-#opd-keys { display: none; }
-#opd-keys.opd-shown { display: block; }
-#opd-keycue { position: fixed; left: 50%; bottom: 24px; transform: translateX(-50%); background: #111827; color: #fff;
-              padding: 6px 14px; border-radius: 6px; font-size: 13px; opacity: 0; transition: opacity .15s;
-              pointer-events: none; z-index: 1000; }
-#opd-keycue.opd-shown { opacity: 0.92; }
-/* one message where the user acted (the toast): no per-component error badges over the content */
-.wrap.error, .wrap .error, .status-tracker.error,
-[data-testid=status-tracker]:has(.error) { display: none !important; }
-#opd-status [data-testid=status-tracker], #opd-proposals [data-testid=status-tracker],
-#opd-queue [data-testid=status-tracker] { display: none !important; }  /* no timer text over the words */
-@media (max-width: 760px) {
-  #opd-main-row { flex-direction: column; }
-  #opd-side { display: contents; }
-  #opd-source { order: 1; } #opd-main { order: 2; } #opd-queue-box { order: 3; }
-  #opd-main-row > * { width: 100%; min-width: 0 !important; }
-}
-"""
+CSS = asset_text("annotate.css")
 
 
 def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropdown]:

@@ -18,7 +18,7 @@ from ..records import RecordError
 from ..store import Store
 from ..train import DriftError
 from ..trajectory import TrajectoryError
-from ..workspace import Weights, Workspace
+from ..workspace import Weights, Workspace, assets_dir
 from . import incremental
 from . import session as actions
 
@@ -28,6 +28,14 @@ MODEL_SPEC = os.environ.get("OPD_STUDIO_MODEL", "default")
 # supplies the tokenizer.
 BASE_URL = os.environ.get("OPD_STUDIO_BASE_URL") or None
 USER_ERRORS = (ValueError, RecordError, TrajectoryError, ModelLoadError, KeyError)
+
+
+
+def asset_text(name: str) -> str:
+    """A script or style sheet of the page: files under assets/studio/ (shipped inside the package), so that they
+    are read, linted and diffed as JS and CSS rather than as Python strings."""
+    return (assets_dir() / "studio" / name).read_text()
+
 
 try:  # On a ZeroGPU Space, model work runs under spaces.GPU; elsewhere this is a no-op.
     import spaces

@@ -30,11 +30,10 @@ from ..served import generate_served, is_served, make_scorer
 from ..store import Store
 from ..targets import NEEDS_PLACEBO, TargetSpec
 from ..train import Timeline, timeline
-from ..workspace import Workspace, rollout_id
+from ..workspace import Workspace, demo_records, rollout_id
 from ..trajectory import build_trajectory
 from . import incremental
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
 DEFAULT_HINT = " (Hint: check this step again.)"
 
 
@@ -73,8 +72,7 @@ class Session:
 
 
 def demo_tasks() -> list[Record]:
-    path = ASSETS / "demo_tasks.jsonl"
-    return parse_records(path.read_text(encoding="utf-8").splitlines(), source=path.name) if path.is_file() else []
+    return demo_records("demo_tasks.jsonl")
 
 
 def hint_model_for(name: str, record: Record, chat=None):
