@@ -323,7 +323,7 @@ def _prepare(record: Record, like: actions.Session, stop: threading.Event) -> ac
         if len(trajectory) > READ_AHEAD_MAX_TOKENS:  # its first pass alone would hold the model for seconds
             return None
         scorer = make_scorer(current_model, tokenizer, trajectory, base_weights=like.base_weights)
-        for piece in (scorer.original_pass, scorer._before_stats, None):
+        for piece in (scorer.original_pass, scorer.student_stats, None):
             with MODEL_LOCK:
                 if stop.is_set():
                     return None

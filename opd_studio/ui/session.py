@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..adapters import load_run
+from ..alignment import LOSS_SPANS
 from ..hints.base import HintProposal
 from ..hints.propose import locate
 from ..metrics import load_history
@@ -25,7 +26,7 @@ from ..records import (MAX_UPLOAD_BYTES, MAX_UPLOAD_RECORDS, ErrorSpan, Hint, Re
                        parse_records, placebo_for)
 from ..objective import build_example
 from ..rollout import SamplingConfig, generate
-from ..scoring import LOSS_SPANS, GradientMap, HintScorer, ScoreResult, check_trajectory_length
+from ..scoring import GradientMap, HintScorer, ScoreResult, check_trajectory_length
 from ..served import generate_served, is_served, make_scorer
 from ..store import Store
 from ..targets import NEEDS_PLACEBO, TargetSpec
