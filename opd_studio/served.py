@@ -163,7 +163,7 @@ class PromptLogprobClient:
                    "echo": True, "logprobs": self.top_k, "return_tokens_as_token_ids": True}
         if protocol == "prompt_logprobs":
             payload["prompt_logprobs"] = self.top_k
-        return self.http._call("/completions", payload)
+        return self.http.call("/completions", payload)
 
     @staticmethod
     def _has(reply: dict, protocol: str) -> bool:
