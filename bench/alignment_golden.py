@@ -25,31 +25,9 @@ import sys
 import pandas as pd
 import torch
 
-ADD = {"id": "add-17-25",
-       "messages": [{"role": "user", "content": "What is 17 + 25?"},
-                    {"role": "assistant", "content": "17 + 25 = 32."}],
-       "hints": [{"message": 1, "char": 10, "text": " (Hint: 7 + 5 = 12, so carry the 1.) "}],
-       "error": {"message": 1, "char_start": 10, "char_end": 12}}
-FIRST_TOKEN = {"id": "first-token",
-               "messages": [{"role": "user", "content": "Please add 48 and 37 for me."},
-                            {"role": "assistant", "content": "Sure! 48 + 37 = 75. Let me know if you need more."}],
-               "hints": [{"message": 1, "char": 0, "text": "(Hint: 8 + 7 = 15, carry the 1.) "}],
-               "error": {"message": 1, "char_start": 16, "char_end": 18}}
-MULTI = {
-    "id": "weather-multi",
-    "messages": [
-        {"role": "system", "content": "You are a weather bot."},
-        {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": "It is 18°C and sunny in Paris."},
-        {"role": "user", "content": "And in Rome?"},
-        {"role": "assistant", "content": "Rome is 25°C and clear, with a light wind from the sea."},
-    ],
-    "hints": [{"message": 2, "char": 6, "text": " (check the report) "},
-              {"message": 4, "char": 8, "text": "Rome reported 31°C today.", "placement": "feedback"},
-              {"message": 4, "char": 24, "text": "wind", "placement": "template",
-               "template": " [note: {hint} is calm] "}],
-    "error": {"message": 4, "char_start": 8, "char_end": 10}}
-RECORDS = [ADD, FIRST_TOKEN, MULTI]
+from tests.conftest import ADD, FIRST_TOKEN, SEVERAL_HINTS, random_llama
+
+RECORDS = [ADD, FIRST_TOKEN, SEVERAL_HINTS]
 TARGET_KINDS = ["hinted", "contrast", "evidence", "unleaked", "guided"]
 
 
@@ -67,7 +45,6 @@ def collect() -> dict:
     from opd_studio.teacher_topk import teacher_topk_rows
     from opd_studio.train import TrainConfig, train
     from opd_studio.trajectory import build_trajectory
-    from tests.conftest import random_llama
 
     _, tokenizer = load_model("default", device="cpu")
     tiny = random_llama(tokenizer, 40)

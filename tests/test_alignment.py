@@ -16,29 +16,7 @@ from opd_studio.scoring import HintScorer
 from opd_studio.targets import TargetSpec
 from opd_studio.teacher_topk import teacher_topk_rows
 from opd_studio.trajectory import TrajectoryError, build_trajectory
-from tests.conftest import ADD, random_llama
-
-# Two assistant turns; an inline hint, a feedback turn and a template hint, the last two in the same turn.
-SEVERAL = {
-    "id": "weather-several",
-    "messages": [
-        {"role": "system", "content": "You are a weather bot."},
-        {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": "It is 18°C and sunny in Paris."},
-        {"role": "user", "content": "And in Rome?"},
-        {"role": "assistant", "content": "Rome is 25°C and clear, with a light wind from the sea."},
-    ],
-    "hints": [{"message": 2, "char": 6, "text": " (check the report) "},
-              {"message": 4, "char": 8, "text": "Rome reported 31°C today.", "placement": "feedback"},
-              {"message": 4, "char": 24, "text": "wind", "placement": "template",
-               "template": " [note: {hint} is calm] "}],
-    "error": {"message": 4, "char_start": 8, "char_end": 10}}
-FIRST_TOKEN = {"id": "first-token",
-               "messages": [{"role": "user", "content": "Please add 48 and 37 for me."},
-                            {"role": "assistant", "content": "Sure! 48 + 37 = 75."}],
-               "hints": [{"message": 1, "char": 0, "text": "(Hint: 8 + 7 = 15, carry the 1.) "}],
-               "error": {"message": 1, "char_start": 16, "char_end": 18}}
-
+from tests.conftest import ADD, FIRST_TOKEN, SEVERAL_HINTS as SEVERAL, random_llama
 
 @pytest.fixture(scope="module")
 def several(tokenizer):
