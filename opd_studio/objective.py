@@ -1,7 +1,7 @@
 """What one training step computes: aligned records, cached targets and anchors, and the loss of a batch.
 
-For each curated record r — trajectory x, hints spliced into x' (`scoring.splice`), target positions T_r
-(`scoring.target_mask`: from the hint's anchor over the error / the turn / the response, student tokens only) and
+For each curated record r — trajectory x, hints spliced into x' (`alignment.splice`), target positions T_r
+(`alignment.target_mask`: from the hint's anchor over the error / the turn / the response, student tokens only) and
 the record's other student positions A_r:
 
     teacher   q_t = p_θ̄(· | x'_<t')      t ∈ T_r   (t' = t's index in x'; hint tokens are never targets)
@@ -22,7 +22,8 @@ b_t is cached as the base's top-K log-probabilities plus a tail bin: K numbers a
 vocabulary. KL over those K + 1 bins is a lower bound of the full KL (merging outcomes never increases a
 divergence) and is tight when the top K hold the mass. The drift metric is KL(p_t ‖ b_t) on the same bins.
 
-Positions index the unhinted trajectory and position t is predicted by row t − 1; the student's hidden states are
+Positions index the unhinted trajectory; the rows that predict them in each pass are the example's
+`alignment.Alignment` (row t − 1 of the unhinted pass, pos(t) − 1 of the hinted one); the student's hidden states are
 gathered at the rows the loss needs, and logits are computed only there (`scoring.logits_from_hidden`), in chunks
 under activation checkpointing. Right padding keeps every real token's position id equal to its index.
 """

@@ -5,7 +5,9 @@
     before    p_i = p(y_i | x_<i)                  (the student)
     after     q_i = p(y_i | x'_<pos(i))            (the teacher: same weights, the hint in context)
 
-Rows of the result are positions of the ORIGINAL trajectory (the columns of docs/data.md). Positions before the first
+Rows of the result are positions of the ORIGINAL trajectory (the columns of docs/data.md). Where the hints go and
+which row of which pass predicts which position is `alignment.Alignment`, built once per call and kept in
+`ScoreResult.alignment`. Positions before the first
 hint are identical in both passes (causal attention), so their key/value cache comes from the original pass and the
 hinted pass runs only from the first inserted token on. The scorer also keeps the cache of the last hinted sequence,
 so editing the text of a later hint, or moving a hint later, recomputes only from the first changed token onward.
@@ -294,7 +296,7 @@ class HintScorer:
             check_context(self.model, len(hinted.ids))
             original = self.original_pass(upto=end)
             # the last changed position is predicted by the row just before it: the pass stops there
-            cut = hinted.ids[: hinted.position[changed[-1]]]
+            cut = hinted.ids[: hinted.rows(changed[-1:])[0] + 1]
             last = self._last_hinted
             if not (last is not None and len(last.ids) >= len(cut) and last.ids[: len(cut)] == cut):
                 reuse = original

@@ -1,7 +1,7 @@
 """The hinted teacher's top-k next tokens at every target position: offline distillation targets.
 
 Per record with usable hints: `input_ids` (the original trajectory) and, for each target position i (the hinted
-turn's student tokens, `scoring.target_mask`), the ids and log-probabilities of the k most likely tokens the hinted
+turn's student tokens, `alignment.target_mask`), the ids and log-probabilities of the k most likely tokens the hinted
 teacher gives for token i — from the hinted pass's row that predicts i. One batched hinted pass per length bucket.
 `exports.write_teacher_topk` writes the rows; this module is the engine side (it runs the model).
 """

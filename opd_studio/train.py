@@ -85,7 +85,7 @@ def flag(default, help: str):
 
 @dataclass
 class TrainConfig:
-    # What is trained toward: the loss D and where it applies (see losses.py and scoring.target_mask).
+    # What is trained toward: the loss D and where it applies (see losses.py and alignment.target_mask).
     loss: str = flag("jsd", "jsd | forward_kl | reverse_kl | sampled (losses.py)")
     beta: float = flag(0.5, "JSD's β (0: forward KL, 1: reverse KL, TRL's convention)")
     top_k: int | None = flag(None, "student top-k support + a tail bin; none = the full vocabulary")
