@@ -191,8 +191,7 @@ def measure_length(n_tokens: int, repeats: int, model_name: str, device: str, ra
             add(f"{where}/open_whole", window_s + rest_s)
             # a click near the error on the open record: the same state for both paths
             moved = moved_to_error(scorer, record)
-            twin = HintScorer(model, tokenizer, trajectory)
-            twin._original, twin._before = scorer.original_pass(), dict(scorer._before_stats())
+            twin = scorer.fork()
             add(f"{where}/click_window", timed(model, lambda: incremental.window_table(
                 scorer, moved, "turn", record.error))[0])
             add(f"{where}/click_oneshot", timed(model, lambda: twin.score(moved, "turn", record.error))[0])

@@ -22,7 +22,8 @@ import torch
 from bench.common import median_seconds, rollout_of_length
 from opd_studio.model import load_model
 from opd_studio.records import Hint
-from opd_studio.scoring import HintScorer, forward_reusing, splice
+from opd_studio.alignment import splice
+from opd_studio.scoring import HintScorer, forward_reusing
 from opd_studio.trajectory import build_trajectory
 
 LENGTHS = (256, 1024, 2048)

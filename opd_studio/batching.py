@@ -28,10 +28,10 @@ from typing import Iterator
 
 import torch
 
+from .alignment import Alignment, Spliced, align, pad_id, pad_right
 from .records import Record
 from .rollout import SamplingConfig, prompt_ids, rollout_record
-from .scoring import ForwardPass, HintScorer, ScoreResult, check_trajectory_length, common_prefix, \
-    forward_reusing, place_hints, splice
+from .scoring import ForwardPass, HintScorer, ScoreResult, check_trajectory_length, common_prefix, forward_reusing
 from .trajectory import Trajectory, TrajectoryError, build_trajectory
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -68,19 +68,13 @@ class Prefix:
 
 
 @torch.no_grad()
-def decoder_hidden(model, sequences: list[list[int]], pad_id: int, keep: list[int] | None = None
+def decoder_hidden(model, sequences: list[list[int]], pad: int, keep: list[int] | None = None
                    ) -> tuple[list[torch.Tensor], list[Prefix | None]]:
     """Final hidden states of each sequence, one right-padded batch: [(T_b, H)]; with `keep`, also the first
     `keep[b]` positions' keys/values of each sequence (None where `keep[b]` is 0)."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for b, seq in enumerate(sequences):
-        ids[b, : len(seq)] = torch.tensor(seq)
-        mask[b, : len(seq)] = 1
+    ids, mask = pad_right(sequences, pad, model.device)
     cache = bool(keep and any(keep))
-    out = model.get_decoder()(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                              use_cache=cache)
+    out = model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=cache)
     hidden = [out.last_hidden_state[b, : len(seq)] for b, seq in enumerate(sequences)]  # (B, T, H) → [(T_b, H)]
     prefixes: list[Prefix | None] = [None] * len(sequences)
     if cache:
@@ -93,7 +87,7 @@ def decoder_hidden(model, sequences: list[list[int]], pad_id: int, keep: list[in
 
 
 @torch.no_grad()
-def suffix_hidden(model, suffixes: list[list[int]], prefixes: list[Prefix], pad_id: int) -> list[torch.Tensor]:
+def suffix_hidden(model, suffixes: list[list[int]], prefixes: list[Prefix], pad: int) -> list[torch.Tensor]:
     """Final hidden states of each `prefix + suffix` sequence, [(P_b + S_b, H)], running only the suffixes, one
     batch: the prefixes' cached keys/values left-padded to the longest prefix P (masked), the suffixes right-padded
     to the longest suffix S, position ids P_b + 0, 1, … per row."""
@@ -101,7 +95,7 @@ def suffix_hidden(model, suffixes: list[list[int]], prefixes: list[Prefix], pad_
 
     width_p, width_s = max(p.length for p in prefixes), max(len(s) for s in suffixes)
     rows = len(suffixes)
-    ids = torch.full((rows, width_s), pad_id, dtype=torch.long)
+    ids = torch.full((rows, width_s), pad, dtype=torch.long)
     mask = torch.zeros((rows, width_p + width_s), dtype=torch.long)
     positions = torch.zeros((rows, width_s), dtype=torch.long)
     for b, (suffix, prefix) in enumerate(zip(suffixes, prefixes)):
@@ -136,10 +130,13 @@ MAX_CACHE_TOKENS = 8192  # real tokens per batch of originals whose prefixes' ke
 @dataclass
 class ScoreJob:
     record: Record
-    trajectory: Trajectory
-    hints: list
+    alignment: Alignment  # the record under its hints (and placebo lane), built once
     sequences: list[tuple[int, ...]] = field(default_factory=list)  # the passes its table needs
     placebo: str | None = None
+
+    @property
+    def trajectory(self) -> Trajectory:
+        return self.alignment.trajectory
 
     @property
     def n_tokens(self) -> int:
@@ -152,47 +149,44 @@ class _BatchedScorer(HintScorer):
 
     def __init__(self, *args, passes: dict[tuple[int, ...], torch.Tensor], **kwargs):
         super().__init__(*args, **kwargs)
-        self._passes = passes
+        self.passes = passes
+        self.whole: ForwardPass | None = None  # the original sequence's pass
 
     def _pass(self, ids: list[int]) -> ForwardPass:
-        hidden = self._passes.get(tuple(ids))
+        hidden = self.passes.get(tuple(ids))
         if hidden is None:
             with self.weights():
                 return forward_reusing(self.model, ids)
         return ForwardPass(list(ids), [], hidden)
 
     def original_pass(self, upto: int | None = None) -> ForwardPass:
-        if self._original is None:
-            self._original = self._pass(self.trajectory.input_ids)
-        return self._original
+        if self.whole is None:
+            self.whole = self._pass(self.trajectory.input_ids)
+        return self.whole
 
-    def hinted_pass(self, placed):
-        hinted_ids, position = splice(self.trajectory.input_ids, placed)
-        return self._pass(hinted_ids), position
-
-    placebo_pass = hinted_pass  # the placebo's spliced sequence is one more entry of `passes`
+    def spliced_pass(self, spliced: Spliced, last, what: str) -> ForwardPass:
+        return self._pass(spliced.ids)  # the placebo's spliced sequence is one more entry of `passes`
 
 
 def prepare_scoring(tokenizer, records: list[Record], include_rejected: bool = False,
                     placebo: str | None = None) -> list[ScoreJob]:
-    """Tokenize and place every record's hints (and placebos, see `HintScorer.score`); the first bad record
+    """Tokenize and align every record's hints (and placebos, see `HintScorer.score`); the first bad record
     raises, naming it."""
     jobs = []
     for record in records:
         hints = record.hints if include_rejected else record.usable_hints
         try:
             trajectory = build_trajectory(tokenizer, record)
-            hint_sets = [place_hints(tokenizer, trajectory, hints)]
-            if placebo is not None and hints:  # a record without hints has no placebo lane
-                from .scoring import resolve_placebo
-
-                hint_sets.append(place_hints(tokenizer, trajectory, resolve_placebo(hints, placebo)))
+            # a record without hints has no placebo lane
+            alignment = align(tokenizer, trajectory, hints, error=record.error,
+                              placebo=placebo if hints else None)
         except TrajectoryError as exc:
             raise TrajectoryError(f"record {record.id!r}: {exc}") from None
-        job = ScoreJob(record, trajectory, hints, [tuple(trajectory.input_ids)], placebo if hints else None)
-        for placed in hint_sets:
-            if placed and any(trajectory.student_mask[i] for i in range(placed[0].insert_at, len(trajectory))):
-                job.sequences.append(tuple(splice(trajectory.input_ids, placed)[0]))
+        job = ScoreJob(record, alignment, [tuple(trajectory.input_ids)], placebo if hints else None)
+        for spliced in (alignment.hinted, alignment.placebo):
+            if spliced and spliced.hints and any(trajectory.student_mask[i] for i in
+                                                 range(spliced.hints[0].insert_at, len(trajectory))):
+                job.sequences.append(tuple(spliced.ids))
         jobs.append(job)
     return jobs
 
@@ -205,21 +199,20 @@ def score_records(model, tokenizer, jobs: list[ScoreJob], span: str = "turn", to
     their scores yielded when the group's passes are done. `on_tokens(n)` is told how many tokens each group ran."""
     for job in jobs:  # every record is checked before any model work
         check_trajectory_length(model, len(job.trajectory), job.record.id)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     record_batches = length_batches([j.n_tokens for j in jobs], batch_size * GROUP_BATCHES,
                                     max_batch_tokens * GROUP_BATCHES * 2)
     for record_batch in record_batches:
         group = [jobs[n] for n in record_batch]
-        passes = group_passes(model, group, pad_id, batch_size, max_batch_tokens)
+        passes = group_passes(model, group, pad, batch_size, max_batch_tokens)
         for job in group:
             scorer = _BatchedScorer(model, tokenizer, job.trajectory, top_k=top_k, passes=passes)
-            options = {"placebo": job.placebo} if job.placebo is not None else {}
-            yield job.record, scorer.score(job.hints, span=span, error=job.record.error, **options)
+            yield job.record, scorer.score_aligned(job.alignment.with_span(span))
         if on_tokens:
             on_tokens(sum(len(s) for s in passes))
 
 
-def group_passes(model, group: list[ScoreJob], pad_id: int, batch_size: int, max_batch_tokens: int
+def group_passes(model, group: list[ScoreJob], pad: int, batch_size: int, max_batch_tokens: int
                  ) -> dict[tuple[int, ...], torch.Tensor]:
     """Hidden states of every sequence the group's tables need: originals in length-sorted batches keeping each
     one's prefix before its first hint, then those originals' hinted/placebo sequences from their first hint on."""
@@ -235,17 +228,17 @@ def group_passes(model, group: list[ScoreJob], pad_id: int, batch_size: int, max
         batch = [originals[n] for n in seq_batch]
         # each original's prefix shared by all of its derived sequences (at least one token of each is run)
         keep = [min((min(common_prefix(s, d), len(d) - 1) for d in derived[s]), default=0) for s in batch]
-        hidden, prefixes = decoder_hidden(model, [list(s) for s in batch], pad_id, keep)
+        hidden, prefixes = decoder_hidden(model, [list(s) for s in batch], pad, keep)
         passes.update(zip(batch, hidden))
         runs = [(d, prefix) for s, prefix in zip(batch, prefixes) for d in derived[s] if d not in passes]
         whole = [d for d, prefix in runs if prefix is None]  # nothing shared with the original: a pass of its own
         if whole:
-            passes.update(zip(whole, decoder_hidden(model, [list(d) for d in whole], pad_id)[0]))
+            passes.update(zip(whole, decoder_hidden(model, [list(d) for d in whole], pad)[0]))
         runs = [(d, prefix) for d, prefix in runs if prefix is not None]
         for run_batch in length_batches([len(d) - prefix.length for d, prefix in runs], batch_size, max_batch_tokens):
             chosen = [runs[n] for n in run_batch]
             passes.update(zip((d for d, _ in chosen), suffix_hidden(
-                model, [list(d[prefix.length:]) for d, prefix in chosen], [p for _, p in chosen], pad_id)))
+                model, [list(d[prefix.length:]) for d, prefix in chosen], [p for _, p in chosen], pad)))
         del prefixes, runs  # the batch's keys/values go before the next batch runs
     return passes
 
@@ -295,10 +288,10 @@ def generate_batch(model, tokenizer, jobs: list[GenerationJob], prompts: list[li
 
     prompts = prompts or [job.prompt(tokenizer) for job in jobs]
     device = model.device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     eos_id = tokenizer.eos_token_id
     width = max(len(p) for p in prompts)
-    ids = torch.full((len(jobs), width), pad_id, dtype=torch.long)
+    ids = torch.full((len(jobs), width), pad, dtype=torch.long)
     mask = torch.zeros((len(jobs), width), dtype=torch.long)
     for b, p in enumerate(prompts):
         ids[b, width - len(p):] = torch.tensor(p)
@@ -322,7 +315,7 @@ def generate_batch(model, tokenizer, jobs: list[GenerationJob], prompts: list[li
         step = []
         for b, job in enumerate(jobs):
             if done[b]:
-                step.append(pad_id)
+                step.append(pad)
                 continue
             token = _sample(logits[b], job.config, generators[b])
             new_ids[b].append(token)

@@ -14,7 +14,8 @@
                        hint text instead of continuing the trajectory)
 
 Candidates run as one batch over the original pass's cached prefix. Sequences of different lengths are padded on
-the right, which needs no attention mask: with causal attention no real token ever attends to a later pad.
+the right (`alignment.pad_right`), which needs no attention mask: with causal attention no real token ever attends
+to a later pad.
 """
 
 from __future__ import annotations
@@ -24,10 +25,9 @@ import math
 import pandas as pd
 import torch
 
+from .alignment import pad_id, pad_right, place_hints, predicting_row, predicting_rows
 from .records import Hint, placebo_text
-from .scoring import HintScorer, ScoreResult, logits_from_hidden, place_hints
-
-PAD_ID = 0  # any id: right padding is never attended to by real tokens
+from .scoring import HintScorer, ScoreResult, logits_from_hidden
 
 
 @torch.no_grad()
@@ -41,8 +41,7 @@ def _batched_hidden(scorer: HintScorer, shared: int, suffixes: list[list[int]]) 
                          "model loaded for them")
     model = scorer.model
     original = scorer.original_pass()
-    width = max(len(s) for s in suffixes)
-    batch = torch.tensor([s + [PAD_ID] * (width - len(s)) for s in suffixes], device=model.device)
+    batch, _ = pad_right(suffixes, pad_id(scorer.tokenizer), model.device)  # no mask needed: causal, pads last
     n = len(suffixes)
     cache = DynamicCache(ddp_cache_data=[(k[..., :shared, :].expand(n, -1, -1, -1),
                                           v[..., :shared, :].expand(n, -1, -1, -1)) for k, v in original.kv],
@@ -59,7 +58,7 @@ def _logp_of(model, hidden_rows: torch.Tensor, token_ids: list[int]) -> torch.Te
 def _before(scorer: HintScorer, positions: range) -> torch.Tensor:
     hidden = scorer.original_pass().hidden
     ids = scorer.trajectory.input_ids
-    return _logp_of(scorer.model, hidden[[i - 1 for i in positions]], [ids[i] for i in positions])
+    return _logp_of(scorer.model, hidden[predicting_rows(positions)], [ids[i] for i in positions])
 
 
 def _placebo_of(text: str, placebo: str | None) -> str | None:
@@ -96,9 +95,9 @@ def position_sweep(scorer: HintScorer, hint_text: str, error: tuple[int, int], w
     before = _before(scorer, range(points[0], end))  # log p(y_i), i = points[0] … end-1
 
     def error_drop(b: int, k: int, h: list[int]) -> tuple[float, float]:
-        # original token i ≥ k sits at suffix index (i - shared) + len(h); its prediction is one row earlier
+        # original token i ≥ k sits at index i + len(h) of the hinted sequence, (i - shared) + len(h) of the suffix
         affected = range(k, end)
-        rows_idx = [(i - shared) + len(h) - 1 for i in affected]
+        rows_idx = [predicting_row(i + len(h)) - shared for i in affected]
         delta = _logp_of(scorer.model, hidden[b, rows_idx], [ids[i] for i in affected]) - before[k - points[0]:]
         collateral = delta[: start - k].abs().mean().item() if start > k else 0.0
         return delta[start - k:].sum().item(), collateral
@@ -146,7 +145,7 @@ def compare_hint_texts(scorer: HintScorer, texts: list[str], anchor: int, error:
     before = _before(scorer, range(anchor, turn_end))
     rows = []
     for b, p in enumerate(placed):
-        rows_idx = [(i - shared) + len(p.ids) - 1 for i in range(anchor, turn_end)]
+        rows_idx = [predicting_row(i + len(p.ids)) - shared for i in range(anchor, turn_end)]
         delta = _logp_of(scorer.model, hidden[b, rows_idx], ids[anchor:turn_end]) - before
         in_error = torch.tensor([start <= i < end for i in range(anchor, turn_end)])
         student = torch.tensor([i in scored for i in range(anchor, turn_end)])
@@ -167,21 +166,24 @@ def compare_hint_texts(scorer: HintScorer, texts: list[str], anchor: int, error:
 
 @torch.no_grad()
 def hint_flags(scorer: HintScorer, scores: ScoreResult) -> pd.DataFrame:
-    """Leak and contamination flags at the target positions of `scores` (what `scorer.score(hints)` gave)."""
-    trajectory, table, placed = scorer.trajectory, scores.table, scores.hints
-    hinted, position = scorer.hinted_pass(placed)
+    """Leak and contamination flags at the target positions of `scores` (what `scorer.score(hints)` gave, on the
+    alignment it was scored on)."""
+    trajectory, table, alignment = scorer.trajectory, scores.table, scores.alignment
+    placed = alignment.hints
+    hinted = scorer.hinted_pass(alignment)
     ids = trajectory.input_ids
     targets = table.index[table.target & table.logp_after.notna()].tolist()
     if not targets:
         return pd.DataFrame(columns=["i", "text", "teacher_top", "leak", "continues_hint", "p_hint_only"])
-    logprobs = scorer._logprobs(hinted.hidden, [position[i] - 1 for i in targets])  # (n, V); served: top-k rebuilt
+    teacher_rows = alignment.rows("hinted", targets)
+    logprobs = scorer.logprobs(hinted.hidden, teacher_rows)  # (n, V); served: top-k rebuilt
     top = logprobs.argmax(-1).tolist()
     rows = []
     for n, i in enumerate(targets):
         # the hints in context at position i, and the tokens only they contain
         active = [p for p in placed if p.insert_at <= i]
         hint_only = set().union(*(set(p.ids) for p in active)) - set(ids[: min(p.insert_at for p in active)])
-        previous = hinted.ids[position[i] - 1]  # the token the teacher has just read
+        previous = hinted.ids[teacher_rows[n]]  # the token the teacher has just read
         copied = {h.ids[j + 1] for h in active for j in range(len(h.ids) - 1) if h.ids[j] == previous}
         rows.append({
             "i": i, "text": trajectory.token_texts[i], "teacher_top": scorer.tokenizer.decode([top[n]]),

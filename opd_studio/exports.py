@@ -16,7 +16,7 @@ Export formats:
   the hinted assistant turn, chat messages) and `privileged_context` (the accepted hint texts), plus `id`; one row
   per record with a hint, as a `datasets` folder. TRL samples its own completions: the rollout is not exported.
 - `teacher-topk`: offline distillation targets. Per record: `input_ids` (the original trajectory), and per target
-  position i (hinted turn, student tokens; `scoring.target_mask`) the hinted teacher's top-k next-token ids and
+  position i (hinted turn, student tokens; `alignment.target_mask`) the hinted teacher's top-k next-token ids and
   log-probs for predicting token i: `target_positions`, `topk_ids` (n × k), `topk_logprobs` (n × k). The
   rows come from the model (`teacher_topk.py`, beside the engine); this module only writes them: a `datasets`
   folder, or a Parquet file when `output` ends in `.parquet`.

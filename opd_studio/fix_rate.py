@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from .alignment import pad_id
 from .records import Record
 from .rollout import prompt_ids
 
@@ -130,7 +131,7 @@ def regenerate(model, tokenizer, prompts: list[tuple[list[dict], list | None]],
     ids = [prompt_ids(tokenizer, messages, tools) for messages, tools in prompts]
     answers: list[list[tuple[str, int | None, str]]] = [[] for _ in prompts]
     runs = [("greedy", None)] + [("sampled", config.seed + n) for n in range(config.samples)]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     for mode, seed in runs:
         for a in range(0, len(ids), config.batch_size):
             batch = ids[a: a + config.batch_size]

@@ -1,7 +1,7 @@
 """What one training step computes: aligned records, cached targets and anchors, and the loss of a batch.
 
-For each curated record r — trajectory x, hints spliced into x' (`scoring.splice`), target positions T_r
-(`scoring.target_mask`: from the hint's anchor over the error / the turn / the response, student tokens only) and
+For each curated record r — trajectory x, hints spliced into x' (`alignment.splice`), target positions T_r
+(`alignment.target_mask`: from the hint's anchor over the error / the turn / the response, student tokens only) and
 the record's other student positions A_r:
 
     teacher   q_t = p_θ̄(· | x'_<t')      t ∈ T_r   (t' = t's index in x'; hint tokens are never targets)
@@ -22,7 +22,8 @@ b_t is cached as the base's top-K log-probabilities plus a tail bin: K numbers a
 vocabulary. KL over those K + 1 bins is a lower bound of the full KL (merging outcomes never increases a
 divergence) and is tight when the top K hold the mass. The drift metric is KL(p_t ‖ b_t) on the same bins.
 
-Positions index the unhinted trajectory and position t is predicted by row t − 1; the student's hidden states are
+Positions index the unhinted trajectory; the rows that predict them in each pass are the example's
+`alignment.Alignment` (row t − 1 of the unhinted pass, pos(t) − 1 of the hinted one); the student's hidden states are
 gathered at the rows the loss needs, and logits are computed only there (`scoring.logits_from_hidden`), in chunks
 under activation checkpointing. Right padding keeps every real token's position id equal to its index.
 """
@@ -36,39 +37,29 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .alignment import Alignment, align, construct_target, pad_right, predicting_rows
 from .losses import LossConfig, distill_loss, forward_kl, over_chunks, reverse_kl, with_tail
 from .metrics import RecordMetrics
-from .records import Record, placebo_for
-from .scoring import check_context, forward_reusing, logits_from_hidden, place_hints, splice, target_mask
-from .targets import TargetSpec, banned_mask, construct, leak_sets
+from .records import Record
+from .scoring import check_context, forward_reusing, logits_from_hidden
+from .targets import TargetSpec
 from .trajectory import build_trajectory
 
 PLACEBO_POLICIES = ("default", "stored")  # besides a text: see `build_example`
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Alignment: which positions get the loss, the anchor, the metric
+# Examples: a record's alignment and its cached targets
 
 
 @dataclass
 class Example:
-    """One record, aligned. Positions index the unhinted trajectory; a position t is predicted by row t − 1."""
+    """One record, aligned (`alignment.Alignment`): positions index the unhinted trajectory; the rows that predict
+    them in each pass come from the alignment."""
 
     record_id: str
-    input_ids: list[int]  # the unhinted trajectory (what the student sees)
-    hinted_ids: list[int]  # the trajectory with its hints spliced in (what the teacher sees)
-    targets: list[int]  # positions with the distillation loss
-    teacher_rows: list[int]  # per target: the row of hinted_ids that predicts it (hinted position − 1)
-    anchors: list[int]  # the other student positions: anchored to the base
-    errors: list[int]  # positions whose probability is the "p(error tokens)" metric
-    error_teacher_rows: list[int]
-    # The placebo: the trajectory with each hint's placebo spliced in instead, and the rows that predict the targets
-    # and the error positions there (None without a placebo).
-    placebo_ids: list[int] | None = None
-    placebo_rows: list[int] = field(default_factory=list)
-    placebo_error_rows: list[int] = field(default_factory=list)
+    alignment: Alignment
     placebo_defaulted: bool = False  # a hint had no stored placebo: the default one was built
-    hints: list[tuple[int, list[int]]] = field(default_factory=list)  # (insert_at, hint ids), for `unleaked`
     right_token: int | None = None  # the right text's first token at the first error position, when known
     right_text: str | None = None
     # Filled by the caches (frozen teacher and base), on the training device.
@@ -82,9 +73,25 @@ class Example:
     base_target_logp: list[float] = field(default_factory=list)  # log p_θ0(y_t) per target: step 0 of the timeline
     base_right_logp: float = math.nan
 
+    def __post_init__(self) -> None:
+        # read on every step: computed once from the alignment
+        a = self.alignment
+        self.input_ids: list[int] = a.input_ids  # the unhinted trajectory (what the student sees)
+        self.hinted_ids: list[int] = a.hinted.ids  # the trajectory with its hints spliced in (what the teacher sees)
+        self.targets: list[int] = a.targets  # positions with the distillation loss
+        self.anchors: list[int] = a.anchors  # the other student positions: anchored to the base
+        self.errors: list[int] = a.errors  # positions whose probability is the "p(error tokens)" metric
+        self.placebo_ids: list[int] | None = a.placebo.ids if a.placebo is not None else None
+
+    @property
+    def measured(self) -> list[int]:
+        """The positions whose targets are built: the targets, then the error positions (usually among them)."""
+        return self.targets + self.errors
+
 
 def build_example(tokenizer, record: Record, span: str = "turn", placebo: str | None = None) -> Example:
-    """Align one record: hinted ids, target positions and their teacher rows, anchors, error positions.
+    """Align one record (`alignment.align`): hinted ids, target positions and their teacher rows, anchors, error
+    positions.
 
     Hints with status "rejected" are left out. A record without hints has no targets: it only anchors (it still
     keeps the model in place). The error positions are the record's error span, else the first hint's anchor.
@@ -94,33 +101,17 @@ def build_example(tokenizer, record: Record, span: str = "turn", placebo: str | 
     """
     trajectory = build_trajectory(tokenizer, record)
     hints = record.usable_hints
-    placed = place_hints(tokenizer, trajectory, hints) if hints else []
-    hinted_ids, position = splice(trajectory.input_ids, placed)
-    error = trajectory.error_token_span(record.error) if record.error else None
-    mask = target_mask(trajectory, placed, span, error) if placed else [False] * len(trajectory)
-    targets = [t for t in range(1, len(trajectory)) if mask[t]]
-    anchors = [t for t in range(1, len(trajectory)) if trajectory.student_mask[t] and not mask[t]]
-    if error:
-        errors = [t for t in range(*error) if t >= 1 and trajectory.student_mask[t]]
-    else:
-        errors = [placed[0].anchor] if placed else []
-    example = Example(record.id, list(trajectory.input_ids), hinted_ids, targets,
-                      [position[t] - 1 for t in targets], anchors, errors, [position[t] - 1 for t in errors],
-                      hints=[(p.insert_at, p.ids) for p in placed])
+    missing = [n for n, h in enumerate(hints) if h.placebo is None]
+    lane = None
     if placebo is not None and hints:
-        missing = [n for n, h in enumerate(hints) if h.placebo is None]
         if placebo == "stored" and missing:
             raise ValueError(f"record {record.id!r}: hint {missing[0]} has no placebo; store one with the record "
                              "(the hint's 'placebo' field) or use --placebo default")
-        default = None if placebo in PLACEBO_POLICIES else placebo
-        placebo_placed = place_hints(tokenizer, trajectory, [placebo_for(h, default) for h in hints])
-        placebo_ids, placebo_position = splice(trajectory.input_ids, placebo_placed)
-        example.placebo_ids = placebo_ids
-        example.placebo_rows = [placebo_position[t] - 1 for t in targets]
-        example.placebo_error_rows = [placebo_position[t] - 1 for t in errors]
-        example.placebo_defaulted = bool(missing) and default is None
+        lane = "default" if placebo in PLACEBO_POLICIES else placebo
+    example = Example(record.id, align(tokenizer, trajectory, hints, span, record.error, lane),
+                      placebo_defaulted=lane == "default" and bool(missing))
     example.right_text = right_text(record)
-    if example.right_text and errors:
+    if example.right_text and example.errors:
         ids = tokenizer(example.right_text, add_special_tokens=False)["input_ids"]
         example.right_token = ids[0] if ids else None
     return example
@@ -144,10 +135,8 @@ def right_text(record: Record) -> str | None:
 
 
 def heldout_example(tokenizer, record: Record) -> Example:
-    """A held-out record: no loss, every student position is measured for drift."""
-    trajectory = build_trajectory(tokenizer, record)
-    anchors = [t for t in range(1, len(trajectory)) if trajectory.student_mask[t]]
-    return Example(record.id, list(trajectory.input_ids), list(trajectory.input_ids), [], [], anchors, [], [])
+    """A held-out record: no loss, every student position is measured for drift (no hints, no error)."""
+    return Example(record.id, align(tokenizer, build_trajectory(tokenizer, record), []))
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -189,17 +178,6 @@ def _checkpointing(decoder, on: bool):
     finally:
         for layer in layers:
             layer.training = False
-
-
-def pad_right(sequences: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T) ids and attention mask; right padding keeps every real token's position id equal to its index."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for b, s in enumerate(sequences):
-        ids[b, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[b, : len(s)] = 1
-    return ids.to(device), mask.to(device)
 
 
 def row_index(rows: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -252,17 +230,21 @@ def cache_targets(model, examples: list[Example], top_k: int, dtype: torch.dtype
     for ex in examples:
         original = forward_reusing(model, ex.input_ids)
         hidden = original.hidden  # (T, H)
+        rows = ex.alignment.rows  # rows("student", positions): the rows of the unhinted pass that predict them
         if ex.anchors:
-            logp = torch.log_softmax(logits_from_hidden(model, hidden[[t - 1 for t in ex.anchors]]), dim=-1)
+            logp = torch.log_softmax(logits_from_hidden(model, hidden[rows("student", ex.anchors)]), dim=-1)
             top = logp.topk(min(top_k, logp.shape[-1]), dim=-1)  # (n_a, K)
             ex.base_top_logp, ex.base_top_ids = top.values.to(dtype), top.indices
         if ex.errors:
-            ex.base_error_logp = _token_logp(model, hidden[[t - 1 for t in ex.errors]], ex.input_ids, ex.errors)
+            ex.base_error_logp = _token_logp(model, hidden[rows("student", ex.errors)], ex.input_ids,
+                                             ex.errors)
             if ex.right_token is not None:
-                first = torch.log_softmax(logits_from_hidden(model, hidden[[ex.errors[0] - 1]]), dim=-1)
+                first = torch.log_softmax(logits_from_hidden(model, hidden[rows("student", ex.errors[:1])]),
+                                          dim=-1)
                 ex.base_right_logp = float(first[0, ex.right_token])
         if ex.targets:
-            ex.base_target_logp = _token_logps(model, hidden[[t - 1 for t in ex.targets]], ex.input_ids, ex.targets)
+            ex.base_target_logp = _token_logps(model, hidden[rows("student", ex.targets)], ex.input_ids,
+                                               ex.targets)
         if teacher and (ex.targets or ex.errors):
             _cache_teacher(model, ex, original, spec, dtype)
 
@@ -270,14 +252,15 @@ def cache_targets(model, examples: list[Example], top_k: int, dtype: torch.dtype
 def _cache_teacher(model, ex: Example, original, spec: TargetSpec, dtype: torch.dtype) -> None:
     check_context(model, len(ex.hinted_ids))
     hinted = forward_reusing(model, ex.hinted_ids, original).hidden
+    rows = ex.alignment.rows
     student = spliced = None
     if spec.needs_student:
-        student = original.hidden[[t - 1 for t in ex.targets + ex.errors]]
+        student = original.hidden[rows("student", ex.measured)]
     if spec.needs_placebo:
         _check_placebo(model, ex, spec)
-        spliced = forward_reusing(model, ex.placebo_ids, original).hidden[ex.placebo_rows + ex.placebo_error_rows]
-    logits, trained, weight, error_logp = build_target(model, ex, spec,
-                                                       hinted[ex.teacher_rows + ex.error_teacher_rows], student, spliced)
+        spliced = forward_reusing(model, ex.placebo_ids, original).hidden[rows("placebo", ex.measured)]
+    logits, trained, weight, error_logp = build_target(model, ex, spec, hinted[rows("hinted", ex.measured)], student,
+                                                       spliced)
     if ex.targets:
         ex.teacher_logits = logits.to(dtype)  # (n_t, V)
     ex.target_trained, ex.target_weight, ex.teacher_error_logp = trained, weight, error_logp
@@ -295,24 +278,17 @@ def build_target(model, ex: Example, spec: TargetSpec, hinted: torch.Tensor, stu
                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, float]:
     """(target logits at the targets (n_t, V), trained mask or None, the construction's per-target loss weight or
     None (= 1), Σ log r(error tokens)) from the final hidden states of the hinted pass, and for the constructions
-    that need them of the unhinted (`student`) and placebo passes, each at the rows that predict
-    `ex.targets + ex.errors` (targets first)."""
-    positions = ex.targets + ex.errors  # the error positions (usually among the targets) give the metric
+    that need them of the unhinted (`student`) and placebo passes, each at the rows that predict `ex.measured`
+    (the targets, then the error positions, which give the metric)."""
     logits = logits_from_hidden(model, hinted)  # (n, V)
     trained = weight = None
     if spec.kind == "hinted":  # the raw logits, as before there were constructions
         r = logits
     else:
-        tokens = torch.tensor([ex.input_ids[t] for t in positions], device=logits.device)
         log_q = torch.log_softmax(logits, dim=-1)
         log_p = torch.log_softmax(logits_from_hidden(model, student), -1) if student is not None else None
         log_z = torch.log_softmax(logits_from_hidden(model, placebo), -1) if placebo is not None else None
-        banned = None
-        if spec.kind == "unleaked":
-            sets = leak_sets(ex.input_ids, ex.hinted_ids, ex.hints, positions,
-                             ex.teacher_rows + ex.error_teacher_rows)
-            banned = banned_mask(sets, log_q.shape[-1], log_q.device)
-        built = construct(spec, log_q, tokens, log_p, log_z, banned)
+        built = construct_target(ex.alignment, ex.measured, spec, log_q, log_p, log_z)
         r, trained = built.logp, built.trained[: len(ex.targets)]
         if spec.kind == "guided":
             weight = built.weight[: len(ex.targets)]
@@ -359,9 +335,9 @@ def batch_loss(student, head, examples: list[Example], loss: LossConfig, drift_w
     `student`: a `HiddenAt` (possibly DDP-wrapped); `head`: hidden → logits. `teacher_logits` (per example) replace
     the cached frozen targets for moving teachers, and `teacher_weights` their per-target loss factors.
     """
-    target_rows = [[t - 1 for t in ex.targets] for ex in examples]
-    anchor_rows = [[t - 1 for t in ex.anchors] for ex in examples]
-    error_rows = [[t - 1 for t in ex.errors] for ex in examples]
+    target_rows = [predicting_rows(ex.targets) for ex in examples]
+    anchor_rows = [predicting_rows(ex.anchors) for ex in examples]
+    error_rows = [predicting_rows(ex.errors) for ex in examples]
     rows = [t + a + e for t, a, e in zip(target_rows, anchor_rows, error_rows)]
     hidden = hidden_at(student, [ex.input_ids for ex in examples], rows, pad_id, device)  # (N, H)
 
@@ -441,13 +417,13 @@ def moving_teacher(model, examples: list[Example], pad_id: int, device,
         for ex in examples:
             _check_placebo(model, ex, spec)
     sequences = [ex.hinted_ids for ex in examples]
-    rows = [ex.teacher_rows + ex.error_teacher_rows for ex in examples]
+    rows = [ex.alignment.rows("hinted", ex.measured) for ex in examples]
     if spec.needs_student:
         sequences += [ex.input_ids for ex in examples]
-        rows += [[t - 1 for t in ex.targets + ex.errors] for ex in examples]
+        rows += [ex.alignment.rows("student", ex.measured) for ex in examples]
     if spec.needs_placebo:
         sequences += [ex.placebo_ids for ex in examples]
-        rows += [ex.placebo_rows + ex.placebo_error_rows for ex in examples]
+        rows += [ex.alignment.rows("placebo", ex.measured) for ex in examples]
     hidden = hidden_at(HiddenAt(model), sequences, rows, pad_id, device)
     pieces, at = [], 0
     for r in rows:
@@ -474,7 +450,7 @@ def heldout_drift(model, examples: list[Example], pad_id: int, device, batch_siz
     head = lambda h: logits_from_hidden(model, h)  # noqa: E731
     for a in range(0, len(examples), batch_size):
         chunk = examples[a: a + batch_size]
-        hidden = hidden_at(decoder, [ex.input_ids for ex in chunk], [[t - 1 for t in ex.anchors] for ex in chunk],
+        hidden = hidden_at(decoder, [ex.input_ids for ex in chunk], [predicting_rows(ex.anchors) for ex in chunk],
                            pad_id, device)
         weights = torch.zeros(hidden.shape[0], device=device)
         _, drift = anchor_terms(hidden, head, torch.cat([ex.base_top_logp for ex in chunk]),

@@ -76,7 +76,7 @@ class RemoteGenerator:
 
     # -- HTTP ---------------------------------------------------------------------------------------------------
 
-    def _call(self, path: str, payload: dict | None = None) -> dict:
+    def call(self, path: str, payload: dict | None = None) -> dict:
         headers = {"Content-Type": "application/json"}
         if self.config.api_key:
             headers["Authorization"] = f"Bearer {self.config.api_key}"
@@ -104,7 +104,7 @@ class RemoteGenerator:
         """The model to ask for: the configured one, else the first the server lists (also checks it answers)."""
         if self.config.model:
             return self.config.model
-        listed = self._call("/models")
+        listed = self.call("/models")
         try:
             self.config.model = listed["data"][0]["id"]
         except (KeyError, IndexError, TypeError):
@@ -135,7 +135,7 @@ class RemoteGenerator:
             payload.update(messages=messages, logprobs=True, top_logprobs=self.config.top_logprobs)
             if job.tools:
                 payload["tools"] = job.tools
-            reply = self._call("/chat/completions", payload)
+            reply = self.call("/chat/completions", payload)
             content, reason, tokens = self._parse_chat(reply)
         else:
             from .rollout import prompt_ids
@@ -143,7 +143,7 @@ class RemoteGenerator:
             prompt = self.tokenizer.decode(prompt_ids(self.tokenizer, messages, job.tools),
                                            skip_special_tokens=False, clean_up_tokenization_spaces=False)
             payload.update(prompt=prompt, logprobs=max(self.config.top_logprobs, 1))
-            reply = self._call("/completions", payload)
+            reply = self.call("/completions", payload)
             content, reason, tokens = self._parse_completion(reply)
         ids, source = self.token_ids(tokens, content)
         remote = {"base_url": self.base_url, "endpoint": self.config.endpoint, "token_ids": source,

@@ -5,7 +5,9 @@
     before    p_i = p(y_i | x_<i)                  (the student)
     after     q_i = p(y_i | x'_<pos(i))            (the teacher: same weights, the hint in context)
 
-Rows of the result are positions of the ORIGINAL trajectory (the columns of docs/data.md). Positions before the first
+Rows of the result are positions of the ORIGINAL trajectory (the columns of docs/data.md). Where the hints go and
+which row of which pass predicts which position is `alignment.Alignment`, built once per call and kept in
+`ScoreResult.alignment`. Positions before the first
 hint are identical in both passes (causal attention), so their key/value cache comes from the original pass and the
 hinted pass runs only from the first inserted token on. The scorer also keeps the cache of the last hinted sequence,
 so editing the text of a later hint, or moving a hint later, recomputes only from the first changed token onward.
@@ -41,12 +43,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .records import ErrorSpan, Hint, Record, placebo_for
-from .targets import TargetSpec, banned_mask, construct, leak_sets
+from .alignment import (LOSS_SPANS, Alignment, PlacedHint, Spliced, align, construct_target, place_hints,
+                        predicting_rows)
+from .records import ErrorSpan, Hint, Record
+from .targets import TargetSpec
 from .trajectory import Trajectory, TrajectoryError, build_trajectory
-
-FEEDBACK_TEMPLATE = "Consider this feedback: {hint}"
-LOSS_SPANS = ("error", "turn", "response")
 COLUMNS = ["i", "text", "student", "hint", "logp_before", "logp_after", "rank_before", "rank_after",
            "entropy_before", "entropy_after", "kl", "top_before", "top_after", "target"]
 # Added by `score(..., placebo=...)`, after COLUMNS.
@@ -60,21 +61,7 @@ GRADIENT_MAP_COLUMNS = ["i", "text", "weight", "trained", "p_student", "p_hinted
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Placing and splicing hints
-
-
-@dataclass
-class PlacedHint:
-    hint: Hint
-    anchor: int  # original token the hint is about: the loss span starts here
-    insert_at: int  # original token the hint tokens go before (the anchor, or the turn start for feedback turns)
-    ids: list[int]  # hint tokens
-    snapped: bool  # the hint's character offset fell inside a token and was moved to that token's start
-    text: str  # the hint tokens decoded: what the model reads (a feedback turn with its template)
-
-    @property
-    def placement(self) -> str:
-        return self.hint.placement
+# Results
 
 
 @dataclass
@@ -89,6 +76,7 @@ class ScoreResult:
     pending_from: int | None = None  # a first update (`score_window`): rows from here on still lack the teacher
     pending_before: int | None = None  # `score_window` on a fresh open: rows before this still lack every number
     topk_figures: int | None = None  # served scores (served.py): entropy and KL are over the top k + a tail bin
+    alignment: Alignment | None = None  # what the table was scored on: hints, passes, rows (`alignment.Alignment`)
 
     @property
     def anchors(self) -> list[int]:
@@ -104,89 +92,6 @@ class GradientMap:
 
     frame: pd.DataFrame
     target: str  # the target construction (targets.TARGETS)
-
-
-def place_hints(tokenizer, trajectory: Trajectory, hints: list[Hint]) -> list[PlacedHint]:
-    placed = []
-    for n, hint in enumerate(hints):
-        try:
-            anchor, snapped = trajectory.anchor_token(hint)
-        except TrajectoryError as exc:
-            raise TrajectoryError(f"hint {n}: {exc}") from None
-        if hint.placement == "feedback":
-            message = trajectory.message_index[anchor]
-            insert_at = trajectory.turn_token_spans[message][0]
-            ids = _feedback_ids(tokenizer, trajectory, message, hint)
-        else:
-            insert_at = anchor
-            ids = tokenizer(hint.inserted_text, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise TrajectoryError(f"hint {n} is empty: write some hint text")
-        placed.append(PlacedHint(hint, anchor, insert_at, list(ids), snapped, tokenizer.decode(ids)))
-    return sorted(placed, key=lambda p: (p.insert_at, p.anchor))
-
-
-def _feedback_ids(tokenizer, trajectory: Trajectory, message: int, hint: Hint) -> list[int]:
-    """The tokens of a feedback message rendered by the chat template just before assistant message `message`."""
-    template = hint.template if hint.template and "{hint}" in hint.template else FEEDBACK_TEMPLATE
-    feedback = {"role": hint.feedback_role, "content": template.replace("{hint}", hint.text.strip())}
-    before = trajectory.messages[:message]
-    def render(messages: list[dict]) -> str:
-        return tokenizer.apply_chat_template(messages, tools=trajectory.tools, tokenize=False) if messages else ""
-
-    prefix, with_feedback = render(before), render(before + [feedback])
-    if not with_feedback.startswith(prefix):
-        raise TrajectoryError("the chat template cannot insert a feedback turn here; use an inline hint")
-    return tokenizer(with_feedback[len(prefix):], add_special_tokens=False)["input_ids"]
-
-
-def splice(input_ids: list[int], placed: list[PlacedHint]) -> tuple[list[int], list[int]]:
-    """Hinted ids, and for each original position its index in the hinted sequence."""
-    hinted, position = [], []
-    by_insert: dict[int, list[PlacedHint]] = {}
-    for p in placed:
-        by_insert.setdefault(p.insert_at, []).append(p)
-    for i, token in enumerate(input_ids):
-        for p in by_insert.get(i, ()):
-            hinted.extend(p.ids)
-        position.append(len(hinted))
-        hinted.append(token)
-    return hinted, position
-
-
-def target_mask(trajectory: Trajectory, placed: list[PlacedHint], span: str = "turn",
-                error: tuple[int, int] | None = None) -> list[bool]:
-    """Original positions that get the loss: from each hint's anchor to the end of the error span / the turn /
-    the response, student tokens only (hint tokens are not original positions, so they are never targets)."""
-    if span not in LOSS_SPANS:
-        raise ValueError(f"loss span {span!r} is not one of {', '.join(LOSS_SPANS)}")
-    mask = [False] * len(trajectory)
-    for p in placed:
-        if span == "error":  # the record's error span; without one, the anchor token alone
-            start, end = error if error else (p.anchor, p.anchor + 1)
-            start = max(start, p.insert_at)  # before the hint, teacher and student are the same model
-        elif span == "turn":
-            start, end = p.anchor, trajectory.turn_end(p.anchor)
-        else:
-            start, end = p.anchor, len(trajectory)
-        for i in range(start, end):
-            mask[i] = mask[i] or trajectory.student_mask[i]
-    return mask
-
-
-def resolve_placebo(hints: list[Hint], placebo: str | list[Hint] | None) -> list[Hint] | None:
-    """The placebo hints to score beside `hints`: None (no placebo lane); "default" (each hint's stored placebo,
-    else `records.default_placebo`); any other text (each hint's stored placebo, else this text at the hint's place,
-    inserted as is); or a list of hints, one per hint."""
-    if placebo is None:
-        return None
-    if isinstance(placebo, str):
-        if not placebo.strip():
-            raise ValueError("the placebo text is empty: give a content-free text, or 'default'")
-        return [placebo_for(h, None if placebo == "default" else placebo) for h in hints]
-    if len(placebo) != len(hints):
-        raise ValueError(f"{len(placebo)} placebo hints for {len(hints)} hints: give one placebo per hint")
-    return list(placebo)
 
 
 def context_limit(model) -> int | None:
@@ -301,6 +206,10 @@ class HintScorer:
 
     >>> scorer = HintScorer(model, tokenizer, build_trajectory(tokenizer, record))
     >>> scores = scorer.score(record.hints, span="turn")  # a ScoreResult: scores.table, scores.hints, …
+
+    Where the passes come from is a public seam: `original_pass`, `spliced_pass`, `logprobs`, `token_rows` and
+    `teacher_stats` run the model here; a scorer whose passes come from elsewhere (a batch: `batching`, a server:
+    `served.ServedScorer`) overrides them and keeps every column's definition.
     """
 
     def __init__(self, model, tokenizer, trajectory: Trajectory, top_k: int = 5, chunk_size: int = 256,
@@ -321,28 +230,44 @@ class HintScorer:
     def place(self, hints: list[Hint]) -> list[PlacedHint]:
         return place_hints(self.tokenizer, self.trajectory, hints)
 
+    def align(self, hints: list[Hint], span: str = "turn", error: ErrorSpan | None = None,
+              placebo: str | list[Hint] | None = None) -> Alignment:
+        """This trajectory's `alignment.Alignment` under `hints` (and the placebo lane, see `resolve_placebo`)."""
+        return align(self.tokenizer, self.trajectory, hints, span, error, placebo)
+
+    def fork(self) -> "HintScorer":
+        """A scorer of its own (its hinted-pass caches are its own) sharing this one's whole original pass and the
+        student's rows (computed here first): what the studio's speculation scores on."""
+        twin = HintScorer(self.model, self.tokenizer, self.trajectory, top_k=self.top_k, chunk_size=self.chunk_size,
+                          base_weights=self.base_weights)
+        twin._original, twin._before = self.original_pass(), self.student_stats()
+        return twin
+
     def score(self, hints: list[Hint], span: str = "turn", error: ErrorSpan | None = None,
               placebo: str | list[Hint] | None = None) -> ScoreResult:
         """One row per original token (COLUMNS); with `placebo` (see `resolve_placebo`) also PLACEBO_COLUMNS."""
-        placed = self.place(hints)
-        placebo_hints = resolve_placebo(hints, placebo)
-        error_tokens = self.trajectory.error_token_span(error) if error else None
-        targets = target_mask(self.trajectory, placed, span, error_tokens)
-        after = self._after_stats(placed)  # also fills the student's rows it projects anyway
-        before = self._before_stats()
-        table = self._table(placed, targets, before, after)
-        if placebo_hints is not None:
-            self._add_placebo(table, self.place(placebo_hints), before)
-        return ScoreResult(table, placed, span, error_tokens,
-                           placebo=None if placebo_hints is None else [h.text for h in placebo_hints])
+        return self.score_aligned(self.align(hints, span, error, placebo))
+
+    def score_aligned(self, alignment: Alignment) -> ScoreResult:
+        """`score` on an alignment already built (of this scorer's trajectory)."""
+        after = self.teacher_stats(alignment)  # also fills the student's rows it projects anyway
+        before = self.student_stats()
+        table = self._table(alignment, before, after)
+        if alignment.placebo is not None:
+            self._add_placebo(table, alignment, before)
+        placebo = None if alignment.placebo is None else [p.hint.text for p in alignment.placebo.hints]
+        return ScoreResult(table, alignment.hints, alignment.span, alignment.error, placebo=placebo,
+                           alignment=alignment)
 
     def window(self, hints: list[Hint], error: ErrorSpan | None = None) -> tuple[int, int]:
         """[start, end) of the original positions a person looks at first: from WINDOW_BEFORE_HINT tokens before
         the first hint (or the error span, if it starts earlier) to WINDOW_AFTER_ERROR tokens after the error
         span's end (or the first hint's anchor). Without hints: around the error span, else the whole trajectory."""
-        placed = self.place(hints)
+        return self._window(self.align(hints, error=error))
+
+    def _window(self, alignment: Alignment) -> tuple[int, int]:
+        placed, error_tokens = alignment.hints, alignment.error
         n = len(self.trajectory)
-        error_tokens = self.trajectory.error_token_span(error) if error else None
         if not placed and not error_tokens:
             return 0, n
         starts = ([placed[0].insert_at] if placed else []) + ([error_tokens[0]] if error_tokens else [])
@@ -359,21 +284,19 @@ class HintScorer:
         `pending_from` (rows from here on still lack the teacher) and `pending_before` (rows before it still lack
         the student's numbers). A later `score` extends the original pass made here and keeps its rows. The rows in
         the window equal `score`'s (tests/test_long.py, tests/test_ui_incremental.py)."""
-        default_start, default_end = self.window(hints, error)
+        alignment = self.align(hints, span, error)
+        default_start, default_end = self._window(alignment)
         start = default_start if start is None else max(0, start)
         end = default_end if end is None else min(end, len(self.trajectory))
-        placed = self.place(hints)
-        error_tokens = self.trajectory.error_token_span(error) if error else None
-        targets = target_mask(self.trajectory, placed, span, error_tokens)
         shown = [i for i in self.student_positions if start <= i < end]
-        changed = [i for i in shown if placed and i >= placed[0].insert_at]
+        changed = [i for i in alignment.changed if start <= i < end]
         after, kl = {}, {}
         if changed:
-            spliced_ids, position = splice(self.trajectory.input_ids, placed)
-            check_context(self.model, len(spliced_ids))
+            hinted = alignment.hinted
+            check_context(self.model, len(hinted.ids))
             original = self.original_pass(upto=end)
-            # the last changed position is predicted from the hidden state just before it: the pass stops there
-            cut = spliced_ids[: position[changed[-1]]]
+            # the last changed position is predicted by the row just before it: the pass stops there
+            cut = hinted.ids[: hinted.rows(changed[-1:])[0] + 1]
             last = self._last_hinted
             if not (last is not None and len(last.ids) >= len(cut) and last.ids[: len(cut)] == cut):
                 reuse = original
@@ -383,17 +306,17 @@ class HintScorer:
                     # not kept as `_last_hinted`: `score` then runs the hinted pass from the first hint in one
                     # piece, so its table is the one-shot table bit for bit (the window's part is a few tokens)
                     last = forward_reusing(self.model, cut, reuse if self.reuse_cache else None)
-            after, kl = self._compare(last, position, changed)
-        before = self._before_stats(shown)
-        table = self._table(placed, targets, before, (after, kl))
+            after, kl = self._compare(last, alignment, changed)
+        before = self.student_stats(shown)
+        table = self._table(alignment, before, (after, kl))
         n = len(self.trajectory)
         late = [i for i in self.student_positions if i >= end]
-        pending_from = end if end < n and (placed or any(i not in before for i in late)) else None
+        pending_from = end if end < n and (alignment.hints or any(i not in before for i in late)) else None
         pending_before = start if any(i not in before for i in self.student_positions if i < start) else None
-        return ScoreResult(table, placed, span, error_tokens, pending_from=pending_from,
-                           pending_before=pending_before)
+        return ScoreResult(table, alignment.hints, span, alignment.error, pending_from=pending_from,
+                           pending_before=pending_before, alignment=alignment)
 
-    # -- passes ---------------------------------------------------------------------------------------------------
+    # -- passes: the seam a scorer with passes from elsewhere overrides -------------------------------------------
 
     def weights(self):
         """Context in which the decoder runs: the adapter disabled for `base_weights`, else as the model is."""
@@ -410,61 +333,60 @@ class HintScorer:
         return self._original
 
     @torch.no_grad()
-    def _before_stats(self, positions: list[int] | None = None) -> dict[int, tuple]:
+    def student_stats(self, positions: list[int] | None = None) -> dict[int, tuple]:
         """The student's rows at `positions` (default: every student position), computing the missing ones; returns
-        every row known so far."""
+        every row known so far (a dict this scorer keeps filling)."""
         wanted = self.student_positions if positions is None else positions
         missing = [i for i in wanted if i not in self._before]
         if missing:
             hidden = self.original_pass(upto=max(missing)).hidden
             for a in range(0, len(missing), self.chunk_size):
                 chunk = missing[a: a + self.chunk_size]
-                self._before.update(self._stats(hidden, [i - 1 for i in chunk], chunk))
+                self._before.update(self.token_rows(hidden, predicting_rows(chunk), chunk))
         return self._before
 
-    def hinted_pass(self, placed: list[PlacedHint]) -> tuple[ForwardPass, list[int]]:
-        """The hinted sequence's pass (reusing the longest cached prefix) and the original → hinted position map."""
-        self._last_hinted, position = self._spliced_pass(placed, self._last_hinted, "hinted")
-        return self._last_hinted, position
+    def hinted_pass(self, alignment: Alignment) -> ForwardPass:
+        """The hinted sequence's pass (reusing the longest cached prefix); `alignment.hinted.rows` index it."""
+        self._last_hinted = self.spliced_pass(alignment.hinted, self._last_hinted, "hinted")
+        return self._last_hinted
 
-    def placebo_pass(self, placed: list[PlacedHint]) -> tuple[ForwardPass, list[int]]:
+    def placebo_pass(self, alignment: Alignment) -> ForwardPass:
         """`hinted_pass` for the placebo hints, with its own cache (editing the hint does not evict the placebo)."""
-        self._last_placebo, position = self._spliced_pass(placed, self._last_placebo, "placebo")
-        return self._last_placebo, position
+        self._last_placebo = self.spliced_pass(alignment.placebo, self._last_placebo, "placebo")
+        return self._last_placebo
 
-    def _spliced_pass(self, placed, last: ForwardPass | None, what: str) -> tuple[ForwardPass, list[int]]:
-        spliced_ids, position = splice(self.trajectory.input_ids, placed)
-        check_context(self.model, len(spliced_ids), what)
+    def spliced_pass(self, spliced: Spliced, last: ForwardPass | None, what: str) -> ForwardPass:
+        """The pass over `spliced.ids`: `last` when it is that sequence, else run on whichever earlier pass (`last`
+        or the original) shares the longer prefix with it."""
+        check_context(self.model, len(spliced.ids), what)
         original = self.original_pass()
-        if last is not None and last.ids == spliced_ids:
-            return last, position
-        # Reuse whichever earlier pass shares the longer prefix with the new sequence.
+        if last is not None and last.ids == spliced.ids:
+            return last
         reuse = original
-        if last and common_prefix(last.ids, spliced_ids) > common_prefix(original.ids, spliced_ids):
+        if last and common_prefix(last.ids, spliced.ids) > common_prefix(original.ids, spliced.ids):
             reuse = last
         with self.weights():
-            return forward_reusing(self.model, spliced_ids, reuse if self.reuse_cache else None), position
+            return forward_reusing(self.model, spliced.ids, reuse if self.reuse_cache else None)
 
     @torch.no_grad()
-    def _after_stats(self, placed: list[PlacedHint]):
+    def teacher_stats(self, alignment: Alignment) -> tuple[dict, dict]:
         """Stats under the teacher and KL(teacher ‖ student) at the student positions after the first hint."""
-        changed = [i for i in self.student_positions if placed and i >= placed[0].insert_at]
+        changed = alignment.changed
         if not changed:
             return {}, {}
-        hinted, position = self.hinted_pass(placed)
-        return self._compare(hinted, position, changed)
+        return self._compare(self.hinted_pass(alignment), alignment, changed)
 
     @torch.no_grad()
-    def _compare(self, hinted: ForwardPass, position: list[int], changed: list[int]) -> tuple[dict, dict]:
+    def _compare(self, hinted: ForwardPass, alignment: Alignment, changed: list[int]) -> tuple[dict, dict]:
         """Teacher rows and KL(teacher ‖ student) at original positions `changed`, chunk by chunk: each chunk's
         teacher and student log-probabilities are computed once, and the student's also give its rows where they
-        are not known yet. `hinted` covers at least the hinted positions up to `position[changed[-1]] - 1`."""
+        are not known yet. `hinted` covers at least the hinted rows that predict `changed`."""
         original = self.original_pass(upto=changed[-1])
         after, kl = {}, {}
         for a in range(0, len(changed), self.chunk_size):
             positions = changed[a: a + self.chunk_size]
-            log_q = self._logprobs(hinted.hidden, [position[i] - 1 for i in positions])  # (n, V) teacher
-            log_p = self._logprobs(original.hidden, [i - 1 for i in positions])  # (n, V) student
+            log_q = self.logprobs(hinted.hidden, alignment.rows("hinted", positions))  # (n, V) teacher
+            log_p = self.logprobs(original.hidden, alignment.rows("student", positions))  # (n, V) student
             after.update(self._rows(log_q, positions))
             unknown = [n for n, i in enumerate(positions) if i not in self._before]
             if unknown:
@@ -473,15 +395,16 @@ class HintScorer:
         return after, kl
 
     @torch.no_grad()
-    def _add_placebo(self, table: pd.DataFrame, placed: list[PlacedHint], before: dict[int, tuple]) -> None:
+    def _add_placebo(self, table: pd.DataFrame, alignment: Alignment, before: dict[int, tuple]) -> None:
         """PLACEBO_COLUMNS in place: the placebo teacher's stats, the content drop and the style flag."""
-        changed = [i for i in self.student_positions if placed and i >= placed[0].insert_at]
+        changed = [i for i in self.student_positions
+                   if alignment.placebo.hints and i >= alignment.placebo.hints[0].insert_at]
         stats = {}
         if changed:
-            spliced, position = self.placebo_pass(placed)
+            spliced = self.placebo_pass(alignment)
             for a in range(0, len(changed), self.chunk_size):
                 positions = changed[a: a + self.chunk_size]
-                stats.update(self._stats(spliced.hidden, [position[i] - 1 for i in positions], positions))
+                stats.update(self.token_rows(spliced.hidden, alignment.rows("placebo", positions), positions))
         rows = [stats.get(i, before.get(i)) for i in table.i]
         table["logp_placebo"] = [r[0] if r else math.nan for r in rows]
         table["rank_placebo"] = pd.array([r[1] if r else pd.NA for r in rows], dtype="Int64")
@@ -505,29 +428,19 @@ class HintScorer:
         `trained`: False where the construction only holds the position (evidence). `placebo` is needed by contrast and evidence; p_placebo is NaN without one.
         """
         spec = target or TargetSpec()
-        placed = self.place(hints)
-        placebo_hints = resolve_placebo(hints, placebo)
-        if spec.needs_placebo and placebo_hints is None:
+        alignment = self.align(hints, span, error, placebo)
+        if spec.needs_placebo and alignment.placebo is None:
             raise ValueError(f"the {spec.kind} target needs a placebo: pass placebo='default' or a placebo text")
-        error_tokens = self.trajectory.error_token_span(error) if error else None
-        mask = target_mask(self.trajectory, placed, span, error_tokens)
-        positions = [i for i in range(1, len(self.trajectory)) if mask[i]]
+        positions = alignment.targets
         if not positions:
             return GradientMap(pd.DataFrame(columns=GRADIENT_MAP_COLUMNS), spec.kind)
-        ids = self.trajectory.input_ids
-        log_p = self._logprobs(self.original_pass().hidden, [i - 1 for i in positions])  # (n, V)
-        tokens = torch.tensor([ids[i] for i in positions], device=log_p.device)
-        hinted, position = self.hinted_pass(placed)
-        rows = [position[i] - 1 for i in positions]
-        log_q = self._logprobs(hinted.hidden, rows)
-        log_z = banned = None
-        if placebo_hints is not None:
-            spliced, placebo_position = self.placebo_pass(self.place(placebo_hints))
-            log_z = self._logprobs(spliced.hidden, [placebo_position[i] - 1 for i in positions])
-        if spec.kind == "unleaked":
-            sets = leak_sets(ids, hinted.ids, [(p.insert_at, p.ids) for p in placed], positions, rows)
-            banned = banned_mask(sets, log_q.shape[-1], log_q.device)
-        result = construct(spec, log_q, tokens, log_p, log_z, banned)
+        log_p = self.logprobs(self.original_pass().hidden, alignment.rows("student", positions))  # (n, V)
+        tokens = alignment.tokens(positions, log_p.device)
+        log_q = self.logprobs(self.hinted_pass(alignment).hidden, alignment.rows("hinted", positions))
+        log_z = None
+        if alignment.placebo is not None:
+            log_z = self.logprobs(self.placebo_pass(alignment).hidden, alignment.rows("placebo", positions))
+        result = construct_target(alignment, positions, spec, log_q, log_p, log_z)
         log_r = result.logp
         kl = (log_r.exp() * (log_r - log_p)).sum(-1).clamp_min(0.0)
 
@@ -539,7 +452,7 @@ class HintScorer:
             if logp is None:
                 return [[] for _ in positions]
             top_lp, top_ids = logp.topk(self.top_k, dim=-1)
-            return [[[self._text_of(int(t)), float(math.exp(v))] for t, v in zip(i_row, v_row)]
+            return [[[self.text_of(int(t)), float(math.exp(v))] for t, v in zip(i_row, v_row)]
                     for i_row, v_row in zip(top_ids.tolist(), top_lp.tolist())]
 
         p_student, p_target = token_p(log_p), token_p(log_r)
@@ -552,12 +465,13 @@ class HintScorer:
             "top_placebo": tops(log_z), "top_target": tops(log_r)}, columns=GRADIENT_MAP_COLUMNS)
         return GradientMap(frame, spec.kind)
 
-    def _stats(self, hidden, rows: list[int], positions: list[int]) -> dict[int, tuple]:
+    def token_rows(self, hidden, rows: list[int], positions: list[int]) -> dict[int, tuple]:
         """`_rows` at `positions`, predicted from `rows` of a pass's hidden states (a served scorer reads them from
         the server's answer instead: `served.ServedScorer`)."""
-        return self._rows(self._logprobs(hidden, rows), positions)
+        return self._rows(self.logprobs(hidden, rows), positions)
 
-    def _logprobs(self, hidden: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    def logprobs(self, hidden: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        """(len(rows), V) float32 log-probabilities from `rows` of a pass's final hidden states."""
         index = torch.tensor(rows, device=hidden.device)
         return torch.log_softmax(logits_from_hidden(self.model, hidden[index]), dim=-1)
 
@@ -567,21 +481,23 @@ class HintScorer:
         stats = token_stats(logprobs, ids, self.top_k)
         out = {}
         for n, i in enumerate(positions):
-            top = [[self._text_of(int(t)), math.exp(lp)] for t, lp in zip(stats.top_ids[n], stats.top_logp[n])]
+            top = [[self.text_of(int(t)), math.exp(lp)] for t, lp in zip(stats.top_ids[n], stats.top_logp[n])]
             out[i] = (float(stats.logp[n]), int(stats.rank[n]), float(stats.entropy[n]), top)
         return out
 
-    def _text_of(self, token_id: int) -> str:
+    def text_of(self, token_id: int) -> str:
+        """A token's text (decoded once, then kept)."""
         if token_id not in self._token_text:
             self._token_text[token_id] = self.tokenizer.decode([token_id])
         return self._token_text[token_id]
 
     # -- table ----------------------------------------------------------------------------------------------------
 
-    def _table(self, placed, targets, before, after) -> pd.DataFrame:
+    def _table(self, alignment: Alignment, before, after) -> pd.DataFrame:
         after_stats, kl = after
         traj = self.trajectory
-        inserts = {p.insert_at for p in placed}
+        inserts = {p.insert_at for p in alignment.hints}
+        targets = alignment.mask
         nan = math.nan
         rows = []
         for i, text in enumerate(traj.token_texts):

@@ -35,6 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
 
+from .alignment import predicting_rows
 from .rollout import SamplingConfig, generate, prompt_ids
 from .scoring import forward_reusing, logits_from_hidden, token_stats
 from .token_bytes import token_bytes
@@ -142,8 +143,9 @@ def prompt_logprobs(model, ids: list[int], top: int):
     """Per prompt position t ≥ 1: `scoring.TokenStats` of p(· | ids_<t) at the prompt token (the in-process scorer's
     own passes and statistics, so served and in-process figures are the same numbers), and the greedy next token."""
     hidden = forward_reusing(model, ids).hidden  # (T, H)
-    logprobs = torch.log_softmax(logits_from_hidden(model, hidden), dim=-1)  # (T, V): row t predicts token t + 1
-    stats = token_stats(logprobs[:-1], torch.tensor(ids[1:], device=logprobs.device), max(top, 1))
+    logprobs = torch.log_softmax(logits_from_hidden(model, hidden), dim=-1)  # (T, V)
+    scored = range(1, len(ids))  # every prompt token but the first has a row that predicts it
+    stats = token_stats(logprobs[predicting_rows(scored)], torch.tensor(ids[1:], device=logprobs.device), max(top, 1))
     next_id = int(logprobs[-1].argmax())
     return stats, next_id, float(logprobs[-1, next_id])
 

@@ -39,9 +39,9 @@ from typing import Iterator
 import pandas as pd
 import torch
 
-from .records import ErrorSpan, Hint
+from .alignment import Alignment, Spliced
 from .remote import RemoteConfig, RemoteError, RemoteGenerator
-from .scoring import HintScorer, ScoreResult, splice
+from .scoring import HintScorer, ScoreResult
 from .token_bytes import token_bytes
 from .trajectory import Trajectory
 
@@ -163,7 +163,7 @@ class PromptLogprobClient:
                    "echo": True, "logprobs": self.top_k, "return_tokens_as_token_ids": True}
         if protocol == "prompt_logprobs":
             payload["prompt_logprobs"] = self.top_k
-        return self.http._call("/completions", payload)
+        return self.http.call("/completions", payload)
 
     @staticmethod
     def _has(reply: dict, protocol: str) -> bool:
@@ -255,11 +255,10 @@ class ServedScorer(HintScorer):
         self._given = dict(passes or {})  # a batch's passes (score_served)
         self._fetched: OrderedDict[tuple[int, ...], ServedPass] = OrderedDict()
         self._ids_of_text: dict[str, int] | None = None
+        self._whole: ServedPass | None = None  # the original sequence's answer
 
-    def score(self, hints: list[Hint], span: str = "turn", error: ErrorSpan | None = None,
-              placebo: str | list[Hint] | None = None) -> ScoreResult:
-        result = super().score(hints, span=span, error=error, placebo=placebo)
-        return label_topk(result, self.top_k)
+    def score_aligned(self, alignment: Alignment) -> ScoreResult:
+        return label_topk(super().score_aligned(alignment), self.top_k)
 
     # -- passes ---------------------------------------------------------------------------------------------------
 
@@ -274,38 +273,37 @@ class ServedScorer(HintScorer):
 
     def original_pass(self, upto: int | None = None) -> ServedPass:
         """The server's answer for the whole original sequence (`upto` is moot: one request scores every token)."""
-        if self._original is None:
-            self._original = self._pass(self.trajectory.input_ids)
-        return self._original
+        if self._whole is None:
+            self._whole = self._pass(self.trajectory.input_ids)
+        return self._whole
 
-    def _spliced_pass(self, placed, last, what: str):
-        spliced_ids, position = splice(self.trajectory.input_ids, placed)
-        return self._pass(spliced_ids), position
+    def spliced_pass(self, spliced: Spliced, last, what: str) -> ServedPass:
+        return self._pass(spliced.ids)
 
     # -- statistics -----------------------------------------------------------------------------------------------
 
-    def _stats(self, hidden: list[PositionLogprobs], rows: list[int], positions: list[int]) -> dict[int, tuple]:
+    def token_rows(self, hidden: list[PositionLogprobs], rows: list[int], positions: list[int]) -> dict[int, tuple]:
         return {i: self._row(hidden[r]) for r, i in zip(rows, positions)}
 
     def _row(self, position: PositionLogprobs) -> tuple:
         top = [[self._text(k), math.exp(v)] for k, v in position.top]
         return position.logp, position.rank, topk_entropy(position), top
 
-    def _after_stats(self, placed):
-        changed = [i for i in self.student_positions if placed and i >= placed[0].insert_at]
+    def teacher_stats(self, alignment: Alignment):
+        changed = alignment.changed
         if not changed:
             return {}, {}
-        hinted, position = self.hinted_pass(placed)
-        original = self.original_pass()
-        after = self._stats(hinted.hidden, [position[i] - 1 for i in changed], changed)
-        kl = {i: topk_kl(hinted.hidden[position[i] - 1], original.hidden[i - 1]) for i in changed}
+        hinted, original = self.hinted_pass(alignment), self.original_pass()
+        teacher_rows, student_rows = alignment.rows("hinted", changed), alignment.rows("student", changed)
+        after = self.token_rows(hinted.hidden, teacher_rows, changed)
+        kl = {i: topk_kl(hinted.hidden[t], original.hidden[s]) for i, t, s in zip(changed, teacher_rows, student_rows)}
         return after, kl
 
-    def _logprobs(self, hidden: list[PositionLogprobs], rows: list[int]) -> torch.Tensor:
+    def logprobs(self, hidden: list[PositionLogprobs], rows: list[int]) -> torch.Tensor:
         return torch.stack([dense_logprobs(hidden[r], len(self.tokenizer), self._id) for r in rows])
 
     def _text(self, key: TokenKey) -> str:
-        return self._text_of(key) if isinstance(key, int) else key
+        return self.text_of(key) if isinstance(key, int) else key
 
     def _id(self, key: TokenKey) -> int | None:
         if isinstance(key, int):
@@ -313,7 +311,7 @@ class ServedScorer(HintScorer):
         if self._ids_of_text is None:  # servers that send token texts: the first id spelling each text
             self._ids_of_text = {}
             for token_id in range(len(self.tokenizer)):
-                self._ids_of_text.setdefault(self._text_of(token_id), token_id)
+                self._ids_of_text.setdefault(self.text_of(token_id), token_id)
         return self._ids_of_text.get(key)
 
 
@@ -349,8 +347,7 @@ def score_served(client: PromptLogprobClient, tokenizer, jobs, span: str = "turn
         passes = client.fetch_many(sequences, on_tokens)
         for job in group:
             scorer = ServedScorer(client, tokenizer, job.trajectory, passes={s: passes[s] for s in job.sequences})
-            options = {"placebo": job.placebo} if job.placebo is not None else {}
-            yield job.record, scorer.score(job.hints, span=span, error=job.record.error, **options)
+            yield job.record, scorer.score_aligned(job.alignment.with_span(span))
 
 
 def served_client(base_url: str, tokenizer, top_k: int = 5, model: str | None = None, api_key: str | None = None,

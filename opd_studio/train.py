@@ -57,12 +57,13 @@ from typing import Any, Callable
 
 import torch
 
+from .alignment import LOSS_SPANS, pad_id
 from .losses import LOSSES, LossConfig
 from .metrics import STEP_COLUMNS, RecordMetrics, StepMetrics
 from .objective import (BatchOutput, Example, HiddenAt, batch_loss, build_example, cache_targets, heldout_drift,
                         heldout_example, moving_teacher)
 from .records import Record
-from .scoring import LOSS_SPANS, logits_from_hidden
+from .scoring import logits_from_hidden
 from .targets import TARGETS, TargetSpec
 
 TEACHERS = ("frozen", "live", "ema")
@@ -84,7 +85,7 @@ def flag(default, help: str):
 
 @dataclass
 class TrainConfig:
-    # What is trained toward: the loss D and where it applies (see losses.py and scoring.target_mask).
+    # What is trained toward: the loss D and where it applies (see losses.py and alignment.target_mask).
     loss: str = flag("jsd", "jsd | forward_kl | reverse_kl | sampled (losses.py)")
     beta: float = flag(0.5, "JSD's β (0: forward KL, 1: reverse KL, TRL's convention)")
     top_k: int | None = flag(None, "student top-k support + a tail bin; none = the full vocabulary")
@@ -514,12 +515,12 @@ def _start_run(model, tokenizer, params, examples, held, config, accelerator, on
         model.activation_checkpointing_enable({"use_reentrant": False})
     student, optimizer, loader = accelerator.prepare(HiddenAt(model, config.gradient_checkpointing), optimizer,
                                                      loader)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     ema = [p.detach().clone() for p in params] if config.teacher == "ema" else None
     latest = {ex.record_id: RecordMetrics(ex.base_error_logp, ex.teacher_error_logp, 0.0, list(ex.base_target_logp),
                                           ex.base_right_logp) for ex in examples}
     return _Run(config=config, accelerator=accelerator, model=model, student=student, optimizer=optimizer,
-                scheduler=scheduler, loader=loader, params=params, examples=examples, held=held, pad_id=pad_id,
+                scheduler=scheduler, loader=loader, params=params, examples=examples, held=held, pad_id=pad,
                 on_step=on_step, should_stop=should_stop, ema=ema, latest=latest)
 
 

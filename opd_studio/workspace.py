@@ -34,12 +34,14 @@ from typing import Iterator
 
 import pandas as pd
 
-from .adapters import load_adapter, reset_to_base, save_run
+from .adapters import load_adapter, load_run, reset_to_base, save_run
 from .fix_rate import FixRateConfig, fix_rate, summarize
 from .metrics import StepMetrics, load_history
+from .objective import build_example
 from .records import Record, read_records
 from .store import AddReport, Store, consistent, open_store
-from .train import DriftError, TrainConfig, TrainResult, base_weights, metrics_frames, train
+from .train import DriftError, Timeline, TrainConfig, TrainResult, base_weights, metrics_frames, timeline, train
+from .trajectory import build_trajectory
 
 # ------------------------------------------------------------------------------------------------------------------
 # Where things are
@@ -185,6 +187,15 @@ CURATED_COLUMNS = ["id", "status", "prompt", "answer", "hint", "reviewer", "upda
 
 # ------------------------------------------------------------------------------------------------------------------
 # The workspace
+
+
+@dataclass
+class RunTimeline:
+    run: int
+    timeline: Timeline
+    trajectory: object  # the record's `Trajectory` (tokens to draw)
+    error_span: tuple[int, int] | None
+    record_ids: list[str]  # the run's records that have target positions (what the picker offers)
 
 
 class ReadOnlyError(ValueError):
@@ -436,6 +447,39 @@ class Workspace:
 
     # -- the fix rate ---------------------------------------------------------------------------------------------
 
+    def run_timeline(self, tokenizer, run_number, record_id: str | None = None) -> RunTimeline:
+        """The step timeline of curated record `record_id` (default: the run's first with targets) in run `run_number`
+        of this workspace, from the store: the run's metric rows, and the target positions from its run.json (a run not
+        saved, or trained before run.json kept them: recomputed from the record as the run's loss span places them)."""
+        if run_number is None or not float(run_number).is_integer() or run_number < 1:
+            raise ValueError("give the number of a run from the Runs table")
+        run = self.store.run(int(run_number))
+        if run is None:
+            raise ValueError(f"there is no run {int(run_number)}")
+        history = load_history(run["metrics"])
+        if not history:
+            raise ValueError(f"run {int(run_number)} has no steps recorded")
+        targets = _run_targets(run)
+        trained = list(history[0].records)
+        records = {rid: self.store.get(rid) for rid in trained}
+        positions = {}
+        for rid, record in records.items():
+            if rid in targets:
+                positions[rid] = (targets[rid]["positions"], targets[rid].get("right_text"))
+            elif record is not None:
+                example = build_example(tokenizer, record, run["config"].get("span", "turn"))
+                positions[rid] = (example.targets, example.right_text)
+        choices = [rid for rid in trained if positions.get(rid) and positions[rid][0] and records.get(rid) is not None]
+        if not choices:
+            raise ValueError(f"run {int(run_number)} has no curated record with hinted tokens to follow "
+                             "(records kept as right only anchor)")
+        record_id = record_id if record_id in choices else choices[0]
+        record = records[record_id]
+        trajectory = build_trajectory(tokenizer, record)
+        error = trajectory.error_token_span(record.error) if record.error else None
+        line = timeline(history, record_id, *positions[record_id])
+        return RunTimeline(int(run_number), line, trajectory, error, choices)
+
     def fix_rate(self, weights: Weights, samples: int = 2, compare_base: bool = True,
                  max_new_tokens: int = 64) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Regenerate the curated prompts and the held-out demo prompts under the current weights — and, with
@@ -456,6 +500,15 @@ class Workspace:
             summaries.append(summarize(rows).assign(weights=label))
             answers.append(rows.assign(weights=label))
         return pd.concat(summaries)[FIX_RATE_COLUMNS], pd.concat(answers)[ANSWER_COLUMNS]
+
+
+def _run_targets(run: dict) -> dict:
+    if not run.get("adapter_path"):
+        return {}
+    try:
+        return load_run(run["adapter_path"]).get("targets") or {}
+    except (FileNotFoundError, OSError, ValueError):
+        return {}
 
 
 def _short(text: str, limit: int = 80) -> str:

@@ -61,3 +61,26 @@ MULTI_TURN = {
         {"role": "user", "content": "And in Rome?"},
         {"role": "assistant", "content": "Rome is 25°C 🌞 and clear."},
     ]}
+
+# A hint at the first response token.
+FIRST_TOKEN = {"id": "first-token",
+               "messages": [{"role": "user", "content": "Please add 48 and 37 for me."},
+                            {"role": "assistant", "content": "Sure! 48 + 37 = 75. Let me know if you need more."}],
+               "hints": [{"message": 1, "char": 0, "text": "(Hint: 8 + 7 = 15, carry the 1.) "}],
+               "error": {"message": 1, "char_start": 16, "char_end": 18}}
+
+# Two assistant turns; an inline hint, a feedback turn and a template hint, the last two in the same turn.
+SEVERAL_HINTS = {
+    "id": "weather-multi",
+    "messages": [
+        {"role": "system", "content": "You are a weather bot."},
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "It is 18°C and sunny in Paris."},
+        {"role": "user", "content": "And in Rome?"},
+        {"role": "assistant", "content": "Rome is 25°C and clear, with a light wind from the sea."},
+    ],
+    "hints": [{"message": 2, "char": 6, "text": " (check the report) "},
+              {"message": 4, "char": 8, "text": "Rome reported 31°C today.", "placement": "feedback"},
+              {"message": 4, "char": 24, "text": "wind", "placement": "template",
+               "template": " [note: {hint} is calm] "}],
+    "error": {"message": 4, "char_start": 8, "char_end": 10}}

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from opd_studio.records import Hint, Record
-from opd_studio.scoring import COLUMNS, HintScorer, logits_from_hidden, place_hints, splice
+from opd_studio.alignment import place_hints, splice
+from opd_studio.scoring import COLUMNS, HintScorer, logits_from_hidden
 from opd_studio.trajectory import build_trajectory
 from tests.conftest import ADD, MULTI_TURN
 

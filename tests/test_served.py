@@ -169,12 +169,12 @@ def test_text_prompts_and_token_texts_give_the_same_numbers(server, tiny_model, 
     serve, asked with the decoded text and without token ids in the answer."""
     client = served_client(server, tokenizer)
     client.protocol, client.prompt_as = "echo", "text"
-    call = client.http._call
+    call = client.http.call
 
     def without_ids(path, payload=None):  # a server that ignores return_tokens_as_token_ids
         return call(path, payload and {k: v for k, v in payload.items() if k != "return_tokens_as_token_ids"})
 
-    monkeypatch.setattr(client.http, "_call", without_ids)
+    monkeypatch.setattr(client.http, "call", without_ids)
     for fixture in (ADD, MULTI_TURN):  # MULTI_TURN: chat-template special tokens and a multi-byte emoji
         record = Record.from_dict(fixture)
         trajectory = build_trajectory(tokenizer, record)

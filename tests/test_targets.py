@@ -9,7 +9,8 @@ import torch
 
 from opd_studio.objective import build_example, cache_targets, right_text
 from opd_studio.records import Hint, Record, default_placebo, placebo_for, placebo_text
-from opd_studio.scoring import HintScorer, place_hints, splice
+from opd_studio.alignment import place_hints, splice
+from opd_studio.scoring import HintScorer
 from opd_studio.targets import TargetSpec, banned_tokens, construct, guided, guided_weight, leak_sets
 from opd_studio.cli import build_parser
 from opd_studio.train import TrainConfig, train

@@ -78,12 +78,13 @@ def test_targets_are_exactly_the_student_tokens_after_the_hint(tokenizer):
     # The hinted sequence is the original with the hint's tokens spliced in before position 48, not re-tokenized.
     assert example.hinted_ids == example.input_ids[:48] + hint_ids + example.input_ids[48:]
     # The teacher row of each target predicts that same token; the first one is the hint's last token.
-    assert example.teacher_rows == [48 + len(hint_ids) - 1 + k for k in range(4)]
-    for t, row in zip(example.targets, example.teacher_rows):
+    teacher_rows = example.alignment.rows("hinted", example.targets)
+    assert teacher_rows == [48 + len(hint_ids) - 1 + k for k in range(4)]
+    for t, row in zip(example.targets, teacher_rows):
         assert example.hinted_ids[row + 1] == example.input_ids[t]
     # No hint token is ever a target: targets are original positions, hint tokens only exist in hinted_ids.
     hint_rows = set(range(48, 48 + len(hint_ids)))
-    assert not hint_rows & {row + 1 for row in example.teacher_rows}
+    assert not hint_rows & {row + 1 for row in teacher_rows}
 
 
 def test_error_span_and_response_span(tokenizer):

@@ -3,7 +3,7 @@
 import pytest
 
 from opd_studio.records import ErrorSpan, Hint, Record
-from opd_studio.scoring import place_hints, splice, target_mask
+from opd_studio.alignment import place_hints, splice, target_mask
 from opd_studio.trajectory import TrajectoryError, build_trajectory
 from tests.conftest import ADD, MULTI_TURN
 

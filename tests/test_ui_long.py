@@ -123,10 +123,8 @@ def test_folds_and_sampled_log_probabilities(tokenizer, record):
 
 
 def _unscored(trajectory):
-    from opd_studio.scoring import ScoreResult
-
-    table = HintScorer(None, None, trajectory)._table([], [False] * len(trajectory), {}, ({}, {}))
-    return ScoreResult(table, [], "turn", None)
+    """The table before any pass: no hint, no row computed (an empty window)."""
+    return HintScorer(None, None, trajectory).score_window([], start=0, end=0)
 
 
 def test_generate_writes_the_sampled_log_probabilities(tiny_model, tokenizer):

@@ -146,7 +146,7 @@ def queue_markdown(session: actions.Session, name: str | None, around: int = 6) 
         mark = ("· **proposed**" if proposed is not None and proposed.proposals
                 else "· nothing to propose" if proposed is not None else "")
         here = "▶ " if record_id == current else ""
-        lines.append(f"{here}`{actions._md_escape(record_id)}` {statuses[record_id]} {mark}")
+        lines.append(f"{here}`{actions.md_escape(record_id)}` {statuses[record_id]} {mark}")
     proposed = sum(1 for record_id in ids if (name, record_id) in PROPOSALS)
     return f"**Queue** · {len(ids)} records · {proposed} run through the hint model  \n" + "  \n".join(lines)
 
@@ -323,7 +323,7 @@ def _prepare(record: Record, like: actions.Session, stop: threading.Event) -> ac
         if len(trajectory) > READ_AHEAD_MAX_TOKENS:  # its first pass alone would hold the model for seconds
             return None
         scorer = make_scorer(current_model, tokenizer, trajectory, base_weights=like.base_weights)
-        for piece in (scorer.original_pass, scorer._before_stats, None):
+        for piece in (scorer.original_pass, scorer.student_stats, None):
             with MODEL_LOCK:
                 if stop.is_set():
                     return None
@@ -385,7 +385,7 @@ def on_upload(session, file, hint_model_name, view, profile: gr.OAuthProfile | N
     session = _open(session, first, hint_model_name, staged=True)
     prefetch_proposals(records[1:], hint_model_name)
     gr.Info(message, duration=5)
-    for shown in _opened_stages(session, view, hint_model_name, done=actions._md_escape(message)):
+    for shown in _opened_stages(session, view, hint_model_name, done=actions.md_escape(message)):
         yield (*shown, None)  # None clears the file box, ready for the next upload
 
 
@@ -482,7 +482,7 @@ def on_review(status, session, reviewer, text, placement, template, hint_model_n
               profile: gr.OAuthProfile | None = None):
     """Save the open record as the page shows it (an unapplied hint text is applied first), then open the next
     pending record with the hint model run on it. On a Space the reviewer is the signed-in name."""
-    actions._require_open(session)
+    actions.require_open(session)
     session = signed_in(session, profile)
     workspace(profile).require_write("review records")
     _await_read_ahead(session)
@@ -501,7 +501,7 @@ def on_review(status, session, reviewer, text, placement, template, hint_model_n
         session = _open(session, following, hint_model_name, staged=True)
     else:
         done += " · the queue has no pending record left"
-    yield from _opened_stages(session, view, hint_model_name, done=actions._md_escape(done))
+    yield from _opened_stages(session, view, hint_model_name, done=actions.md_escape(done))
 
 
 @guarded_stream
@@ -521,7 +521,7 @@ def on_step(step, session, queue_status, hint_model_name, view, profile: gr.OAut
 @guarded
 @gpu
 def on_sweep(session, window):
-    actions._require_open(session)
+    actions.require_open(session)
     if not session.hints:
         raise ValueError("place a hint first")
     error = session.scores.error_span or (session.scores.anchors[0],) * 2
@@ -536,7 +536,7 @@ def on_sweep(session, window):
 @guarded
 @gpu
 def on_compare(session, candidates):
-    actions._require_open(session)
+    actions.require_open(session)
     texts = [t for t in (candidates or "").split("\n") if t.strip()]
     if not session.hints:
         raise ValueError("place a hint first")
@@ -550,7 +550,7 @@ def on_compare(session, candidates):
 @guarded
 @gpu
 def on_flags(session):
-    actions._require_open(session)
+    actions.require_open(session)
     with model_turn(session):
         flags = hint_flags(session.scorer, session.scores)
     summary = summarize_flags(flags)

@@ -15,10 +15,8 @@ import gradio as gr
 from ..access import Access
 from ..model import ModelLoadError, load_model_cached
 from ..records import RecordError
-from ..store import Store
-from ..train import DriftError
 from ..trajectory import TrajectoryError
-from ..workspace import Weights, Workspace, assets_dir
+from ..workspace import DriftError, Store, Weights, Workspace, assets_dir
 from . import incremental
 from . import session as actions
 

@@ -143,9 +143,7 @@ class Speculator:
     def __init__(self, scorer: HintScorer, budget_bytes: int = SPECULATION_BUDGET_BYTES,
                  results: dict[tuple, ScoreResult] | None = None):
         # A scorer of its own (its hinted-pass cache is its own), sharing the record's original pass and before-stats.
-        self.scorer = HintScorer(scorer.model, scorer.tokenizer, scorer.trajectory, top_k=scorer.top_k,
-                                 chunk_size=scorer.chunk_size, base_weights=scorer.base_weights)
-        self.scorer._original, self.scorer._before = scorer.original_pass(), scorer._before_stats()
+        self.scorer = scorer.fork()
         self.results: dict[tuple, ScoreResult] = dict(results or {})  # still valid: same record, same weights
         self.budget_bytes, self.used_bytes = budget_bytes, sum(map(result_bytes, self.results.values()))
         self.stop = threading.Event()

@@ -17,20 +17,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..adapters import load_run
+from ..alignment import LOSS_SPANS
 from ..hints.base import HintProposal
 from ..hints.propose import locate
-from ..metrics import load_history
 from ..records import (MAX_UPLOAD_BYTES, MAX_UPLOAD_RECORDS, ErrorSpan, Hint, Record, check_count,
                        parse_records, placebo_for)
-from ..objective import build_example
 from ..rollout import SamplingConfig, generate
-from ..scoring import LOSS_SPANS, GradientMap, HintScorer, ScoreResult, check_trajectory_length
+from ..scoring import GradientMap, HintScorer, ScoreResult, check_trajectory_length
 from ..served import generate_served, is_served, make_scorer
-from ..store import Store
 from ..targets import NEEDS_PLACEBO, TargetSpec
-from ..train import Timeline, timeline
-from ..workspace import Workspace, demo_records, rollout_id
+from ..workspace import RunTimeline, Store, Workspace, demo_records, rollout_id
 from ..trajectory import build_trajectory
 from . import incremental
 
@@ -271,7 +267,7 @@ def _checkpoint(session: Session) -> None:
     del session.undo_stack[:-50]
 
 
-def _require_open(session: Session) -> None:
+def require_open(session: Session) -> None:
     if session.record is None:
         raise ValueError("open a rollout first: pick a demo task or write a prompt, then Generate")
 
@@ -279,7 +275,7 @@ def _require_open(session: Session) -> None:
 def _apply(session: Session, change, score=None) -> Session:
     """Run `change(session)` and rescore (with `score`, default `rescore`); on a bad edit, put everything back and
     re-raise."""
-    _require_open(session)
+    require_open(session)
     saved = (copy.deepcopy(session.hints), copy.deepcopy(session.record.error), session.span)
     _checkpoint(session)
     session.opening = None  # an edit scores what it needs: a staged open stops here
@@ -344,7 +340,7 @@ def use_proposal(session: Session, index: int) -> Session:
 
 
 def undo(session: Session) -> Session:
-    _require_open(session)
+    require_open(session)
     if not session.undo_stack:
         raise ValueError("nothing to undo")
     session.hints, session.record.error, session.span = session.undo_stack.pop()
@@ -366,7 +362,7 @@ def set_placebo(session: Session, on: bool, text: str | None = None, default: st
     """Turn the placebo lane on or off; `text`: the first hint's own placebo (stored with the record when it is
     reviewed; empty or equal to the default: the default); `default`: the session's placebo for hints without
     their own (empty: `records.default_placebo`). A placebo that does not fit the model's context is refused."""
-    _require_open(session)
+    require_open(session)
     saved = (session.placebo_on, session.placebo_default)
 
     def change(s: Session) -> None:
@@ -388,7 +384,7 @@ def set_placebo(session: Session, on: bool, text: str | None = None, default: st
 def gradient_map(session: Session, target: str = "hinted", alpha: float = 1.0) -> GradientMap:
     """Where the target construction `target` pushes at each target position, before training
     (`HintScorer.gradient_map`); kept on the session so the strip's token details show it."""
-    _require_open(session)
+    require_open(session)
     if not session.hints:
         raise ValueError("place a hint first: the gradient map shows where the target pushes after it")
     alpha = 1.0 if alpha is None else float(alpha)
@@ -437,56 +433,9 @@ def require_placebos(records: list[Record], target: str, placebo: str) -> None:
 # The step timeline of a run
 
 
-@dataclass
-class RunTimeline:
-    run: int
-    timeline: Timeline
-    trajectory: object  # the record's `Trajectory` (tokens to draw)
-    error_span: tuple[int, int] | None
-    record_ids: list[str]  # the run's records that have target positions (what the picker offers)
-
-
 def run_timeline(workspace: Workspace, tokenizer, run_number, record_id: str | None = None) -> RunTimeline:
-    """The step timeline of curated record `record_id` (default: the run's first with targets) in run `run_number`
-    of the workspace, from the store: the run's metric rows, and the target positions from its run.json (a run not
-    saved, or trained before run.json kept them: recomputed from the record as the run's loss span places them)."""
-    if run_number is None or not float(run_number).is_integer() or run_number < 1:
-        raise ValueError("give the number of a run from the Runs table")
-    run = workspace.store.run(int(run_number))
-    if run is None:
-        raise ValueError(f"there is no run {int(run_number)}")
-    history = load_history(run["metrics"])
-    if not history:
-        raise ValueError(f"run {int(run_number)} has no steps recorded")
-    targets = _run_targets(run)
-    trained = list(history[0].records)
-    records = {rid: workspace.store.get(rid) for rid in trained}
-    positions = {}
-    for rid, record in records.items():
-        if rid in targets:
-            positions[rid] = (targets[rid]["positions"], targets[rid].get("right_text"))
-        elif record is not None:
-            example = build_example(tokenizer, record, run["config"].get("span", "turn"))
-            positions[rid] = (example.targets, example.right_text)
-    choices = [rid for rid in trained if positions.get(rid) and positions[rid][0] and records.get(rid) is not None]
-    if not choices:
-        raise ValueError(f"run {int(run_number)} has no curated record with hinted tokens to follow "
-                         "(records kept as right only anchor)")
-    record_id = record_id if record_id in choices else choices[0]
-    record = records[record_id]
-    trajectory = build_trajectory(tokenizer, record)
-    error = trajectory.error_token_span(record.error) if record.error else None
-    line = timeline(history, record_id, *positions[record_id])
-    return RunTimeline(int(run_number), line, trajectory, error, choices)
-
-
-def _run_targets(run: dict) -> dict:
-    if not run.get("adapter_path"):
-        return {}
-    try:
-        return load_run(run["adapter_path"]).get("targets") or {}
-    except (FileNotFoundError, OSError, ValueError):
-        return {}
+    """`Workspace.run_timeline`: the step timeline the Train tab shows."""
+    return workspace.run_timeline(tokenizer, run_number, record_id)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -508,7 +457,7 @@ def review(session: Session, workspace: Workspace | Store, status: str, reviewer
 
     `as_right`: the reviewer found nothing wrong. The record is accepted without hints or error span, so in training
     it only anchors its tokens to the base model (the drift guard holds it in place)."""
-    _require_open(session)
+    require_open(session)
     workspace = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     record = workspace.review(reviewed_record(session), status, model=session.scorer.model, reviewer=reviewer,
                               span=session.span, seconds=time.time() - session.opened_at, as_right=as_right)
@@ -523,10 +472,10 @@ def proposals_markdown(session: Session) -> str:
     lines = [f"**Hint model:** {session.proposal_reason or 'none run (manual)'}"]
     for n, p in enumerate(session.proposals, start=1):
         lines.append(f"{n}. `{p.source}` · confidence {p.confidence:.2f} · tokens {p.token_start}–{p.token_end} · "
-                     f"{_md_escape(p.rationale)}  \n   hint: `{_md_escape(p.text.strip())}`")
+                     f"{md_escape(p.rationale)}  \n   hint: `{md_escape(p.text.strip())}`")
     return "\n".join(lines)
 
 
-def _md_escape(text: str) -> str:
+def md_escape(text: str) -> str:
     # Markdown in Gradio is sanitized HTML, but keep model text from forming links, tags or code fences.
     return json.dumps(text)[1:-1].replace("`", "'").replace("<", "&lt;").replace(">", "&gt;")

@@ -21,7 +21,8 @@ import re
 
 import pandas as pd
 
-from ..scoring import GradientMap, PlacedHint, ScoreResult
+from ..alignment import PlacedHint
+from ..scoring import GradientMap, ScoreResult
 
 VIEWS = ("before", "after", "delta", "kl", "placebo", "content")
 PLACEBO_VIEWS = ("placebo", "content")  # need the placebo lane (`scoring.PLACEBO_COLUMNS`)

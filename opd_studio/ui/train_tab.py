@@ -20,8 +20,7 @@ from .. import plots
 from ..hints import HINT_MODELS
 from ..rounds import HISTORY_COLUMNS, RoundConfig, round_history, run_round
 from ..targets import ALPHA_MAX, TARGETS
-from ..train import TrainConfig, metrics_frames
-from ..workspace import ANSWER_COLUMNS, FIX_RATE_COLUMNS, RUN_COLUMNS
+from ..workspace import ANSWER_COLUMNS, FIX_RATE_COLUMNS, RUN_COLUMNS, TrainConfig, metrics_frames
 from . import session as actions
 from .common import gpu, guarded, guarded_stream, signed_in, weights, workspace
 from .strip import render_timeline
