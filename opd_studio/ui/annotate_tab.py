@@ -30,8 +30,8 @@ from . import session as actions
 from ..workspace import prompt_id
 from .common import (asset_text, counts_markdown, gpu, guarded, guarded_stream, model, model_turn, opened,
                      signed_in, store, synced, weights, workspace)
-from .incremental import MODEL_LOCK
 from .strip import STRIP_JS, VIEWS, render_strip
+from .turns import TURNS
 
 log = logging.getLogger("opd_studio.ui")
 HINT_MODEL_CHOICES = ["auto", *HINT_MODELS, "manual"]  # the registry, between "auto" and hand-placed hints
@@ -93,7 +93,7 @@ def prefetch_proposals(records: list[Record], name: str, limit: int = 200) -> No
                 continue
             try:
                 if needs_model(name):
-                    with MODEL_LOCK:
+                    with TURNS.background(threading.Event()):  # once no action runs or waits for the model
                         hint_model_for(name, record).propose(record)
                 else:
                     hint_model_for(name, record).propose(record)
@@ -324,8 +324,8 @@ def _prepare(record: Record, like: actions.Session, stop: threading.Event) -> ac
             return None
         scorer = make_scorer(current_model, tokenizer, trajectory, base_weights=like.base_weights)
         for piece in (scorer.original_pass, scorer.student_stats, None):
-            with MODEL_LOCK:
-                if stop.is_set():
+            with TURNS.background(stop) as mine:  # only while no action runs or waits for the model
+                if not mine:
                     return None
                 if piece is not None:
                     piece()

@@ -1,5 +1,5 @@
 """What every tab of the studio shares: the process's model and store, and the guard that turns errors into one
-message. Model work runs one event at a time (one queue, concurrency id "model"; `incremental.MODEL_LOCK` holds
+message. Model work runs one event at a time (one queue, concurrency id "model"; `turns.TURNS` holds
 off the background speculation): the model is shared, the sessions are not.
 """
 
@@ -17,7 +17,7 @@ from ..model import ModelLoadError, load_model_cached
 from ..records import RecordError
 from ..trajectory import TrajectoryError
 from ..workspace import DriftError, Store, Weights, Workspace, assets_dir
-from . import incremental
+from .turns import TURNS
 from . import session as actions
 
 log = logging.getLogger("opd_studio.ui")
@@ -115,10 +115,11 @@ def synced(session: actions.Session) -> actions.Session:
 
 @contextlib.contextmanager
 def model_turn(session: actions.Session | None = None):
-    """A real action's turn on the model: background speculation stops and waits (at most one position)."""
+    """A real action's turn on the model: its session's speculation stops, and everyone's background work waits
+    until no action runs or waits (`turns`); the action waits at most for one piece already in flight."""
     if session is not None:
         actions.stop_speculating(session)
-    with incremental.MODEL_LOCK:
+    with TURNS.action():
         yield
 
 

@@ -18,8 +18,8 @@ one-shot rows (tested).
 Speculation. While the user reads a freshly opened record, `Speculator` scores the likely next hint positions (the
 proposal's, and a few tokens around the error's start) on a scorer of its own that shares the record's original
 pass, and keeps the finished tables within a memory budget. A click on one of them is served from memory. Every
-real action takes `MODEL_LOCK` and raises `Speculator.stop`, so speculation yields between positions: a click waits
-at most for the one position in flight.
+real action raises `Speculator.stop`, and a position is scored only while the model is idle (`turns.TURNS`: no
+action running or waiting for it), so a click waits at most for the one position in flight.
 
 Built on `HintScorer`; knows nothing about Gradio.
 """
@@ -34,9 +34,9 @@ from dataclasses import asdict
 
 from ..records import ErrorSpan, Hint, Record
 from ..scoring import HintScorer, ScoreResult
+from .turns import TURNS
 
 OPEN_WINDOW_MIN_TOKENS = 1024  # shorter records open in one piece (the whole table costs well under a second)
-MODEL_LOCK = threading.RLock()  # one model pass at a time: real actions and speculation never run side by side
 SPECULATION_BUDGET_BYTES = 32_000_000  # per open record: the finished tables kept in memory
 SPECULATION_START_S = 0.3  # speculation starts after this long without an action (the user reads first)
 SPECULATION_MAX_TOKENS = 1024  # longer records: one position's pass costs seconds, so nothing is speculated
@@ -175,8 +175,8 @@ class Speculator:
             key = hints_key(hints, span, error)
             if key in self.results:
                 continue
-            with MODEL_LOCK:
-                if self.stop.is_set():
+            with TURNS.background(self.stop) as mine:  # only while no action runs or waits
+                if not mine:
                     return
                 try:
                     scores = self.scorer.score(hints, span=span, error=error)
