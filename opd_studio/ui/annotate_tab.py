@@ -1,5 +1,7 @@
 """The Inspect & annotate tab: its layout, its events, and the handlers they call (thin: validate, call the session
-action, render). The work happens in `ui.session`, `ui.incremental` and the engine.
+action, render) for the strip and the hint editor. The work happens in `ui.session`, `ui.incremental` and the
+engine; the analysis sub-tabs are `ui.analysis_tabs`, the proposals cache and the read-ahead `ui.readahead`, the
+page's scripts and styles files under assets/studio/.
 
 Edits answer in up to three steps: the page moves the hint chip at once (the strip's script), the server sends the
 numbers from the hint to just past the error span, then the whole strip; the plots follow in a chained event. Every
@@ -12,31 +14,25 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 import threading
 import time
 
 import gradio as gr
 
-from .. import plots
-from ..diagnostics import compare_hint_texts, hint_flags, position_sweep, summarize_flags
 from ..hints import HINT_MODELS, needs_model
 from ..records import Record
 from ..rollout import SamplingConfig
-from ..served import is_served, make_scorer
-from ..targets import ALPHA_MAX, TARGETS
-from ..trajectory import build_trajectory
-from . import session as actions
+from ..served import is_served
 from ..workspace import prompt_id
-from .common import (asset_text, counts_markdown, gpu, guarded, guarded_stream, model, model_turn, opened,
+from . import session as actions
+from .common import (MODEL_WORK, asset_text, counts_markdown, gpu, guarded, guarded_stream, model, model_turn, opened,
                      signed_in, store, synced, weights, workspace)
-from .strip import STRIP_JS, VIEWS, render_strip
-from .turns import TURNS
+from . import readahead
+from . import analysis_tabs
+from .strip import ONESHOT, STRIP_JS, VIEWS, strip_html
 
 log = logging.getLogger("opd_studio.ui")
 HINT_MODEL_CHOICES = ["auto", *HINT_MODELS, "manual"]  # the registry, between "auto" and hand-placed hints
-READ_AHEAD_MAX_TOKENS = 512  # the next record is opened in the background only when it is short
-ONESHOT = os.environ.get("OPD_STUDIO_ONESHOT") == "1"  # the old path (no preview, no window, no speculation): bench
 EMPTY_STRIP = ("<div class='opd-strip' data-render='empty'>No rollout open yet. Pick a demo task and press "
                "<b>Generate</b>, write a prompt, or upload rollouts (JSONL).</div>")
 FIRST_STATUS = ("**Start here:** pick a demo task (or switch to *Prompt*) and press **Generate**, or upload a JSONL "
@@ -48,22 +44,6 @@ KEYS = [("click / Enter", "move the hint before the token"), ("← →", "previo
         ("u", "undo"), ("j / k", "next / previous record"), ("e", "edit the hint text"),
         ("Esc", "leave a text box (back to the strip)"), ("s", "go to the strip"), ("?", "show / hide this")]
 KEYS_MARKDOWN = " · ".join(f"`{key}` {what}" for key, what in KEYS)
-
-# Proposals per (hint model, record id), from whichever session opened the record or the background prefetch.
-PROPOSALS: dict[tuple[str, str], object] = {}
-
-
-class RememberedHintModel:
-    """A hint model whose answers are kept per record, so the queue can show them and reopening costs nothing."""
-
-    def __init__(self, name: str, hint_model):
-        self.name, self.hint_model = name, hint_model
-
-    def propose(self, record: Record):
-        key = (self.name, record.id)
-        if key not in PROPOSALS:
-            PROPOSALS[key] = self.hint_model.propose(record)
-        return PROPOSALS[key]
 
 
 def hint_model_for(name: str, record: Record):
@@ -78,29 +58,7 @@ def hint_model_for(name: str, record: Record):
             chat = OpenAIChat(current.client.base_url, current.client.http.model_name(), current.client.config.api_key)
         else:
             chat = LocalChat(current, tokenizer)  # it runs on the process's model as it is now
-    return RememberedHintModel(name, actions.hint_model_for(name, record, chat=chat))
-
-
-def prefetch_proposals(records: list[Record], name: str, limit: int = 200) -> None:
-    """Run the hint model over queued records in the background (one that needs the model under the model lock, a
-    few only)."""
-    if name in (None, "manual"):
-        return
-
-    def work() -> None:
-        for record in records[: 3 if needs_model(name) else limit]:
-            if record.hints or (name, record.id) in PROPOSALS:
-                continue
-            try:
-                if needs_model(name):
-                    with TURNS.background(threading.Event()):  # once no action runs or waits for the model
-                        hint_model_for(name, record).propose(record)
-                else:
-                    hint_model_for(name, record).propose(record)
-            except Exception:  # noqa: BLE001 - a record the hint model cannot read is proposed when opened
-                continue
-
-    threading.Thread(target=work, daemon=True).start()
+    return readahead.RememberedHintModel(name, actions.hint_model_for(name, record, chat=chat))
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -142,12 +100,12 @@ def queue_markdown(session: actions.Session, name: str | None, around: int = 6) 
     at = ids.index(current) if current in ids else 0
     lines = []
     for record_id in ids[max(0, at - 2): max(0, at - 2) + around]:
-        proposed = PROPOSALS.get((name, record_id))
-        mark = ("· **proposed**" if proposed is not None and proposed.proposals
-                else "· nothing to propose" if proposed is not None else "")
+        proposals = readahead.proposed(name, record_id)
+        mark = ("· **proposed**" if proposals is not None and proposals.proposals
+                else "· nothing to propose" if proposals is not None else "")
         here = "▶ " if record_id == current else ""
         lines.append(f"{here}`{actions.md_escape(record_id)}` {statuses[record_id]} {mark}")
-    proposed = sum(1 for record_id in ids if (name, record_id) in PROPOSALS)
+    proposed = sum(1 for record_id in ids if readahead.proposed(name, record_id) is not None)
     return f"**Queue** · {len(ids)} records · {proposed} run through the hint model  \n" + "  \n".join(lines)
 
 
@@ -176,25 +134,6 @@ def render(session: actions.Session, view: str, hint_model_name: str | None = No
             hint.text if hint else "", placement,
             gr.update(value=(hint.template or "") if hint else "", visible=placement == "template"),
             actions.proposals_markdown(session), counts, queue_md, *buttons)
-
-
-def strip_html(session: actions.Session, view: str) -> str:
-    return render_strip(session.scores, view, session.scorer.trajectory, oneshot=ONESHOT, gradient=session.gradient,
-                        sampled=session.opening == "sampled", record_id=session.record.id, windowed=not ONESHOT)
-
-
-@guarded
-def on_plots(session: actions.Session):
-    """The log-prob and KL plots of the open record (None, None when nothing is open)."""
-    if session is None or session.record is None or session.scores.pending_from is not None:
-        return None, None
-    return plots.logprob_figure(session.scores), plots.kl_figure(session.scores)
-
-
-@guarded
-def on_plots_shown(session: actions.Session):
-    """`on_plots` for the page: the plot boxes show only once they have something to draw."""
-    return tuple(gr.update(value=figure, visible=figure is not None) for figure in on_plots(session))
 
 
 @guarded
@@ -233,23 +172,6 @@ def on_placebo(session, on, text, default, view):
     with model_turn(session):
         session = actions.set_placebo(session, bool(on), text, default)
     return render(session, view, queue=False)
-
-
-@guarded
-def on_gradient_shown(session: actions.Session):
-    """The gradient map's table while it belongs to the strip as it is (an edit drops it)."""
-    frame = session.gradient if session is not None else None
-    return gr.update(value=actions.gradient_table(frame), visible=frame is not None)
-
-
-@guarded
-@gpu
-def on_gradient(session, target, alpha, view):
-    """The gradient map of the open record for `target`: in the token details and as a table."""
-    session = synced(session)
-    with model_turn(session):
-        gradient = actions.gradient_map(session, target, alpha)
-    return session, strip_html(session, view), gr.update(value=actions.gradient_table(gradient), visible=True)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -307,41 +229,13 @@ def read_ahead(session: actions.Session) -> actions.Session:
                            user=session.user, placebo_on=session.placebo_on, placebo_default=session.placebo_default)
 
     def open_following(stop: threading.Event) -> None:
-        session.prefetched = _prepare(following, like, stop)
+        try:
+            current_model, tokenizer = model(like)
+            session.prefetched = readahead.prepare(following, like, stop, current_model, tokenizer,
+                                                   weights(like).version, hint_model_for(name, following))
+        except Exception:  # noqa: BLE001 - it opens the ordinary way when the user gets there, with its error
+            log.debug("read-ahead of %s failed", following.id, exc_info=True)
     return actions.speculate(session, first=open_following)
-
-
-def _prepare(record: Record, like: actions.Session, stop: threading.Event) -> actions.Session | None:
-    """`record` opened as `_open` would open it, in pieces (tokens and proposal; original pass; hinted pass)."""
-    try:
-        current_model, tokenizer = model(like)
-        version = weights(like).version
-        hint_model = hint_model_for(like.hint_model_name, record)
-        if hint_model is not None and not record.hints:
-            hint_model.propose(record)  # remembered: open_record below asks again
-        trajectory = build_trajectory(tokenizer, record)
-        if len(trajectory) > READ_AHEAD_MAX_TOKENS:  # its first pass alone would hold the model for seconds
-            return None
-        scorer = make_scorer(current_model, tokenizer, trajectory, base_weights=like.base_weights)
-        for piece in (scorer.original_pass, scorer.student_stats, None):
-            with TURNS.background(stop) as mine:  # only while no action runs or waits for the model
-                if not mine:
-                    return None
-                if piece is not None:
-                    piece()
-                else:
-                    ready = actions.open_record(like, current_model, tokenizer, record, hint_model, scorer=scorer)
-        ready.weights_version = version
-        return ready
-    except Exception:  # noqa: BLE001 - the record opens the ordinary way when the user gets there, with its error
-        log.debug("read-ahead of %s failed", record.id, exc_info=True)
-        return None
-
-
-def _await_read_ahead(session: actions.Session, timeout_s: float = 20) -> None:
-    """The next record is being prepared in the background: wait for it rather than start over."""
-    if session.speculator is not None and session.prefetched is None:
-        session.speculator.first_done.wait(timeout_s)
 
 
 @guarded
@@ -383,7 +277,7 @@ def on_upload(session, file, hint_model_name, view, profile: gr.OAuthProfile | N
         message = f"Opened {len(records)} record(s) to explore; {current.read_only} (nothing is stored)"
     first = current.store.get(records[0].id) or records[0]  # a reviewed record opens as reviewed
     session = _open(session, first, hint_model_name, staged=True)
-    prefetch_proposals(records[1:], hint_model_name)
+    readahead.prefetch_proposals(records[1:], hint_model_name, hint_model_for)
     gr.Info(message, duration=5)
     for shown in _opened_stages(session, view, hint_model_name, done=actions.md_escape(message)):
         yield (*shown, None)  # None clears the file box, ready for the next upload
@@ -485,7 +379,7 @@ def on_review(status, session, reviewer, text, placement, template, hint_model_n
     actions.require_open(session)
     session = signed_in(session, profile)
     workspace(profile).require_write("review records")
-    _await_read_ahead(session)
+    readahead.await_read_ahead(session)
     hint = session.hints[0] if session.hints else None
     if status == "accepted" and hint and text and text.strip() and (
             (text, placement, template or None) != (hint.text, hint.placement, hint.template)):
@@ -510,54 +404,12 @@ def on_step(step, session, queue_status, hint_model_name, view, profile: gr.OAut
     session = signed_in(session, profile)
     current = session.record.id if session.record else None
     if step > 0 and queue_status == "pending":
-        _await_read_ahead(session)
+        readahead.await_read_ahead(session)
     following = _neighbour(session, current, step, None if queue_status == "all" else queue_status)
     if following is None:
         raise ValueError(f"no other {queue_status} record in the queue" if queue_status != "all"
                          else "the queue is empty: generate or upload rollouts")
     yield from _opened_stages(_open(session, following, hint_model_name, staged=True), view, hint_model_name)
-
-
-@guarded
-@gpu
-def on_sweep(session, window):
-    actions.require_open(session)
-    if not session.hints:
-        raise ValueError("place a hint first")
-    error = session.scores.error_span or (session.scores.anchors[0],) * 2
-    error = (error[0], max(error[1], error[0] + 1))
-    placebo = session.hints[0].placebo or session.placebo_default or "default"  # the placebo the lane scores
-    with model_turn(session):
-        sweep = position_sweep(session.scorer, session.hints[0].inserted_text, error, window=int(window),
-                               placebo=placebo)
-    return gr.update(value=plots.sweep_figure(sweep), visible=True), gr.update(value=sweep.round(3), visible=True)
-
-
-@guarded
-@gpu
-def on_compare(session, candidates):
-    actions.require_open(session)
-    texts = [t for t in (candidates or "").split("\n") if t.strip()]
-    if not session.hints:
-        raise ValueError("place a hint first")
-    anchor = session.scores.anchors[0]
-    with model_turn(session):
-        comparison = compare_hint_texts(session.scorer, texts, anchor, session.scores.error_span)
-    return (gr.update(value=plots.comparison_figure(comparison), visible=True),
-            gr.update(value=comparison.round(3), visible=True))
-
-
-@guarded
-@gpu
-def on_flags(session):
-    actions.require_open(session)
-    with model_turn(session):
-        flags = hint_flags(session.scorer, session.scores)
-    summary = summarize_flags(flags)
-    text = (f"{summary['targets']} target positions · **{summary['leaks']} leak** (teacher's top token only in the "
-            f"hint) · **{summary['continues_hint']} copy the hint** · max teacher mass on hint-only tokens "
-            f"{summary['max_p_hint_only']:.3f}")
-    return text, gr.update(value=flags.round(3), visible=True)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -643,56 +495,24 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
                 proposal_button = gr.Button("use proposal")
                 plots_button = gr.Button("plots")
             proposals = gr.Markdown(elem_id="opd-proposals", label="Hint model proposals", show_label=False)
-            with gr.Tabs():
-                with gr.Tab("Probabilities"):
-                    logprob_plot = gr.Plot(elem_id="opd-logprob-plot", label="Log p before and after", show_label=False, visible=False)
-                    kl_plot = gr.Plot(elem_id="opd-kl-plot", label="KL per token", show_label=False, visible=False)
-                with gr.Tab("Position sweep"):
-                    window = gr.Slider(2, 32, value=12, step=1, label="Window (tokens before the error)")
-                    sweep_button = gr.Button("Sweep")
-                    sweep_plot = gr.Plot(visible=False, label="Placement sweep", show_label=False)
-                    sweep_table = gr.Dataframe(interactive=False, visible=False, label="Placement sweep table")
-                with gr.Tab("Compare hint texts"):
-                    candidates = gr.Textbox(lines=4, label="Candidate hint texts, one per line",
-                                            value=" (Hint: recompute this step.)\n (Hint: check the carry.)"
-                                                  "\n (Note: continue.)")
-                    compare_button = gr.Button("Compare")
-                    compare_plot = gr.Plot(visible=False, label="Hint comparison", show_label=False)
-                    compare_table = gr.Dataframe(interactive=False, visible=False, label="Hint comparison table")
-                with gr.Tab("Gradient map", elem_id="opd-gradient-tab"):
-                    gr.Markdown("Before training: at each target token, where the target pushes (its top tokens "
-                                "against the student's) and its weight. Also in the token details (blue underline).",
-                                elem_classes=["opd-help"])
-                    with gr.Row():
-                        gradient_target = gr.Dropdown(list(TARGETS), value="hinted", label="Target",
-                                                      elem_id="opd-gradient-target")
-                        gradient_alpha = gr.Number(1.0, label=f"Strength α, contrast and guided (0, {ALPHA_MAX:g}]",
-                                                   elem_id="opd-gradient-alpha")
-                        gradient_button = gr.Button("Show the gradient map", elem_id="opd-gradient")
-                    gradient_table = gr.Dataframe(interactive=False, visible=False, elem_id="opd-gradient-table",
-                                                  label="Gradient map",
-                                                  wrap=True, column_widths=["5%", "9%", "7%", "7%", "7%", "7%",
-                                                                           "8%", "25%", "25%"])
-                with gr.Tab("Leaks & contamination"):
-                    flags_button = gr.Button("Check the hint")
-                    flags_summary = gr.Markdown(label="Leak check", show_label=False)
-                    flags_table = gr.Dataframe(interactive=False, visible=False, label="Leak check table")
+            analysis = analysis_tabs.build(session, strip, view)
 
     # -- events -------------------------------------------------------------------------------------------------
-    # Every action that uses the model waits in one queue (concurrency id "model", one at a time), so the place
-    # Gradio shows while an action waits ("queue: 3/4": two actions ahead of yours, whoever sent them) counts every
-    # action ahead of it. The place and the timer show on the status line; edits still redraw in place.
-    model_work = dict(concurrency_id="model", concurrency_limit=1)
+    # Model work waits in the one model queue (`MODEL_WORK`); the place and the timer show on the status line, and
+    # edits still redraw in place.
+    model_work = MODEL_WORK
     quick = dict(show_progress="full", show_progress_on=[status], **model_work)
+    logprob_plot, kl_plot = analysis.logprob_plot, analysis.kl_plot
     shown = [session, strip, status, logprob_plot, kl_plot, hint_text, placement, template, proposals, counts, queue,
              apply_button, accept_button, reject_button, right_button, undo_button]
     figures = [logprob_plot, kl_plot]
     hint_fields = [hint_text, placement, template]
 
     def then_plots(event):
-        event.success(on_plots_shown, [session], figures, api_name=False, show_progress="hidden")
+        event.success(analysis_tabs.on_plots_shown, [session], figures, api_name=False, show_progress="hidden")
         event.success(on_placebo_field, [session], [placebo_text], api_name=False, show_progress="hidden")
-        event.success(on_gradient_shown, [session], [gradient_table], api_name=False, show_progress="hidden")
+        event.success(analysis_tabs.on_gradient_shown, [session], [analysis.gradient_table], api_name=False,
+                      show_progress="hidden")
         return event
 
     source_kind.change(lambda kind: (gr.update(visible=kind == "Demo task"), gr.update(visible=kind == "Prompt")),
@@ -718,7 +538,7 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
     then_plots(span.input(on_span, [session, span, view], shown, api_name="set_span", **quick))
     then_plots(undo_button.click(on_undo, [session, view], shown, api_name="undo", **quick))
     view.input(on_view, [session, view], shown, api_name=False, show_progress="hidden")  # no model: a redraw
-    plots_button.click(on_plots, [session], figures, api_name="plots")
+    plots_button.click(analysis_tabs.on_plots, [session], figures, api_name="plots")
     then_plots(proposal_button.click(on_use_proposal, [session, proposal_number, view], shown,
                                      api_name="use_proposal", **quick))
     review_inputs = [session, reviewer, hint_text, placement, template, hint_model, view]
@@ -734,11 +554,5 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
     for trigger, api in ((placebo_on.input, "placebo"), (placebo_text.submit, False), (placebo_default.submit, False)):
         then_plots(trigger(on_placebo, placebo_inputs, shown, api_name=api, **quick)).failure(
             on_placebo_field, [session], [placebo_text], api_name=False, show_progress="hidden")
-    gradient_button.click(on_gradient, [session, gradient_target, gradient_alpha, view],
-                          [session, strip, gradient_table], api_name="gradient_map", **model_work)
-    sweep_button.click(on_sweep, [session, window], [sweep_plot, sweep_table], api_name="sweep", **model_work)
-    compare_button.click(on_compare, [session, candidates], [compare_plot, compare_table], api_name="compare",
-                         **model_work)
-    flags_button.click(on_flags, [session], [flags_summary, flags_table], api_name="flags")
     then_plots(score_with.input(on_score_with, [session, score_with, view], shown, api_name="score_with", **quick))
     return queue, hint_model

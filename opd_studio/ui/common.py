@@ -25,6 +25,9 @@ MODEL_SPEC = os.environ.get("OPD_STUDIO_MODEL", "default")
 # A served model (`opd-studio app --base-url URL`): scoring and generation through that server; MODEL_SPEC then only
 # supplies the tokenizer.
 BASE_URL = os.environ.get("OPD_STUDIO_BASE_URL") or None
+# Every action that uses the model waits in one Gradio queue, one at a time: the place Gradio shows while an action
+# waits ("queue: 3/4": two actions ahead of yours, whoever sent them) then counts every action ahead of it.
+MODEL_WORK = dict(concurrency_id="model", concurrency_limit=1)
 USER_ERRORS = (ValueError, RecordError, TrajectoryError, ModelLoadError, KeyError)
 
 

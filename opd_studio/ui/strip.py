@@ -13,6 +13,7 @@ The strip's script moves the hint chip at the click, before the server answers, 
 from __future__ import annotations
 
 import bisect
+import os
 import html
 import itertools
 import json
@@ -867,3 +868,15 @@ new MutationObserver(() => {
   if (target) { quiet = true; target.focus({preventScroll: true}); quiet = false; }
 }).observe(element, {childList: true, subtree: true});
 """
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The open record of a studio session
+
+ONESHOT = os.environ.get("OPD_STUDIO_ONESHOT") == "1"  # the old path (no preview, no window, no speculation): bench
+
+
+def strip_html(session, view: str) -> str:
+    """The strip of a session's open record (`ui.session.Session`) in the chosen view."""
+    return render_strip(session.scores, view, session.scorer.trajectory, oneshot=ONESHOT, gradient=session.gradient,
+                        sampled=session.opening == "sampled", record_id=session.record.id, windowed=not ONESHOT)
