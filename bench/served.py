@@ -32,6 +32,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parents[1]
 
 from opd_studio.batching import prepare_scoring, score_records
@@ -76,7 +78,7 @@ def agreement(served: dict, local: dict) -> dict:
             for a, b in zip(mine[f"logp_{side}"][rows], theirs[f"logp_{side}"][rows]):
                 deltas.append(abs(a - b))
             for a, b in zip(mine[f"rank_{side}"][rows], theirs[f"rank_{side}"][rows]):
-                if a is not None and a == a and str(a) != "<NA>":
+                if not pd.isna(a):
                     rank_known += 1
                     ranks += int(a) == int(b)
             for a, b in zip(mine[f"top_{side}"][rows], theirs[f"top_{side}"][rows]):
