@@ -74,7 +74,7 @@ def agreement(served: dict, local: dict) -> dict:
     for record_id, mine in served.items():
         theirs = local[record_id]
         rows = theirs.student.to_numpy()
-        for side in ("before", "after"):
+        for side in ("before", "after", "placebo")[: 3 if "logp_placebo" in theirs else 2]:
             for a, b in zip(mine[f"logp_{side}"][rows], theirs[f"logp_{side}"][rows]):
                 deltas.append(abs(a - b))
             for a, b in zip(mine[f"rank_{side}"][rows], theirs[f"rank_{side}"][rows]):
