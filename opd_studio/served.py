@@ -290,6 +290,13 @@ class PromptLogprobClient:
     def _parse_text_echo(self, ids: list[int], sent: list[int], logprobs: dict) -> ServedRows:
         tokens, values, tops = logprobs["tokens"], logprobs["token_logprobs"], logprobs["top_logprobs"]
         layout = self._echo_layout(sent, tokens)
+        if self._tokenize_endpoint and len(layout) == len(sent):
+            # llama-cpp-python pairs echoed token i with the logits row i; that row predicts token i + 1 unless a
+            # leading BOS was left out of the echo (llama.py, _create_completion), so nothing left out = shifted
+            raise RemoteError(f"{self.base_url}: the prompt does not start with the model's BOS token, and then "
+                              "llama-cpp-python's echo gives each prompt token the log-probabilities of the position "
+                              "after it: its prompt log-probabilities cannot be used for this model; serve it with "
+                              "vLLM or opd-studio serve")
         rows_of_sent = {}
         for entry, j in enumerate(layout):
             if values[entry] is None:
