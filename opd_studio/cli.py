@@ -527,6 +527,9 @@ def _loop(args) -> None:
                     print(f"[{number}/{args.rounds}]   {progress.status}", file=sys.stderr, flush=True)
             if last is None or last.round is None:
                 raise ValueError(f"round {number} did not finish: {last.status if last else 'no report'}")
+        if args.report_to == "trackio":
+            print(f"each round reported to trackio (trackio show --project {args.trackio_project!r})",
+                  file=sys.stderr)
     if args.output:
         last = active_round(workspace)
         final = last.answers.get("curated", {}) if last else {}

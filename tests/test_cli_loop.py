@@ -96,6 +96,7 @@ def test_loop_rounds_appear_in_a_local_trackio_project(data, prompts, model_dir,
                            "--trackio-project", "opd-loop", "--run-name", "loop"],
                           capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr
+    assert "each round reported to trackio (trackio show --project 'opd-loop')" in done.stderr
     read_back = subprocess.run([sys.executable, "-c", (
         "import json; from trackio.sqlite_storage import SQLiteStorage as S; "
         "runs = S.get_runs('opd-loop'); "
