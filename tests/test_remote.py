@@ -188,3 +188,25 @@ def test_opd_studio_score_through_the_llama_cpp_server(llama_server, default_mod
     print("llama.cpp vs in-process:", measured)
     assert measured["max_abs_dlogp"] < 1.0 and measured["mean_abs_dlogp"] < 0.15, measured
     assert measured["rank_agreement"] > 0.85 and measured["top1_agreement"] > 0.8, measured
+
+
+@pytest.mark.integration
+def test_a_llama_cpp_echo_without_a_leading_bos_is_refused(llama_server, default_model):
+    """llama-cpp-python gives echoed token i the logits row i, which predicts token i + 1 unless a leading BOS was
+    left out: a prompt that does not start with BOS would be scored one position off, so it is refused plainly;
+    the same text after BOS (<|im_start|> for SmolLM2) is scored, close to the in-process numbers."""
+    import torch
+
+    from opd_studio.served import served_client
+
+    model, tokenizer = default_model
+    ids = tokenizer("The capital of France is Paris. The capital of Italy is Rome.").input_ids
+    client = served_client(llama_server, tokenizer, concurrency=1)
+    with pytest.raises(RemoteError, match="does not start with the model's BOS token"):
+        client.fetch(ids)
+    with_bos = [tokenizer.convert_tokens_to_ids("<|im_start|>")] + ids
+    served = client.fetch(with_bos)
+    with torch.no_grad():
+        logp = model(torch.tensor([with_bos])).logits[0].log_softmax(-1)
+    local = [float(logp[t - 1, with_bos[t]]) for t in range(2, len(with_bos))]  # the server nulls the first entry
+    assert max(abs(served.hidden[t - 1].logp - v) for t, v in zip(range(2, len(with_bos)), local)) < 0.5
