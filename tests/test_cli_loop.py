@@ -14,6 +14,7 @@ from opd_studio.records import Record, read_records
 from opd_studio.store import Store
 from tests.conftest import ADD
 from tests.test_cli_workspace import model_dir  # noqa: F401 - the tiny model saved as a directory
+from tests.test_cli_workspace import trackio_project
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--steps", "1", "--lr", "5e-3", "--drift_threshold", "none", "--batch_size", "4", "--max-new-tokens", "6"]
@@ -97,14 +98,7 @@ def test_loop_rounds_appear_in_a_local_trackio_project(data, prompts, model_dir,
                           capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "each round reported to trackio (trackio show --project 'opd-loop')" in done.stderr
-    read_back = subprocess.run([sys.executable, "-c", (
-        "import json; from trackio.sqlite_storage import SQLiteStorage as S; "
-        "runs = S.get_runs('opd-loop'); "
-        "print(json.dumps({'runs': runs, 'logs': {r: S.get_logs('opd-loop', r) for r in runs}, "
-        "'config': {r: S.get_run_config('opd-loop', r) for r in runs}}, default=str))")],
-                               capture_output=True, text=True, env=env, timeout=300)
-    assert read_back.returncode == 0, read_back.stderr
-    found = json.loads(read_back.stdout.splitlines()[-1])
+    found = trackio_project("opd-loop", env)
     assert sorted(found["runs"]) == ["loop round 1", "loop round 2"]
     store = Store(data / "opd_studio.sqlite")
     for number in (1, 2):
