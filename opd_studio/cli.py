@@ -193,6 +193,25 @@ def _add_loop_parser(commands, flags: argparse.ArgumentParser) -> None:
     loop.add_argument("--heldout", help="prompts measured after each round, never trained on (default: the demo "
                                         "held-out tasks of the curated families)")
     loop.add_argument("--output", help="JSONL: the answers regenerated after the last round")
+    _add_trackio_args(loop, "each round's training")
+
+
+def _add_trackio_args(parser, what: str) -> None:
+    parser.add_argument("--report-to", default="none", choices=["none", "trackio"],
+                        help=f"also report {what} to a tracker, step by step: trackio (local: trackio show "
+                             "--project PROJECT)")
+    parser.add_argument("--trackio-project", default="opd-studio", help="the trackio project (default opd-studio)")
+    parser.add_argument("--run-name", default=None, help="the run's name in the tracker (default: trackio's own)")
+    parser.add_argument("--trackio-space", default=None, metavar="OWNER/SPACE",
+                        help="log to this Hugging Face Space's trackio dashboard instead of only locally")
+    parser.add_argument("--trackio-dataset", default=None, metavar="OWNER/DATASET",
+                        help="with --trackio-space: keep the logs in this Hugging Face dataset")
+
+
+def _trackio_target(args):
+    from .tracking import TrackioTarget
+
+    return TrackioTarget(args.trackio_project, args.run_name, args.trackio_space, args.trackio_dataset)
 
 
 def _add_train_parser(commands) -> None:
@@ -214,14 +233,7 @@ def _add_train_parser(commands) -> None:
     train.add_argument("--merge", action="store_true", help="with --out: also write the merged model to OUT/merged")
     train.add_argument("--force", action="store_true", help="save even when drift is over the threshold")
     train.add_argument("--keep-weights", action="store_true", help="record the run but keep the active weights")
-    train.add_argument("--report-to", default="none", choices=["none", "trackio"],
-                       help="also report each step to a tracker: trackio (local: trackio show --project PROJECT)")
-    train.add_argument("--trackio-project", default="opd-studio", help="the trackio project (default opd-studio)")
-    train.add_argument("--run-name", default=None, help="the run's name in the tracker (default: trackio's own)")
-    train.add_argument("--trackio-space", default=None, metavar="OWNER/SPACE",
-                       help="log to this Hugging Face Space's trackio dashboard instead of only locally")
-    train.add_argument("--trackio-dataset", default=None, metavar="OWNER/DATASET",
-                       help="with --trackio-space: keep the logs in this Hugging Face dataset")
+    _add_trackio_args(train, "the run")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -436,10 +448,9 @@ def _train(args) -> None:
 
     tracker = None
     if args.report_to == "trackio" and state.is_main_process:
-        from .tracking import TrackioReporter, TrackioTarget
+        from .tracking import TrackioReporter
 
-        tracker = TrackioReporter(TrackioTarget(args.trackio_project, args.run_name, args.trackio_space,
-                                                args.trackio_dataset),
+        tracker = TrackioReporter(_trackio_target(args),
                                   {**dataclasses.asdict(config), "model": args.model,
                                    "data": args.data or "curated set", "records": len(records),
                                    "heldout_records": len(heldout)})
@@ -493,7 +504,8 @@ def _loop(args) -> None:
         raise ValueError("--rounds must be at least 1")
     train = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     config = RoundConfig(hint_model=args.hint_model, accept=args.accept, samples=args.samples,
-                         max_new_tokens=args.max_new_tokens, train=train)
+                         max_new_tokens=args.max_new_tokens, train=train, report_to=args.report_to,
+                         trackio=_trackio_target(args))
     workspace = _workspace()
     done = rounds_done(workspace)
     if done >= args.rounds:
@@ -515,6 +527,9 @@ def _loop(args) -> None:
                     print(f"[{number}/{args.rounds}]   {progress.status}", file=sys.stderr, flush=True)
             if last is None or last.round is None:
                 raise ValueError(f"round {number} did not finish: {last.status if last else 'no report'}")
+        if args.report_to == "trackio":
+            print(f"each round reported to trackio (trackio show --project {args.trackio_project!r})",
+                  file=sys.stderr)
     if args.output:
         last = active_round(workspace)
         final = last.answers.get("curated", {}) if last else {}

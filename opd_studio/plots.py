@@ -96,7 +96,9 @@ def kl_figure(scores: ScoreResult) -> go.Figure:
                               hovertemplate="%{text}: KL %{y:.3f}", name="KL"))
     _mark_hints_and_error(figure, scores)
     _integer_positions(figure, rows.i)
-    return _layout(figure, "KL(teacher ‖ student) per position (red: in the loss span)", "nats", height=240)
+    # served scores: KL over the server's top k + a tail bin, a lower bound of the full-vocabulary KL (served.py)
+    over = f" over the top {scores.topk_figures} + tail" if scores.topk_figures else ""
+    return _layout(figure, f"KL(teacher ‖ student){over} per position (red: in the loss span)", "nats", height=240)
 
 
 def sweep_figure(sweep: pd.DataFrame) -> go.Figure:

@@ -36,6 +36,7 @@ import pandas as pd
 
 from .fix_rate import FixRateConfig, corrected, error_signature, loops, prompt_of, regenerate, suppressed, verifiers_for
 from .records import Record
+from .tracking import TrackioTarget
 from .train import TrainConfig
 from .workspace import TrainProgress, Weights, Workspace, heldout_records, model_label, prompt_id, rollout_id
 
@@ -54,6 +55,8 @@ class RoundConfig:
     temperature: float = 0.7
     max_new_tokens: int = 64
     train: TrainConfig = field(default_factory=TrainConfig)
+    report_to: str = "none"  # "trackio": the round's training reports each step, as `train --report-to trackio`
+    trackio: TrackioTarget | None = None  # where (None: the local project opd-studio)
 
     def __post_init__(self) -> None:
         from .hints import HINT_MODELS
@@ -222,6 +225,13 @@ def _curate(prompts: list[Record], greedy: list[str], sampled: list[list[tuple]]
     return records, statuses, flagged
 
 
+def _round_target(target: TrackioTarget | None, number: int) -> TrackioTarget | None:
+    """A named tracker run per round: "NAME round N" (trackio runs are one a name)."""
+    if target is None or target.name is None:
+        return target
+    return dataclasses.replace(target, name=f"{target.name} round {number}")
+
+
 def run_round(workspace: Workspace, weights: Weights, config: RoundConfig, prompts: list[Record] | None = None,
               heldout: list[Record] | None = None, stop=None) -> Iterator[RoundProgress]:
     """One round (module docstring) on `round_prompts(workspace, prompts)`, measured on `heldout` prompts (default:
@@ -284,7 +294,8 @@ def run_round(workspace: Workspace, weights: Weights, config: RoundConfig, promp
                          "no accepted hint in the curated set: review the queue (or accept proposals as proposed), "
                          "then run the round again")
     final = None
-    for progress in workspace.train(weights, config.train, stop, from_active=True, name=f"round {number}"):
+    for progress in workspace.train(weights, config.train, stop, from_active=True, name=f"round {number}",
+                                    report_to=config.report_to, trackio=_round_target(config.trackio, number)):
         final = progress
         yield RoundProgress(f"round {number}: {progress.status}", progress.history)
     run = final.outcome

@@ -12,9 +12,14 @@ ids (never re-tokenized) to `/v1/completions`, which answers with prompt log-pro
 
 The first request tries `prompt_logprobs` and falls back to `echo`; a server that gives neither gets one
 `RemoteError` naming what it lacks. A server that takes only text prompts (llama-cpp-python's refuses a list of ids)
-gets the ids decoded, and every token it echoes must be the one we sent, spelled the same (else a `RemoteError`:
-it re-tokenized the prompt differently), so the numbers are still those of our token ids. `ServedScorer` is a `HintScorer` whose passes are these answers, so its
-`score` returns the same `ScoreResult` (columns of docs/data.md) and `gradient_map` the same `GradientMap`:
+gets the text of the ids, special tokens written out; its own tokenization of that text is asked first
+(`/extras/tokenize`), its echo is checked text for text against it, and each of our tokens takes the server's numbers
+only where the server has the same token id over the same bytes (`_parse_text_echo`). Reading a token it tokenized
+otherwise is a `RemoteError` naming the token. The one approximation left: where a hint was spliced in token space,
+the text server tokenizes the context at the hint's edges its own way (" " + "(" → " ("), so a scored token keeps
+its id but its context is the same text in slightly different tokens. `ServedScorer` is a `HintScorer` whose passes
+are these answers, so its `score` returns the same `ScoreResult` (columns of docs/data.md) and `gradient_map` the
+same `GradientMap`:
 
 * log p of the written token, its rank and the top k: the server's numbers (exact, up to the server's arithmetic);
 * entropy and KL: a server returns only the top k, so they are computed on the top k plus one tail bin
@@ -29,6 +34,7 @@ it re-tokenized the prompt differently), so the numbers are still those of our t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections import OrderedDict
@@ -67,12 +73,27 @@ class PositionLogprobs:
         return {**dict(self.top), self.token: self.logp}
 
 
+class ServedRows(list):
+    """A pass's rows; None where the server did not score our token (a text server tokenized the text otherwise
+    there). Reading such a row raises `RemoteError` saying why; the rows around it are exact."""
+
+    def __init__(self, rows: list[PositionLogprobs | None], why=None):
+        super().__init__(rows)
+        self.why = why  # row -> the message for a row that is None
+
+    def __getitem__(self, r):
+        row = super().__getitem__(r)
+        if row is None:
+            raise RemoteError(self.why(r))
+        return row
+
+
 @dataclass
 class ServedPass:
     """A served pass, shaped like `scoring.ForwardPass` for `HintScorer`: `hidden[r]` is what predicts token r + 1."""
 
     ids: list[int]
-    hidden: list[PositionLogprobs]
+    hidden: list[PositionLogprobs]  # a `ServedRows` from a text server
 
 
 def topk_entropy(position: PositionLogprobs) -> float:
@@ -110,6 +131,7 @@ class PromptLogprobClient:
         self.base_url = self.http.base_url
         self.protocol: str | None = None  # found on the first request
         self.prompt_as = "ids"  # "text": the server takes no token ids; the prompt goes as their decoded text
+        self._tokenize_endpoint = None  # a text server's /extras/tokenize (False: it has none)
 
     def fetch(self, ids: list[int]) -> ServedPass:
         if self.protocol is None:
@@ -157,13 +179,17 @@ class PromptLogprobClient:
 
     def _request(self, ids: list[int], protocol: str) -> dict:
         # max_tokens 1: vLLM wants at least one; llama.cpp reads 0 as "until the context is full".
-        prompt = list(ids) if self.prompt_as == "ids" else self.tokenizer.decode(
-            ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        if self.prompt_as == "ids":
+            prompt, sent = list(ids), list(ids)
+        else:
+            prompt, sent = self._text_prompt(ids)
         payload = {"model": self.http.model_name(), "prompt": prompt, "max_tokens": 1, "temperature": 0,
                    "echo": True, "logprobs": self.top_k, "return_tokens_as_token_ids": True}
         if protocol == "prompt_logprobs":
             payload["prompt_logprobs"] = self.top_k
-        return self.http.call("/completions", payload)
+        reply = self.http.call("/completions", payload)
+        reply["_sent"] = sent  # the token ids the server scored (ours, or its tokenization of our text)
+        return reply
 
     @staticmethod
     def _has(reply: dict, protocol: str) -> bool:
@@ -177,6 +203,8 @@ class PromptLogprobClient:
             choice = reply["choices"][0]
             if protocol == "prompt_logprobs":
                 rows = self._parse_prompt_logprobs(ids, choice["prompt_logprobs"])
+            elif self.prompt_as == "text":
+                rows = self._parse_text_echo(ids, reply["_sent"], choice["logprobs"])
             else:
                 rows = self._parse_echo(ids, choice["logprobs"])
         except (KeyError, IndexError, TypeError, ValueError) as exc:
@@ -208,7 +236,7 @@ class PromptLogprobClient:
             if token != ids[t] and (isinstance(token, int) or not self._spells(ids[t], token)):
                 raise RemoteError(f"{self.base_url} echoed token {token!r} at position {t} where the prompt has "
                                   f"{ids[t]} ({self.tokenizer.decode([ids[t]])!r}): it did not score the token ids "
-                                  "as sent (a server that takes text prompts tokenized it differently)")
+                                  "as sent")
             if t == 0:
                 continue
             logp = float(values[t])
@@ -220,12 +248,117 @@ class PromptLogprobClient:
             rows.append(PositionLogprobs(ids[t] if isinstance(token, int) else token, logp, rank, top))
         return rows
 
+    # -- servers that take only text (llama-cpp-python) ------------------------------------------------------------
+    #
+    # llama-cpp-python's /v1/completions declares `prompt: str | list[str]` (a list of ids fails its validation, HTTP
+    # 500), tokenizes the text with special tokens parsed (so "<|im_start|>" is one token) and prepends BOS only if the
+    # GGUF says add_bos_token. Its echo leaves out a leading BOS and every later token equal to BOS (SmolLM2's BOS is
+    # <|im_start|>, so one entry fewer per chat turn), nulls the first entry, names tokens by their text (special ones
+    # as ""), and appends the completion's entries. So: its tokenization of our text is asked first (/extras/tokenize),
+    # the echo is laid over that tokenization and checked text for text, and each of our tokens gets the server's row
+    # only where the server has the same token id over the same bytes. A hint spliced in token space may tokenize
+    # otherwise at its edges as text (" " + "(" → " ("): those rows are None, and reading one is a `RemoteError`.
+
+    def _text_prompt(self, ids: list[int]) -> tuple[str, list[int]]:
+        """The text to send for `ids` and the token ids the server will score (its tokenization of that text)."""
+        text = _text_of_ids(self.tokenizer, ids)
+        sent = self._server_tokens(text)
+        if sent is None:  # no tokenize endpoint: assume ours; the echo's texts are checked against it
+            return text, list(ids)
+        if len(sent) == len(ids) + 1 and sent[0] == sent[1] == ids[0]:  # it adds BOS and ours starts with it
+            text = _text_of_ids(self.tokenizer, ids[1:])
+            sent = self._server_tokens(text)
+        return text, sent
+
+    def _server_tokens(self, text: str) -> list[int] | None:
+        """The server's tokenization of `text` with its BOS (llama-cpp-python's /extras/tokenize), or None when it
+        has no such endpoint."""
+        if self._tokenize_endpoint is False:
+            return None
+        if self._tokenize_endpoint is None:
+            root = dataclasses.replace(self.config, base_url=re.sub(r"/v1/?$", "", self.base_url))
+            self._tokenize_endpoint = RemoteGenerator(root, self.tokenizer)
+        try:
+            tokens = self._tokenize_endpoint._call("/extras/tokenize", {"input": text})["tokens"]
+        except (RemoteError, KeyError, TypeError) as exc:
+            if "HTTP 404" in str(exc) or "HTTP 405" in str(exc) or not isinstance(exc, RemoteError):
+                self._tokenize_endpoint = False
+                return None
+            raise
+        return [int(t) for t in tokens]
+
+    def _parse_text_echo(self, ids: list[int], sent: list[int], logprobs: dict) -> ServedRows:
+        tokens, values, tops = logprobs["tokens"], logprobs["token_logprobs"], logprobs["top_logprobs"]
+        layout = self._echo_layout(sent, tokens)
+        if self._tokenize_endpoint and len(layout) == len(sent):
+            # llama-cpp-python pairs echoed token i with the logits row i; that row predicts token i + 1 unless a
+            # leading BOS was left out of the echo (llama.py, _create_completion), so nothing left out = shifted
+            raise RemoteError(f"{self.base_url}: the prompt does not start with the model's BOS token, and then "
+                              "llama-cpp-python's echo gives each prompt token the log-probabilities of the position "
+                              "after it: its prompt log-probabilities cannot be used for this model; serve it with "
+                              "vLLM or opd-studio serve")
+        rows_of_sent = {}
+        for entry, j in enumerate(layout):
+            if values[entry] is None:
+                continue
+            token, logp = tokens[entry], float(values[entry])
+            top = sorted(((_key(k), float(v)) for k, v in (tops[entry] or {}).items()), key=lambda kv: -kv[1])
+            top = top[: self.top_k]
+            # a token text names its token only when it is whole text ("" and "\ufffd" stand for many partial ones)
+            in_top = _whole(token) and any(k == token for k, _ in top)
+            rank = 1 + sum(v > logp for _, v in top) if in_top else None
+            rows_of_sent[j] = PositionLogprobs(token if token else sent[j], logp, rank, top)
+        # our token t ↔ the server's token j: the same id over the same bytes
+        at_sent = {span: j for j, span in enumerate(self._spans(sent))}
+        ours = self._spans(ids)
+        rows = [rows_of_sent.get(at_sent.get(ours[t], -1)) for t in range(1, len(ids))]
+        server_text = [self.tokenizer.decode([j]) for j in sent]
+
+        def why(r: int) -> str:
+            start = ours[r + 1][0]
+            theirs = [text for text, (begin, _, _) in zip(server_text, self._spans(sent)) if begin >= start - 4][:4]
+            return (f"{self.base_url} takes only text prompts and tokenizes this one otherwise at token {r + 1} "
+                    f"({self.tokenizer.decode([ids[r + 1]])!r}; its tokens there: {theirs}), so it gives no "
+                    "log-probability for that token id: score it with a server that takes token ids (vLLM, "
+                    "opd-studio serve) or the model in-process")
+
+        return ServedRows(rows, why)
+
+    def _echo_layout(self, sent: list[int], tokens: list[str]) -> list[int]:
+        """Which of the sent tokens each echo entry is: all of them in order, or (llama-cpp-python) all but the
+        leading BOS and every later token equal to it. The first layout whose texts all spell the sent tokens."""
+        layouts = [list(range(len(sent))), [j for j in range(1, len(sent)) if sent[j] != sent[0]]]
+        for layout in layouts:
+            if len(tokens) >= len(layout) and all(self._spells(sent[j], _key(tokens[e])) if isinstance(
+                    _key(tokens[e]), str) else _key(tokens[e]) == sent[j] for e, j in enumerate(layout)):
+                return layout
+        raise RemoteError(f"{self.base_url} echoed tokens that are not the prompt's ({tokens[:8]}…): it did not "
+                          "score the prompt as sent")
+
+    def _spans(self, ids: list[int]) -> list[tuple[int, int, int]]:
+        """(first byte, end byte, id) of each token in the bytes of the sequence."""
+        spans, at = [], 0
+        for token_id in ids:
+            width = len(token_bytes(self.tokenizer, token_id))
+            spans.append((at, at + width, token_id))
+            at += width
+        return spans
 
     def _spells(self, token_id: int, text: str) -> bool:
         """Whether a server's token text is token `token_id` (a text server drops the bytes of a character split
-        over tokens, so a partial token may come back as "" or "\ufffd")."""
+        over tokens, so a partial token may come back as "" or "\ufffd"; llama.cpp writes special tokens as "")."""
         spelled = token_bytes(self.tokenizer, token_id)
+        if text == "" and token_id in self._special_ids():
+            return True
         return text in (spelled.decode("utf-8", "ignore"), spelled.decode("utf-8", "replace"))
+
+    def _special_ids(self) -> set[int]:
+        return set(self.tokenizer.all_special_ids) | set(self.tokenizer.get_added_vocab().values())
+
+
+def _text_of_ids(tokenizer, ids: list[int]) -> str:
+    """The text a token-id sequence spells, special tokens written out (a text server parses them back)."""
+    return b"".join(token_bytes(tokenizer, t) for t in ids).decode("utf-8", "replace")
 
 
 def _whole(text: str) -> bool:
@@ -395,8 +528,6 @@ def generate_served(model: ServedModel, tokenizer, messages: list[dict], config,
                     record_id: str = "rollout", meta: dict | None = None):
     """`rollout.generate`'s record, sampled by the server (its chat completions, with the exact sampled ids)."""
     from .batching import GenerationJob
-
-    import dataclasses
 
     # the chat completions: the server's own template, and its sampled ids (completions here are for scoring)
     generator = RemoteGenerator(dataclasses.replace(model.client.config, endpoint="chat"), tokenizer)

@@ -56,11 +56,13 @@ class TrackioReporter:
                                 dataset_id=target.dataset_id, config=config, auto_log_cpu=False)
         self.name = self.run.name
 
+    # The run's own methods, not trackio.log / trackio.finish: those find the run in a context variable set by the
+    # thread that called init, and the studio trains (and logs) in a worker thread.
     def log(self, row: StepMetrics) -> None:
-        self.trackio.log(step_log(row), step=row.step)
+        self.run.log(step_log(row), step=row.step)
 
     def finish(self) -> None:
-        self.trackio.finish()
+        self.run.finish()
 
     def where(self) -> str:
         if self.target.space_id:

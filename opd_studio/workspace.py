@@ -335,9 +335,10 @@ class Workspace:
 
     def train(self, weights: Weights, config: TrainConfig, stop: threading.Event | None = None,
               use_heldout: bool = True, from_active: bool = False, heldout: list[Record] | None = None,
-              name: str | None = None, report_to: str = "none") -> Iterator[TrainProgress]:
+              name: str | None = None, report_to: str = "none", trackio=None) -> Iterator[TrainProgress]:
         """Train on `training_records` in a worker thread, reporting progress as it comes; register the run.
-        `report_to="trackio"` also reports every step to the local trackio project (tracking.py).
+        `report_to="trackio"` also reports every step to trackio (tracking.py): to `trackio` (a `TrackioTarget`),
+        else the local project opd-studio; the tracker's config names the store's run, its name and its parent.
 
         A run starts from the base weights, so runs compare — or, `from_active`, from the active run's weights,
         which are then its teacher and anchors and its parent (a round of the loop, `rounds.py`); a round that fails
@@ -370,8 +371,9 @@ class Workspace:
         if report_to == "trackio":
             from .tracking import TrackioReporter, TrackioTarget
 
-            tracker = TrackioReporter(TrackioTarget(), {**asdict(config), "records": len(records),
-                                                        "heldout_records": len(heldout), "from": "studio"})
+            tracker = TrackioReporter(trackio or TrackioTarget(), {
+                **asdict(config), "records": len(records), "heldout_records": len(heldout), "run": run_id,
+                "run_name": name or "", "parent_run": parent})
 
         def on_step(row: StepMetrics) -> None:
             updates.put(("row", row))

@@ -14,6 +14,7 @@ from opd_studio.records import Record, read_records
 from opd_studio.store import Store
 from tests.conftest import ADD
 from tests.test_cli_workspace import model_dir  # noqa: F401 - the tiny model saved as a directory
+from tests.test_cli_workspace import trackio_project
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--steps", "1", "--lr", "5e-3", "--drift_threshold", "none", "--batch_size", "4", "--max-new-tokens", "6"]
@@ -82,3 +83,29 @@ def test_the_loop_refuses_bad_input_in_one_line(data, tmp_path, model_dir, capsy
     prompts.write_text(json.dumps({"id": "q", "messages": [{"role": "user", "content": "What is 2 + 2?"}]}) + "\n")
     code, err = cli(capsys, "loop", "--model", model_dir, "--input", prompts, "--rounds", 0)
     assert code == 2 and "--rounds must be at least 1" in err
+
+
+def test_loop_rounds_appear_in_a_local_trackio_project(data, prompts, model_dir, tmp_path):
+    """`loop --report-to trackio`, offline: each round's training is a trackio run ("NAME round N") with its config
+    (the store's run, its parent) and every step's metrics, as the store recorded them (read back by trackio's own
+    storage API in a separate process)."""
+    pytest.importorskip("trackio")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPD_STUDIO_DATA": str(data),
+           "TRACKIO_DIR": str(tmp_path / "trackio"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "opd_studio", "loop", "--model", str(model_dir), "--input",
+                           str(prompts), "--rounds", "2", "--accept", "verifier", *QUICK, "--report-to", "trackio",
+                           "--trackio-project", "opd-loop", "--run-name", "loop"],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "each round reported to trackio (trackio show --project 'opd-loop')" in done.stderr
+    found = trackio_project("opd-loop", env)
+    assert sorted(found["runs"]) == ["loop round 1", "loop round 2"]
+    store = Store(data / "opd_studio.sqlite")
+    for number in (1, 2):
+        config, logs = found["config"][f"loop round {number}"], found["logs"][f"loop round {number}"]
+        assert config["run"] == number and config["run_name"] == f"round {number}"
+        assert config["parent_run"] == (None if number == 1 else 1) and config["steps"] == 1
+        stored = store.run(number)["metrics"]
+        assert [row["step"] for row in logs] == [step["step"] for step in stored] == [0, 1]
+        for row, step in zip(logs, stored):
+            assert row["loss"] == pytest.approx(step["loss"]) and row["drift"] == pytest.approx(step["drift"])

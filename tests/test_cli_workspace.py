@@ -140,6 +140,23 @@ def test_curated_exports_to_datasets_and_trl_and_back(data, capsys, tmp_path, mo
     assert trl["id"] == ["add-17-25"] and trl["privileged_context"] == [ADD["hints"][0]["text"].strip()]
 
 
+def trackio_project(project: str, env: dict) -> dict:
+    """A trackio project as trackio's own storage API reads it, in a separate process (TRACKIO_DIR from `env`):
+    the projects, the project's runs, and each run's logged rows and config."""
+    import subprocess
+    import sys
+
+    read_back = subprocess.run([sys.executable, "-c", (
+        "import json; from trackio.sqlite_storage import SQLiteStorage as S; "
+        f"runs = S.get_runs({project!r}); "
+        f"print(json.dumps({{'projects': S.get_projects(), 'runs': runs, "
+        f"'logs': {{r: S.get_logs({project!r}, r) for r in runs}}, "
+        f"'config': {{r: S.get_run_config({project!r}, r) for r in runs}}}}, default=str))")],
+                               capture_output=True, text=True, env=env, timeout=300)
+    assert read_back.returncode == 0, read_back.stderr
+    return json.loads(read_back.stdout.splitlines()[-1])
+
+
 def test_a_cli_run_appears_in_a_local_trackio_project(tmp_path, model_dir):
     """`train --report-to trackio`, offline: the run, its config and every step's metrics read back through
     trackio's own storage API (a separate process, both with TRACKIO_DIR set)."""
@@ -157,16 +174,11 @@ def test_a_cli_run_appears_in_a_local_trackio_project(tmp_path, model_dir):
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "reported to trackio run cli-run" in done.stderr
-    read_back = subprocess.run([sys.executable, "-c", (
-        "import json; from trackio.sqlite_storage import SQLiteStorage as S; "
-        "print(json.dumps({'projects': S.get_projects(), 'runs': S.get_runs('opd-test'), "
-        "'logs': S.get_logs('opd-test', 'cli-run'), 'config': S.get_run_config('opd-test', 'cli-run')}, "
-        "default=str))")], capture_output=True, text=True, env=env, timeout=300)
-    assert read_back.returncode == 0, read_back.stderr
-    found = json.loads(read_back.stdout.splitlines()[-1])
+    found = trackio_project("opd-test", env)
     assert "opd-test" in found["projects"] and found["runs"] == ["cli-run"]
-    assert found["config"]["steps"] == 2 and found["config"]["lr"] == 5e-3 and found["config"]["records"] == 1
-    logs = found["logs"]
+    config = found["config"]["cli-run"]
+    assert config["steps"] == 2 and config["lr"] == 5e-3 and config["records"] == 1
+    logs = found["logs"]["cli-run"]
     assert [row["step"] for row in logs] == [0, 1, 2]
     stored = Store(tmp_path / "data" / "opd_studio.sqlite").run(1)["metrics"]
     for row, step in zip(logs, stored):  # the tracker holds the numbers the store recorded

@@ -6,12 +6,14 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from opd_studio.headless import generate_file
@@ -150,23 +152,61 @@ def test_llama_cpp_server_rollouts_score_exactly(llama_server, default_model, tm
 
 
 @pytest.mark.integration
-def test_llama_cpp_server_scores_the_demo_records(llama_server, default_model):
-    """`opd-studio score --base-url`'s path against llama.cpp's server (text prompts, token texts, echo + logprobs;
-    the GGUF's quantized arithmetic): the same tokens are scored, and the numbers are close to the in-process ones.
-    The measured difference (bench/served.py, README "Served models") is what these bounds are set from."""
+def test_opd_studio_score_through_the_llama_cpp_server(llama_server, default_model, tmp_path):
+    """`opd-studio score --base-url` against llama.cpp's server (it takes text prompts only and names tokens by their
+    text; echo + logprobs; the GGUF's Q4_1 arithmetic) on the two shortest hinted demo records, with the placebo
+    lane: every token is scored as our token id, and the numbers are close to the in-process ones. The difference is
+    measured, not bounded at 1e-3 (quantized weights): the bounds sit outside what was measured on these two records
+    (before, hinted and placebo sides, 105 student positions: max |Δ log p| 0.32, mean 0.054, rank agreement 0.94
+    where its top 5 holds the token, top-1 0.87; README "Served models")."""
     from bench.served import agreement
     from opd_studio.batching import prepare_scoring, score_records
-    from opd_studio.records import read_records
-    from opd_studio.served import score_served, served_client
+    from opd_studio.records import read_records, write_records
 
     model, tokenizer = default_model
-    records = [r for r in read_records(ROOT / "assets" / "demo_rollouts.jsonl")
-               if r.hints and r.meta.get("family") == "arithmetic"][:4]
-    jobs = prepare_scoring(tokenizer, records, placebo="default")
-    client = served_client(llama_server, tokenizer, concurrency=2)
-    served = {r.id: s for r, s in score_served(client, tokenizer, jobs)}
-    assert client.protocol == "echo" and client.prompt_as == "text"  # llama-cpp-python takes no token ids
-    local = {r.id: s.table for r, s in score_records(model, tokenizer, jobs)}
-    measured = agreement({k: s.table for k, s in served.items()}, local)
-    assert all(s.topk_figures == 5 and set(s.table.figures) == {"top-5+tail"} for s in served.values())
-    assert measured["mean_abs_dlogp"] < 0.2 and measured["top1_agreement"] > 0.8, measured
+    hinted = [r for r in read_records(ROOT / "assets" / "demo_rollouts.jsonl")
+              if r.hints and r.meta.get("family") == "arithmetic"]
+    records = sorted(hinted, key=lambda r: len(json.dumps(r.messages)))[:2]
+    write_records(tmp_path / "in.jsonl", records)
+    output = tmp_path / "scores.jsonl"
+    done = subprocess.run([sys.executable, "-m", "opd_studio", "score", "--input", str(tmp_path / "in.jsonl"),
+                           "--output", str(output), "--base-url", llama_server, "--placebo", "default",
+                           "--concurrency", "2"], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = pd.DataFrame([json.loads(line) for line in output.read_text().splitlines()])
+    served = {record_id: table.reset_index(drop=True) for record_id, table in rows.groupby("record_id")}
+    local = {r.id: s.table for r, s in score_records(model, tokenizer, prepare_scoring(tokenizer, records,
+                                                                                      placebo="default"))}
+    assert served.keys() == local.keys()
+    for record_id, table in served.items():
+        # the same tokens, in the same places, each scored (no token the server tokenized otherwise was read)
+        assert table.text.tolist() == local[record_id].text.tolist()
+        assert table.logp_after[table.student].notna().all() and table.logp_placebo[table.student].notna().all()
+        assert set(table.figures) == {"top-5+tail"}
+    measured = agreement(served, local)
+    print("llama.cpp vs in-process:", measured)
+    assert measured["max_abs_dlogp"] < 1.0 and measured["mean_abs_dlogp"] < 0.15, measured
+    assert measured["rank_agreement"] > 0.85 and measured["top1_agreement"] > 0.8, measured
+
+
+@pytest.mark.integration
+def test_a_llama_cpp_echo_without_a_leading_bos_is_refused(llama_server, default_model):
+    """llama-cpp-python gives echoed token i the logits row i, which predicts token i + 1 unless a leading BOS was
+    left out: a prompt that does not start with BOS would be scored one position off, so it is refused plainly;
+    the same text after BOS (<|im_start|> for SmolLM2) is scored, close to the in-process numbers."""
+    import torch
+
+    from opd_studio.served import served_client
+
+    model, tokenizer = default_model
+    ids = tokenizer("The capital of France is Paris. The capital of Italy is Rome.").input_ids
+    client = served_client(llama_server, tokenizer, concurrency=1)
+    with pytest.raises(RemoteError, match="does not start with the model's BOS token"):
+        client.fetch(ids)
+    with_bos = [tokenizer.convert_tokens_to_ids("<|im_start|>")] + ids
+    served = client.fetch(with_bos)
+    with torch.no_grad():
+        logp = model(torch.tensor([with_bos])).logits[0].log_softmax(-1)
+    local = [float(logp[t - 1, with_bos[t]]) for t in range(2, len(with_bos))]  # the server nulls the first entry
+    assert max(abs(served.hidden[t - 1].logp - v) for t, v in zip(range(2, len(with_bos)), local)) < 0.5

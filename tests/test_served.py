@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import ADD, MULTI_TURN
 from tests.test_remote import NoLogprobs
+from opd_studio import plots
 from opd_studio.batching import prepare_scoring
 from opd_studio.records import Record
 from opd_studio.remote import RemoteError
@@ -70,6 +71,9 @@ def test_served_scores_equal_in_process_scores(server, tiny_model, tokenizer, fi
     assert served.topk_figures == 5 and set(served.table.figures) == {"top-5+tail"}
     assert served.anchors == local.anchors and (served.table.target == local.table.target).all()
     assert_same_scores(served.table, local.table)
+    # the KL plot says which KL it draws
+    assert "over the top 5 + tail" in plots.kl_figure(served).layout.title.text
+    assert "top" not in plots.kl_figure(local).layout.title.text
 
 
 def test_the_echo_protocol_gives_the_same_numbers(server, tiny_model, tokenizer):

@@ -86,10 +86,10 @@ def on_train(session, steps, lr, loss, span, drift_weight, drift_threshold, lora
 def on_next_round(session, steps, lr, loss, span, drift_weight, drift_threshold, lora_r, use_heldout, target,
                   alpha, placebo, trackio, hint_model, accept, profile: gr.OAuthProfile | None = None):
     """One round of the loop from the active weights (`rounds.run_round`), streamed like a training run. It takes
-    the Train form as `on_train` does; `trackio` is not used yet (a round's run does not report to trackio)."""
+    the Train form as `on_train` does, its trackio box included (the round's training reports to trackio)."""
     config = RoundConfig(hint_model=hint_model, accept="verifier" if accept else None,
                          train=train_config(steps, lr, loss, span, drift_weight, drift_threshold, lora_r, target,
-                                            alpha, placebo))
+                                            alpha, placebo), report_to="trackio" if trackio else "none")
     session = signed_in(session, profile)
     current = workspace(profile)
     current.require_write("run a round")
