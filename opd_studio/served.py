@@ -42,7 +42,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
-import pandas as pd
 import torch
 
 from .alignment import Alignment, Spliced
@@ -279,7 +278,7 @@ class PromptLogprobClient:
             root = dataclasses.replace(self.config, base_url=re.sub(r"/v1/?$", "", self.base_url))
             self._tokenize_endpoint = RemoteGenerator(root, self.tokenizer)
         try:
-            tokens = self._tokenize_endpoint._call("/extras/tokenize", {"input": text})["tokens"]
+            tokens = self._tokenize_endpoint.call("/extras/tokenize", {"input": text})["tokens"]
         except (RemoteError, KeyError, TypeError) as exc:
             if "HTTP 404" in str(exc) or "HTTP 405" in str(exc) or not isinstance(exc, RemoteError):
                 self._tokenize_endpoint = False
