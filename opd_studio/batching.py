@@ -110,6 +110,7 @@ def suffix_hidden(model, suffixes: list[list[int]], prefixes: list[Prefix], pad_
         ids[b, : len(suffix)] = torch.tensor(suffix)
         mask[b, width_p - prefix.length: width_p + len(suffix)] = 1
         positions[b] = prefix.length + torch.arange(width_s)
+
     def padded(layer: int, which: int) -> torch.Tensor:  # (rows, heads, P, head_dim), left-padded with zeros
         if rows == 1:  # nothing to pad: a view, no copy (the forward's concatenation is the one copy)
             return prefixes[0].kv[layer][which][None]
@@ -119,8 +120,10 @@ def suffix_hidden(model, suffixes: list[list[int]], prefixes: list[Prefix], pad_
             out[b, :, width_p - prefix.length:] = prefix.kv[layer][which]
         return out
 
-    # built inline, not kept in a list: each layer's padded copy goes as soon as the forward has concatenated it
-    cache = kv_cache(model, [(padded(layer, 0), padded(layer, 1)) for layer in range(len(prefixes[0].kv))])
+    # read-only: each layer's (prefix + suffix) keys/values exist only during its attention (a long record's
+    # grown cache would be its largest allocation, and nothing reads it afterwards)
+    cache = kv_cache(model, [(padded(layer, 0), padded(layer, 1)) for layer in range(len(prefixes[0].kv))],
+                     grow=False)
     device = model.device
     out = model.get_decoder()(input_ids=ids.to(device), attention_mask=mask.to(device),
                               position_ids=positions.to(device), past_key_values=cache, use_cache=True)
