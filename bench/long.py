@@ -16,8 +16,9 @@ wall-clock, medians of `--repeats` (the spread, min–max, is reported):
   whose record is open: `ui.incremental.window_table` (the error-span numbers) beside the one-shot rescoring
   `HintScorer.score` on a scorer in the same state.
 
-And per length and placement, one child process runs `score` (`batching.score_records`, the CLI's path) on the
-record alone: seconds per record, and the child's peak RSS (ru_maxrss).
+And per length and placement, `opd-studio score` runs on the record alone as a command of its own (a subprocess):
+the seconds it prints (scoring, after the model loaded) and its peak RSS (ru_maxrss: model, passes and output
+writing). With `--random-init` (not a model the CLI loads) the CLI's path, `batching.score_records`, runs in a child.
 
 Goals (issue 17, CPU, default model, ratios within one run): open → window ≤ 0.9× forward (late), ≤ 0.6× (middle);
 click → error span ≤ 0.15× one-shot rescoring; open → whole ≤ 1.1× open one-shot; `score` (late) ≤ 0.6× two
