@@ -16,8 +16,9 @@ wall-clock, medians of `--repeats` (the spread, min–max, is reported):
   whose record is open: `ui.incremental.window_table` (the error-span numbers) beside the one-shot rescoring
   `HintScorer.score` on a scorer in the same state.
 
-And per length and placement, one child process runs `score` (`batching.score_records`, the CLI's path) on the
-record alone: seconds per record, and the child's peak RSS (ru_maxrss).
+And per length and placement, `opd-studio score` runs on the record alone as a command of its own (a subprocess):
+the seconds it prints (scoring, after the model loaded) and its peak RSS (ru_maxrss: model, passes and output
+writing). With `--random-init` (not a model the CLI loads) the CLI's path, `batching.score_records`, runs in a child.
 
 Goals (issue 17, CPU, default model, ratios within one run): open → window ≤ 0.9× forward (late), ≤ 0.6× (middle);
 click → error span ≤ 0.15× one-shot rescoring; open → whole ≤ 1.1× open one-shot; `score` (late) ≤ 0.6× two
@@ -204,15 +205,38 @@ def measure_length(n_tokens: int, repeats: int, model_name: str, device: str, ra
 
 
 def measure_score(n_tokens: int, where: str, model_name: str, device: str, random_init: int | None) -> dict:
-    """Child process: `score` (the CLI's batched path) on one record; its seconds and this process's peak RSS."""
-    from opd_studio.batching import prepare_scoring, score_records
+    """`opd-studio score` on one record, the command itself in a process of its own: its seconds (what it prints:
+    the scoring, after the model loaded) and its peak RSS (ru_maxrss of the waited child; the command's own, model
+    and output writing included). A random-initialised model is not a CLI model: that case runs the CLI's path
+    (`batching.score_records`) in this process."""
+    import os
+    import re
+    import subprocess
+    import tempfile
 
-    model, tokenizer = load(model_name, device, random_init)
-    record = addition_rollout(tokenizer, n_tokens, PLACEMENTS[where])
-    rss_loaded = peak_rss_gib()
-    seconds, results = timed(model, lambda: list(score_records(model, tokenizer, prepare_scoring(tokenizer, [record]))))
-    assert len(results) == 1 and results[0][1].table.kl.notna().any()
-    return {"seconds": seconds, "peak_rss_gib": peak_rss_gib(), "rss_after_load_gib": rss_loaded}
+    if random_init:
+        from opd_studio.batching import prepare_scoring, score_records
+
+        model, tokenizer = load(model_name, device, random_init)
+        record = addition_rollout(tokenizer, n_tokens, PLACEMENTS[where])
+        seconds, results = timed(model, lambda: list(score_records(model, tokenizer,
+                                                                    prepare_scoring(tokenizer, [record]))))
+        assert len(results) == 1 and results[0][1].table.kl.notna().any()
+        return {"seconds": seconds, "peak_rss_gib": peak_rss_gib(), "command": "score_records (in process)"}
+    record = addition_rollout(load(model_name, device, None)[1], n_tokens, PLACEMENTS[where])  # the tokenizer
+    with tempfile.TemporaryDirectory() as tmp:
+        records, scores = Path(tmp, "record.jsonl"), Path(tmp, "scores.jsonl")
+        records.write_text(record.to_json() + "\n")
+        command = [sys.executable, "-m", "opd_studio", "score", "--model", model_name, "--device", device,
+                   "--input", str(records), "--output", str(scores)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # this child's only child: the command
+        assert scores.stat().st_size > 0
+    seconds = float(re.search(r"tokens in ([\d.]+) s", done.stderr).group(1))
+    return {"seconds": seconds, "peak_rss_gib": rss, "command": "opd-studio score"}
 
 
 def in_child(fn, *args):

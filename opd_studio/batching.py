@@ -31,7 +31,8 @@ import torch
 from .alignment import Alignment, Spliced, align, pad_id, pad_right
 from .records import Record
 from .rollout import SamplingConfig, prompt_ids, rollout_record
-from .scoring import ForwardPass, HintScorer, ScoreResult, check_trajectory_length, common_prefix, forward_reusing
+from .scoring import (ForwardPass, HintScorer, ScoreResult, check_trajectory_length, common_prefix, forward_reusing,
+                      kv_cache)
 from .trajectory import Trajectory, TrajectoryError, build_trajectory
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -79,9 +80,13 @@ def decoder_hidden(model, sequences: list[list[int]], pad: int, keep: list[int] 
     prefixes: list[Prefix | None] = [None] * len(sequences)
     if cache:
         layers = out.past_key_values.layers
+        # Several rows: clone, else a slice would keep the whole batch's cache alive. One row: the slice keeps only
+        # its own cache alive (its tail past the prefix), and a clone would double the largest allocation of a long
+        # record (0.35 GB at 8k tokens of the default model).
+        copy = (lambda t: t.clone()) if len(sequences) > 1 else (lambda t: t)
         for b, n in enumerate(keep):
-            if n:  # clone: a slice would keep the whole batch's cache alive
-                prefixes[b] = Prefix([(layer.keys[b, :, :n].clone(), layer.values[b, :, :n].clone())
+            if n:
+                prefixes[b] = Prefix([(copy(layer.keys[b, :, :n]), copy(layer.values[b, :, :n]))
                                       for layer in layers], hidden[b][:n])
     return hidden, prefixes
 
@@ -91,8 +96,6 @@ def suffix_hidden(model, suffixes: list[list[int]], prefixes: list[Prefix], pad:
     """Final hidden states of each `prefix + suffix` sequence, [(P_b + S_b, H)], running only the suffixes, one
     batch: the prefixes' cached keys/values left-padded to the longest prefix P (masked), the suffixes right-padded
     to the longest suffix S, position ids P_b + 0, 1, … per row."""
-    from transformers import DynamicCache
-
     width_p, width_s = max(p.length for p in prefixes), max(len(s) for s in suffixes)
     rows = len(suffixes)
     ids = torch.full((rows, width_s), pad, dtype=torch.long)
@@ -102,16 +105,20 @@ def suffix_hidden(model, suffixes: list[list[int]], prefixes: list[Prefix], pad:
         ids[b, : len(suffix)] = torch.tensor(suffix)
         mask[b, width_p - prefix.length: width_p + len(suffix)] = 1
         positions[b] = prefix.length + torch.arange(width_s)
-    layers = []
-    for layer in range(len(prefixes[0].kv)):
-        keys, values = (prefixes[0].kv[layer][0].new_zeros((rows,) + prefixes[0].kv[layer][0].shape[:1]
-                                                           + (width_p,) + prefixes[0].kv[layer][0].shape[2:])
-                        for _ in range(2))
+
+    def padded(layer: int, which: int) -> torch.Tensor:  # (rows, heads, P, head_dim), left-padded with zeros
+        if rows == 1:  # nothing to pad: a view, no copy (the forward's concatenation is the one copy)
+            return prefixes[0].kv[layer][which][None]
+        first = prefixes[0].kv[layer][which]
+        out = first.new_zeros((rows,) + first.shape[:1] + (width_p,) + first.shape[2:])
         for b, prefix in enumerate(prefixes):
-            keys[b, :, width_p - prefix.length:] = prefix.kv[layer][0]
-            values[b, :, width_p - prefix.length:] = prefix.kv[layer][1]
-        layers.append((keys, values))
-    cache = DynamicCache(ddp_cache_data=layers, config=model.config)
+            out[b, :, width_p - prefix.length:] = prefix.kv[layer][which]
+        return out
+
+    # read-only: each layer's (prefix + suffix) keys/values exist only during its attention (a long record's
+    # grown cache would be its largest allocation, and nothing reads it afterwards)
+    cache = kv_cache(model, [(padded(layer, 0), padded(layer, 1)) for layer in range(len(prefixes[0].kv))],
+                     grow=False)
     device = model.device
     out = model.get_decoder()(input_ids=ids.to(device), attention_mask=mask.to(device),
                               position_ids=positions.to(device), past_key_values=cache, use_cache=True)

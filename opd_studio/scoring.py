@@ -142,24 +142,49 @@ class ForwardPass:
     hidden: torch.Tensor  # (T, H)
 
 
-@torch.no_grad()
-def forward_reusing(model, ids: list[int], reuse: ForwardPass | None = None) -> ForwardPass:
-    """Forward `ids`, reusing `reuse`'s cache for the longest common prefix (all but at least one token)."""
-    from transformers import DynamicCache
+def kv_cache(model, kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None, grow: bool = True):
+    """A `DynamicCache` holding per-layer (B, heads, T, head_dim) keys/values `kv` as they are, views included.
 
+    Not `DynamicCache(ddp_cache_data=kv)`: that concatenates each layer onto an empty tensor, a copy of the whole
+    cache (at 8k tokens of the default model 0.35 GB, and its time). Here the one copy is the forward's own
+    concatenation of the new tokens' keys/values; `kv` itself is never written. `grow=False`: a forward whose cache
+    is not wanted afterwards; each layer's concatenation lives only during that layer's attention, so the pass holds
+    one layer's (prefix + new) keys/values at a time instead of the whole grown cache."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class ReadOnlyLayer(DynamicLayer):
+        def update(self, key_states, value_states, *args, **kwargs):
+            return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
+
+    cache = DynamicCache(config=model.config)
+    for n, (layer, (keys, values)) in enumerate(zip(cache.layers, kv or [])):
+        if type(layer) is DynamicLayer:  # a full-attention layer: it keeps exactly what it is given
+            if not grow:
+                layer = cache.layers[n] = ReadOnlyLayer()
+            layer.lazy_initialization(keys, values)
+            layer.keys, layer.values = keys, values
+        else:  # sliding-window and other layers keep their own invariants: their `update` fills them
+            layer.update(keys, values)
+    return cache
+
+
+@torch.no_grad()
+def forward_reusing(model, ids: list[int], reuse: ForwardPass | None = None, keep_cache: bool = True
+                    ) -> ForwardPass:
+    """Forward `ids`, reusing `reuse`'s cache for the longest common prefix (all but at least one token).
+    `keep_cache=False`: only the hidden states are wanted (the pass's `kv` is empty), so the reused cache is read,
+    never copied into a grown one (`kv_cache(grow=False)`)."""
     shared = common_prefix(reuse.ids, ids) if reuse else 0
     shared = min(shared, len(ids) - 1)
-    if shared > 0:
-        cache = DynamicCache(ddp_cache_data=[(k[..., :shared, :], v[..., :shared, :]) for k, v in reuse.kv],
-                             config=model.config)
-    else:
-        cache = DynamicCache(config=model.config)
+    cache = kv_cache(model, [(k[..., :shared, :], v[..., :shared, :]) for k, v in reuse.kv] if shared > 0 else None,
+                     grow=keep_cache or shared == 0)
     new_ids = torch.tensor([ids[shared:]], device=model.device)
     out = model.get_decoder()(input_ids=new_ids, past_key_values=cache, use_cache=True)
     hidden = out.last_hidden_state[0]  # (T - shared, H)
     if shared > 0:
         hidden = torch.cat([reuse.hidden[:shared], hidden])
-    kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+    kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers] if keep_cache else []
     return ForwardPass(list(ids), kv, hidden)
 
 
@@ -305,7 +330,8 @@ class HintScorer:
                 with self.weights():
                     # not kept as `_last_hinted`: `score` then runs the hinted pass from the first hint in one
                     # piece, so its table is the one-shot table bit for bit (the window's part is a few tokens)
-                    last = forward_reusing(self.model, cut, reuse if self.reuse_cache else None)
+                    last = forward_reusing(self.model, cut, reuse if self.reuse_cache else None,
+                                            keep_cache=False)
             after, kl = self._compare(last, alignment, changed)
         before = self.student_stats(shown)
         table = self._table(alignment, before, (after, kl))

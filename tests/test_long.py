@@ -122,3 +122,25 @@ def test_hint_objects_round_trip():  # addition_record's hint is where the wrong
     text = record.messages[1]["content"]
     assert text[record.hints[0].char:].startswith("Step 4: 4 + 4 = 9.")
     assert text[record.error.char_start: record.error.char_end] == "9."
+
+
+def test_a_reused_prefix_cache_is_read_not_copied(short_context_model, tokenizer):
+    """`kv_cache` hands the cached keys/values to the model as they are, and a pass that keeps no cache
+    (`grow=False`, `forward_reusing(keep_cache=False)`) gives the hidden states of one that does, leaving the
+    reused pass's cache as it was: the memory of long records (README: Long rollouts)."""
+    import torch
+
+    from opd_studio.scoring import forward_reusing, kv_cache
+
+    ids = build_trajectory(tokenizer, addition_record(12, 9)).input_ids
+    original = forward_reusing(short_context_model, ids)
+    cache = kv_cache(short_context_model, original.kv, grow=False)
+    assert [layer.keys.data_ptr() for layer in cache.layers] == [k.data_ptr() for k, _ in original.kv]  # no copy
+    hinted = ids[:40] + [7, 8, 9] + ids[40:]
+    before = [k.clone() for k, _ in original.kv]
+    kept = forward_reusing(short_context_model, hinted, original)
+    read = forward_reusing(short_context_model, hinted, original, keep_cache=False)
+    assert read.kv == [] and torch.equal(read.hidden, kept.hidden)
+    assert all(torch.equal(k, b) for (k, _), b in zip(original.kv, before))  # the original's cache is untouched
+    whole = forward_reusing(short_context_model, hinted)  # no reuse at all: the same numbers up to float rounding
+    torch.testing.assert_close(read.hidden, whole.hidden, atol=1e-4, rtol=1e-4)

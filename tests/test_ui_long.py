@@ -135,3 +135,23 @@ def test_generate_writes_the_sampled_log_probabilities(tiny_model, tokenizer):
     assert len(record.response_logprobs) == len(record.response_token_ids)
     np.testing.assert_allclose(record.response_logprobs, np.minimum(0, table.logp), atol=1e-6)
     assert all(math.isfinite(lp) and lp <= 0 for lp in record.response_logprobs)
+
+
+def test_the_windowed_strip_carries_the_gradient_map_into_the_token_details(tiny_model, tokenizer, record):
+    trajectory = build_trajectory(tokenizer, record)
+    scorer = HintScorer(tiny_model, tokenizer, trajectory)
+    scores = scorer.score(record.hints, error=record.error)
+    gradient = scorer.gradient_map(record.hints, placebo=None, error=record.error)
+    assert not gradient.frame.empty
+    data = strip.strip_data(scores, "delta", trajectory, gradient=gradient)
+    assert data["g_target"] == gradient.target
+    mapped = {data["i"][int(k)]: push for k, push in data["g"].items()}
+    assert sorted(mapped) == sorted(gradient.frame.i)  # every target position, none else
+    for row in gradient.frame.itertuples():
+        p_student, p_target, push, weight, trained, top_student, top_target = mapped[row.i]
+        assert (p_student, p_target, push, weight) == pytest.approx(
+            (row.p_student, row.p_target, row.push, row.weight), abs=6e-3)
+        assert trained == row.trained and [t for t, _ in top_target] == [t for t, _ in row.top_target]
+    page = strip.render_strip(scores, "delta", trajectory, gradient=gradient, record_id=record.id)
+    assert "opd-windowed" in page and "gradient map (details on hover)" in page  # the legend's key
+    assert "gradient map (${d.g_target} target)" in strip.STRIP_JS  # the details panel draws `g`

@@ -254,10 +254,13 @@ def strip_data(scores: ScoreResult, view: str = "delta", trajectory=None, show_t
     the student and the teacher), `kl`, `f` (bit flags: ERROR … STUDENT), `rb`/`ra` ranks, `eb`/`ea` entropies,
     `tb`/`ta` top alternatives, `z` (p under the placebo, with the lane); `roles` [[k, role]], `hints`
     [[k, text, placement, n tokens]] (drawn before token k), `folds` [[k_start, k_end, label, folded at open]],
-    `hint_k` and `error_k` (where the record opens; None: none). Numbers are `scores.table`'s, rounded to 4 places."""
+    `hint_k` and `error_k` (where the record opens; None: none); with `gradient`, `g` {k: [p_student, p_target,
+    push, weight, trained, top_student, top_target]} at its target positions and `g_target` (the construction).
+    Numbers are `scores.table`'s, rounded to 4 places."""
     table = scores.table
     placebo = "logp_placebo" in table.columns
-    mapped = set() if gradient is None or gradient.frame.empty else set(gradient.frame.i)
+    pushes = {} if gradient is None or gradient.frame.empty else {row.i: row for row in gradient.frame.itertuples()}
+    mapped = set(pushes)
     error = scores.error_span or (-1, -1)
     pending_from = len(table) if scores.pending_from is None else scores.pending_from
     visible_context = _visible_context(trajectory, show_template)
@@ -308,6 +311,13 @@ def strip_data(scores: ScoreResult, view: str = "delta", trajectory=None, show_t
             data["z"].append(_rounded(math.exp(row.logp_placebo) if not pd.isna(row.logp_placebo) else None))
     first = scores.hints[0] if scores.hints else None
     k_of = {i: k for k, i in enumerate(data["i"])}
+    if pushes:  # the gradient map's lines of the token details (`_gradient_lines`), at the mapped tokens only
+        data["g_target"] = gradient.target
+        data["g"] = {str(k_of[i]): [_rounded(row.p_student), _rounded(row.p_target), _rounded(row.push, 2),
+                                    _rounded(row.weight), bool(row.trained),
+                                    [[text, round(p, 3)] for text, p in row.top_student],
+                                    [[text, round(p, 3)] for text, p in row.top_target]]
+                     for i, row in pushes.items() if i in k_of}
     hint_k = _k_at_or_after(k_of, data["i"], first.insert_at) if first else None
     error_k = _k_at_or_after(k_of, data["i"], error[0]) if scores.error_span else None
     folds = _folds(trajectory, data["i"], message_of, {hint_k, error_k} - {None}) if trajectory else []
@@ -742,6 +752,23 @@ const detailsOf = (panel, chip) => {
     table.append(row);
   }
   panel.append(table);
+  const push = d.g && d.g[k];  // the gradient map at this token: where the target pushes (`_gradient_lines`)
+  if (push) {
+    const [pStudent, pTarget, nats, weight, trained, topStudent, topTarget] = push;
+    panel.append(el('span', 'opd-push', `gradient map (${d.g_target} target): p ${fmt(pStudent)} → ` +
+      `${fmt(pTarget)} · push ${nats >= 0 ? '+' : ''}${fmt(nats, 2)} nats · weight ${fmt(weight)}` +
+      (trained ? '' : " · held at the student's own distribution (not trained)")));
+    const tops = el('table'), top = el('tr');
+    top.append(el('th', '', 'student'), el('th'), el('th', '', 'target'), el('th'));
+    tops.append(top);
+    for (let n = 0; n < Math.max(topStudent.length, topTarget.length); n++) {
+      const row = el('tr'), s = topStudent[n] || ['', 0], t = topTarget[n] || ['', 0];
+      row.append(el('td', '', visibleText(s[0])), el('td', '', fmt(s[1])), el('td', '', visibleText(t[0])),
+                 el('td', '', fmt(t[1])));
+      tops.append(row);
+    }
+    panel.append(tops);
+  }
 };
 const windowedKey = (event, chip) => {  // the strip's keys over the whole trajectory; true when the key was used
   const d = long.data, k = long.kOf.get(Number(chip.dataset.i)), n = d.i.length;
