@@ -54,6 +54,12 @@ def assets_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[1] / "assets"
 
 
+def asset_text(name: str) -> str:
+    """A script or style sheet of the studio's page: files under assets/studio/ (shipped inside the package), so
+    that they are read, linted and diffed as JS and CSS rather than as Python strings."""
+    return (assets_dir() / "studio" / name).read_text(encoding="utf-8")
+
+
 def demo_records(name: str = "demo_rollouts.jsonl") -> list[Record]:
     path = assets_dir() / name
     return read_records(path) if path.is_file() else []

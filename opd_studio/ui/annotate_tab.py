@@ -23,9 +23,9 @@ from ..hints import HINT_MODELS, needs_model
 from ..records import Record
 from ..rollout import SamplingConfig
 from ..served import is_served
-from ..workspace import prompt_id
+from ..workspace import asset_text, prompt_id
 from . import session as actions
-from .common import (MODEL_WORK, asset_text, counts_markdown, gpu, guarded, guarded_stream, model, model_turn, opened,
+from .common import (MODEL_WORK, counts_markdown, gpu, guarded, guarded_stream, model, model_turn, opened,
                      signed_in, store, synced, weights, workspace)
 from . import readahead
 from . import analysis_tabs

@@ -16,7 +16,7 @@ from ..access import Access
 from ..model import ModelLoadError, load_model_cached
 from ..records import RecordError
 from ..trajectory import TrajectoryError
-from ..workspace import DriftError, Store, Weights, Workspace, assets_dir
+from ..workspace import DriftError, Store, Weights, Workspace
 from .turns import TURNS
 from . import session as actions
 
@@ -30,12 +30,6 @@ BASE_URL = os.environ.get("OPD_STUDIO_BASE_URL") or None
 MODEL_WORK = dict(concurrency_id="model", concurrency_limit=1)
 USER_ERRORS = (ValueError, RecordError, TrajectoryError, ModelLoadError, KeyError)
 
-
-
-def asset_text(name: str) -> str:
-    """A script or style sheet of the page: files under assets/studio/ (shipped inside the package), so that they
-    are read, linted and diffed as JS and CSS rather than as Python strings."""
-    return (assets_dir() / "studio" / name).read_text()
 
 
 try:  # On a ZeroGPU Space, model work runs under spaces.GPU; elsewhere this is a no-op.

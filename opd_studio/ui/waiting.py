@@ -7,7 +7,7 @@ ahead of yours (k − 1 waiting and the one running). Its script (assets/studio/
 Gradio's trackers and says it in words above the status line; it invents no queue of its own.
 """
 
-from .common import asset_text
+from ..workspace import asset_text
 
 WAIT_CSS = asset_text("waiting.css")
 WAIT_JS = asset_text("waiting.js")
