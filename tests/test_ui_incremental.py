@@ -98,3 +98,38 @@ def test_a_click_on_a_speculated_position_is_served_from_memory(tiny_model, toke
     fresh = actions.open_record(actions.Session(), tiny_model, tokenizer, long_record())
     actions.move_hint(fresh, error_start + 1)
     assert_rows_equal(session.scores.table, fresh.scores.table)
+
+
+def test_an_action_does_not_wait_for_a_read_ahead_that_other_peoples_actions_keep_from_the_model(tiny_model,
+                                                                                                    tokenizer):
+    """Under load the read-ahead gets no turn (background work yields to every action), so the reviewer's next
+    accept must not wait for it: it is stopped and the action opens the record itself (it used to wait 20 s)."""
+    import threading
+    import time
+
+    from opd_studio.ui import readahead
+    from opd_studio.ui.turns import TURNS
+
+    session = actions.open_record(actions.Session(), tiny_model, tokenizer, Record.from_dict(ADD))
+    took_a_turn = []
+
+    def open_following(stop):  # the read-ahead's first piece, as `readahead.prepare` takes it
+        with TURNS.background(stop) as mine:
+            took_a_turn.append(mine)
+    holding, release = threading.Event(), threading.Event()
+
+    def someone_elses_action():
+        with TURNS.action():
+            holding.set()
+            release.wait(30)
+    other = threading.Thread(target=someone_elses_action)
+    other.start()
+    holding.wait(5)
+    try:
+        session.speculator = incremental.Speculator(session.scorer).start([], delay_s=0, first=open_following)
+        started = time.monotonic()
+        readahead.await_read_ahead(session, timeout_s=20)
+        assert time.monotonic() - started < 5 and took_a_turn == [False]
+    finally:
+        release.set()
+        other.join(5)

@@ -93,6 +93,12 @@ def prepare(record: Record, like: actions.Session, stop: threading.Event, curren
 
 
 def await_read_ahead(session: actions.Session, timeout_s: float = 20) -> None:
-    """The next record is being prepared in the background: wait for it rather than start over."""
-    if session.speculator is not None and session.prefetched is None:
-        session.speculator.first_done.wait(timeout_s)
+    """The next record is being prepared in the background: wait for it rather than start over — when the model is
+    otherwise idle. While other people's actions run or wait, the preparation gets no turn on the model (it yields
+    to them), so waiting for it would wait for the whole queue: it is stopped, and the action opens the record
+    itself in its own turn."""
+    if session.speculator is None or session.prefetched is not None:
+        return
+    if not TURNS.idle():
+        actions.stop_speculating(session)
+    session.speculator.first_done.wait(timeout_s)  # at once, or after the piece in flight, once stopped
