@@ -6,7 +6,8 @@ tokens with the hint late (90 % of the steps) and in the middle (50 %), each car
 (`response_logprobs`, computed here with one forward pass over the trace: decoder + projections of every position,
 timed as `forward_s`, the reference of the issue's goals). Each record is uploaded to a fresh page of two servers:
 the studio as it is, and with `OPD_STUDIO_ONESHOT=1` (the old path: one whole scoring, the whole strip as HTML).
-The page times, from the upload:
+Each studio first opens a short warm-up record, not counted (the studio loads its model in the background as the
+page opens). The page times, from the upload:
 
   useful_ms          the strip is on screen, scrolled so that the hint is in view (the staged path paints the
                      student's colours from the record's log-probabilities here, before any forward pass)
@@ -160,6 +161,13 @@ def main() -> None:
     model, tokenizer = load_model(args.model or "default", device="cpu")
     work = Path(tempfile.mkdtemp(prefix="long-ui-"))
     records = []
+    # A short record opened first on each studio and not counted: the studio loads its model in the background
+    # as the page opens, and the first measured record would otherwise wait for that load.
+    warm = addition_rollout(tokenizer, 300, POSITIONS["late"], record_id="warm-up")
+    warm_path = work / "warm-up.jsonl"
+    write_records(warm_path, [warm])
+    warm_trajectory = build_trajectory(tokenizer, warm)
+    warm_marks = (warm_trajectory.anchor_token(warm.hints[0])[0], warm_trajectory.error_token_span(warm.error)[0])
     for length in args.lengths:
         for position in args.positions:
             record = addition_rollout(tokenizer, length, POSITIONS[position], record_id=f"addition-{length}-{position}")
@@ -181,6 +189,7 @@ def main() -> None:
         for oneshot in (False, True):
             server = studio(work / ("old" if oneshot else "new"), oneshot, args.model)
             try:
+                measure(browser, server, warm_path, *warm_marks)
                 shown = max(records, key=lambda r: (r["hint"] == "late", r["tokens"]))
                 for r in records:
                     screenshot = Path(args.screenshot) if args.screenshot and not oneshot and r is shown else None

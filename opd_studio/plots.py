@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 
 BEFORE, AFTER, ERROR, HINT = "#6b7280", "#dc2626", "rgba(250, 204, 21, 0.25)", "#7c3aed"
 PLACEBO, CONTENT, RIGHT = "#0f766e", "#2563eb", "#059669"
+# A longer trace plots the student positions around its hints and error span: one SVG point (and one bar) per
+# token, thousands of them, kept the browser drawing for ~10 s at 8k tokens, and every click waited behind it. The
+# strip's minimap shows the whole trace.
+PLOT_MAX_POSITIONS = 1000
 PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#65a30d"]
 
 
@@ -53,6 +57,20 @@ def _scored(table: pd.DataFrame) -> pd.DataFrame:
     return table[table.student & table.logp_before.notna()]
 
 
+def _plotted(scores: ScoreResult) -> tuple[pd.DataFrame, str]:
+    """The scored rows to plot and, when a long trace is cut to `PLOT_MAX_POSITIONS` rows around its first hint and
+    its error span, a title suffix saying which positions show."""
+    rows = _scored(scores.table)
+    if len(rows) <= PLOT_MAX_POSITIONS:
+        return rows, ""
+    marks = [*scores.anchors[:1], *(scores.error_span[:1] if scores.error_span else ())]
+    centre = (min(marks) + max(marks)) // 2 if marks else int(rows.i.iloc[0])
+    start = int(rows.i.searchsorted(centre)) - PLOT_MAX_POSITIONS // 2
+    start = max(0, min(start, len(rows) - PLOT_MAX_POSITIONS))
+    shown = rows.iloc[start:start + PLOT_MAX_POSITIONS]
+    return shown, f" · positions {int(shown.i.iloc[0])}–{int(shown.i.iloc[-1])} of {int(rows.i.iloc[-1])}"
+
+
 def _mark_hints_and_error(figure: go.Figure, scores: ScoreResult) -> None:
     span = scores.error_span
     if span:
@@ -65,7 +83,7 @@ def _mark_hints_and_error(figure: go.Figure, scores: ScoreResult) -> None:
 def logprob_figure(scores: ScoreResult) -> go.Figure:
     """log p(token) before vs after the hint, per student position, and under the placebo when the table has the
     placebo lane (tokens flagged style marked ◇); error span shaded, hints dashed."""
-    rows = _scored(scores.table)
+    rows, cut = _plotted(scores)
     labels = [label(t) for t in rows.text]
     figure = go.Figure([
         go.Scatter(x=rows.i, y=rows.logp_before, name="before (student)", mode="lines+markers",
@@ -85,20 +103,22 @@ def logprob_figure(scores: ScoreResult) -> go.Figure:
                                         text=[label(t) for t in style.text], hovertemplate="%{text}: style"))
     _mark_hints_and_error(figure, scores)
     _integer_positions(figure, rows.i)
-    return _layout(figure, "log p(token): before vs after the hint" + (" vs the placebo" if placebo else ""),
+    return _layout(figure, "log p(token): before vs after the hint" + (" vs the placebo" if placebo else "") + cut,
                    "log p")
 
 
 def kl_figure(scores: ScoreResult) -> go.Figure:
-    rows = _scored(scores.table)
+    rows, cut = _plotted(scores)
     colors = [AFTER if t else BEFORE for t in rows.target]
+    # textposition="none": the token is for the hover, not drawn on every bar
     figure = go.Figure(go.Bar(x=rows.i, y=rows.kl, marker_color=colors, text=[label(t) for t in rows.text],
-                              hovertemplate="%{text}: KL %{y:.3f}", name="KL"))
+                              textposition="none", hovertemplate="%{text}: KL %{y:.3f}", name="KL"))
     _mark_hints_and_error(figure, scores)
     _integer_positions(figure, rows.i)
     # served scores: KL over the server's top k + a tail bin, a lower bound of the full-vocabulary KL (served.py)
     over = f" over the top {scores.topk_figures} + tail" if scores.topk_figures else ""
-    return _layout(figure, f"KL(teacher ‖ student){over} per position (red: in the loss span)", "nats", height=240)
+    return _layout(figure, f"KL(teacher ‖ student){over} per position (red: in the loss span){cut}", "nats",
+                   height=240)
 
 
 def sweep_figure(sweep: pd.DataFrame) -> go.Figure:

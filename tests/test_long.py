@@ -144,3 +144,23 @@ def test_a_reused_prefix_cache_is_read_not_copied(short_context_model, tokenizer
     assert all(torch.equal(k, b) for (k, _), b in zip(original.kv, before))  # the original's cache is untouched
     whole = forward_reusing(short_context_model, hinted)  # no reuse at all: the same numbers up to float rounding
     torch.testing.assert_close(read.hidden, whole.hidden, atol=1e-4, rtol=1e-4)
+
+
+def test_plots_of_a_long_trace_show_the_positions_around_the_hint_and_error(short_context_model, tokenizer,
+                                                                             monkeypatch):
+    """Thousands of SVG points kept the browser drawing for seconds: a long trace's plots keep
+    `PLOT_MAX_POSITIONS` student positions, the hint and the error span among them, and say which."""
+    from opd_studio import plots
+    record = addition_record(30, 22)
+    trajectory = build_trajectory(tokenizer, record)
+    scores = HintScorer(short_context_model, tokenizer, trajectory).score(record.hints, error=record.error)
+    student = int((scores.table.student & scores.table.logp_before.notna()).sum())
+    whole = plots.logprob_figure(scores)
+    assert len(whole.data[0].x) == student and "positions" not in whole.layout.title.text
+    monkeypatch.setattr(plots, "PLOT_MAX_POSITIONS", 60)
+    for figure in (plots.logprob_figure(scores), plots.kl_figure(scores)):
+        shown = list(figure.data[0].x)
+        assert len(shown) == 60 < student
+        assert shown[0] <= scores.anchors[0] and scores.error_span[1] - 1 <= shown[-1]
+        assert f"positions {shown[0]}–{shown[-1]} of " in figure.layout.title.text
+    assert plots.kl_figure(scores).data[0].textposition == "none"  # tokens in the hover, not drawn on the bars
