@@ -14,6 +14,8 @@ page opens). The page times, from the upload:
   hint_numbers_ms    the hinted numbers around the hint and the error span are in the strip
   strip_ms           the whole strip is in (nothing pending)
   token_elements     the most token elements the page held at once
+  cpu_s              CPU seconds the studio and Chromium used from the upload to the numbers at the hint and to
+                     the whole strip (they share the machine's cores; on a Space the browser is elsewhere)
 
 then, from a click on the token three before the error span (the hint moves there):
 
@@ -36,6 +38,8 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 from bench.common import addition_rollout, with_sampled_logprobs
 from opd_studio.model import load_model
@@ -108,8 +112,13 @@ def measure(browser, server, path: Path, hint: int, error_start: int, screenshot
         page.goto(server.url)
         page.wait_for_selector("#opd-generate")
         page.evaluate(WATCH_JS, hint)
+        cpu_start = cpu_seconds(server)
         page.locator("#opd-upload input[type=file]").set_input_files(str(path))
+        page.wait_for_function("() => window.opdSeen.numbers !== null || window.opdSeen.strip !== null",
+                               timeout=TIMEOUT_MS, polling=100)
+        cpu_numbers = cpu_seconds(server)
         page.wait_for_function("() => window.opdSeen.strip !== null", timeout=TIMEOUT_MS, polling=100)
+        cpu_strip = cpu_seconds(server)
         seen = page.evaluate("window.opdSeen")
         time.sleep(1.0)  # a person reads; the plots arrive
         if screenshot is not None:
@@ -125,12 +134,28 @@ def measure(browser, server, path: Path, hint: int, error_start: int, screenshot
         raise RuntimeError(f"no strip after clicking token {target}: {clicked}")
     return {"useful_ms": round(seen["useful"]), "hint_numbers_ms": round(seen["numbers"] or seen["strip"]),
             "strip_ms": round(seen["strip"]), "token_elements": seen["elements"],
-            "click_error_ms": round(clicked["error"]), "click_strip_ms": round(clicked["strip"])}
+            "click_error_ms": round(clicked["error"]), "click_strip_ms": round(clicked["strip"]),
+            "cpu_s": {stage: {who: round(at[who] - cpu_start[who], 1) for who in at}
+                      for stage, at in (("numbers", cpu_numbers), ("strip", cpu_strip))}}
+
+
+def cpu_seconds(server) -> dict[str, float]:
+    """CPU seconds used so far by the studio's process and by Chromium's (every process whose name says chrom):
+    both share this machine's cores, so a browser busy drawing slows the model down."""
+    def used(process) -> float:
+        try:
+            times = process.cpu_times()
+            return times.user + times.system
+        except psutil.Error:  # a process that ended between the listing and the read
+            return 0.0
+    browser = sum(used(p) for p in psutil.process_iter(["name"]) if "chrom" in (p.info["name"] or "").lower())
+    return {"studio": used(psutil.Process(server.process.pid)), "chromium": browser}
 
 
 def markdown(results: list[dict]) -> str:
     lines = ["| tokens | hint | one forward pass | upload → hint in view | → numbers at the hint | → whole strip | "
-             "click → error numbers | token elements |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "click → error numbers | token elements | CPU s to the numbers: studio / Chromium |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         new, old, forward = r["new"], r["old"], r["forward_s"] * 1000
         lines.append(
@@ -139,7 +164,8 @@ def markdown(results: list[dict]) -> str:
             f"{new['hint_numbers_ms'] / forward:.2f}× a pass (old {old['hint_numbers_ms'] / forward:.2f}×) | "
             f"{new['strip_ms'] / 1000:.1f} s = {new['strip_ms'] / old['strip_ms']:.2f}× old | "
             f"{new['click_error_ms'] / 1000:.1f} s = {new['click_error_ms'] / old['click_error_ms']:.2f}× old | "
-            f"{new['token_elements']:,} (old {old['token_elements']:,}) |")
+            f"{new['token_elements']:,} (old {old['token_elements']:,}) | "
+            f"{new['cpu_s']['numbers']['studio']:.0f} / {new['cpu_s']['numbers']['chromium']:.0f} |")
     return "\n".join(lines)
 
 
