@@ -74,6 +74,8 @@ SWEEP = {
     "no drift guard": {"drift_weight": 0.0, "drift_threshold": None},
     "drift weight 1": {"drift_weight": 1.0},
     "error span": {"span": "error"},
+    "error span, lr 3e-4": {"span": "error", "lr": 3e-4},
+    "error span, 20 steps": {"span": "error", "steps": 20},
     "lr 5e-5": {"lr": 5e-5},
     "lr 3e-4": {"lr": 3e-4},
     "5 steps": {"steps": 5},
