@@ -102,6 +102,7 @@ TARGET_SWEEP = {
     "contrast α=0.5": {"target": "contrast", "alpha": 0.5},
     "guided α=0.5": {"target": "guided", "alpha": 0.5},  # RLCSD's defaults: floor −5, τ = 1
     "guided α=1": {"target": "guided", "alpha": 1.0},
+    "hinted, error span, 20 steps": {"target": "hinted", "span": "error", "steps": 20},
 }
 FAMILY_ROLLOUTS = ROOT / "bench" / "data" / "family_greedy.jsonl"  # bench/families.py's greedy answers (48 tasks)
 
