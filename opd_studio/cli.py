@@ -188,6 +188,9 @@ def _add_loop_parser(commands, flags: argparse.ArgumentParser) -> None:
                       help="the hint model that reads each answer")
     loop.add_argument("--accept", choices=["verifier"], default=None,
                       help="accept the hint model's proposals as proposed (default: they go to the review queue)")
+    loop.add_argument("--hint-placement", choices=["inline", "feedback"], default=None,
+                      help="place the proposals inline (as the hint model proposes them) or as a feedback turn "
+                           "before the answer, where the teacher continues the student's own sentence")
     loop.add_argument("--samples", type=int, default=0, help="sampled answers per prompt besides the greedy one")
     loop.add_argument("--max-new-tokens", type=int, default=64)
     loop.add_argument("--heldout", help="prompts measured after each round, never trained on (default: the demo "
@@ -503,8 +506,8 @@ def _loop(args) -> None:
     if args.rounds < 1:
         raise ValueError("--rounds must be at least 1")
     train = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
-    config = RoundConfig(hint_model=args.hint_model, accept=args.accept, samples=args.samples,
-                         max_new_tokens=args.max_new_tokens, train=train, report_to=args.report_to,
+    config = RoundConfig(hint_model=args.hint_model, accept=args.accept, hint_placement=args.hint_placement,
+                         samples=args.samples, max_new_tokens=args.max_new_tokens, train=train, report_to=args.report_to,
                          trackio=_trackio_target(args))
     workspace = _workspace()
     done = rounds_done(workspace)

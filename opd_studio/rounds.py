@@ -47,6 +47,9 @@ HISTORY_COLUMNS = ["round", "run", "parent", "split", "answers", "right", "suppr
                    "looping", "proposed", "accepted", "anchors", "queued", "missed", "drift"]
 
 
+HINT_PLACEMENTS = ("inline", "feedback")  # what a round may place proposals as (a template needs its own text)
+
+
 @dataclass
 class RoundConfig:
     hint_model: str = "answer"  # a name of `hints.HINT_MODELS`
@@ -55,6 +58,11 @@ class RoundConfig:
     temperature: float = 0.7
     max_new_tokens: int = 64
     train: TrainConfig = field(default_factory=TrainConfig)
+    # How the hint model's proposals are placed: None keeps theirs (inline). "feedback" puts each hint in a turn
+    # before the answer, where the teacher continues the student's own sentence: on the held-out family its top
+    # token at the error is the right result's first digit in 13 of 19 answers, against 4 of 19 inline
+    # (bench/teacher_top.py).
+    hint_placement: str | None = None
     report_to: str = "none"  # "trackio": the round's training reports each step, as `train --report-to trackio`
     trackio: TrackioTarget | None = None  # where (None: the local project opd-studio)
 
@@ -66,6 +74,8 @@ class RoundConfig:
         if self.accept not in ACCEPT_POLICIES:
             raise ValueError(f"accept {self.accept!r}: leave it out (proposals go to the review queue) or use "
                              "'verifier' (accepted as proposed)")
+        if self.hint_placement not in (None, *HINT_PLACEMENTS):
+            raise ValueError(f"hint placement {self.hint_placement!r} is not one of {', '.join(HINT_PLACEMENTS)}")
         if self.samples < 0 or self.max_new_tokens < 1:
             raise ValueError("samples must be >= 0 and max_new_tokens >= 1")
 
@@ -205,6 +215,8 @@ def _curate(prompts: list[Record], greedy: list[str], sampled: list[list[tuple]]
     for prompt, text, extra in zip(prompts, greedy, sampled):
         for mode, seed, answer in [("greedy", None, text), *extra]:
             record, result = propose_record(hint_model, answered(prompt, answer, mode, seed), tokenizer)
+            if config.hint_placement:
+                record.hints = [dataclasses.replace(h, placement=config.hint_placement) for h in record.hints]
             record.meta["round"] = outcome.round
             right = None if result.proposals else is_right(prompt, answer, hint_model)
             if result.proposals:

@@ -112,3 +112,22 @@ def test_a_round_without_prompts_says_what_to_do(tmp_path, base_model, tokenizer
     weights = Weights(copy.deepcopy(base_model), tokenizer)
     with pytest.raises(ValueError, match="no prompts"):
         list(run_round(workspace, weights, RoundConfig(train=QUICK)))
+
+
+@pytest.mark.parametrize("placement", [None, "feedback"])
+def test_a_round_places_the_proposals_as_asked(tokenizer, placement):
+    """`hint_placement="feedback"`: the hint model's proposal becomes a feedback turn at the same anchor, and the
+    trajectory scores (the teacher continues the student's own sentence after the hint turn)."""
+    from opd_studio.rounds import RoundOutcome, _curate
+    from opd_studio.trajectory import build_trajectory
+    question = prompt("What is 17 + 25?")
+    config = RoundConfig(accept="verifier", hint_placement=placement)
+    records, statuses, flagged = _curate([question], ["17 + 25 = 32."], [[]], HINT_MODELS["answer"](), config,
+                                         tokenizer, RoundOutcome(1, None, None, "answer", "verifier"))
+    (record,) = records
+    assert statuses[record.id] == "accepted" and flagged == [record]
+    (hint,) = record.hints
+    assert hint.placement == (placement or "inline") and "42" in hint.text
+    assert build_trajectory(tokenizer, record).anchor_token(hint)[0] is not None
+    with pytest.raises(ValueError, match="hint placement 'template' is not one of inline, feedback"):
+        RoundConfig(hint_placement="template")
