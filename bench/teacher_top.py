@@ -27,7 +27,7 @@ import pandas as pd
 
 from bench.effect import family_rollouts_flagged
 from opd_studio.model import load_model
-from opd_studio.records import Record
+from opd_studio.records import PROPOSAL_PLACEMENTS, Record
 from opd_studio.scoring import HintScorer
 from opd_studio.trajectory import build_trajectory
 
@@ -53,7 +53,7 @@ def error_row(model, tokenizer, record: Record, placement: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=48, help="at most this many flagged curation answers")
-    parser.add_argument("--placements", nargs="+", default=["inline", "feedback"])
+    parser.add_argument("--placements", nargs="+", default=list(PROPOSAL_PLACEMENTS))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "teacher_top.json"))
     args = parser.parse_args()
     model, tokenizer = load_model("default", device="cpu")

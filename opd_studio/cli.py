@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from .hints import HINT_MODELS, needs_model
-from .records import RecordError, read_records, write_records
+from .records import PROPOSAL_PLACEMENTS, RecordError, read_records, write_records
 
 
 def _add_model_args(parser: argparse.ArgumentParser, weights: bool = True) -> None:
@@ -188,7 +188,7 @@ def _add_loop_parser(commands, flags: argparse.ArgumentParser) -> None:
                       help="the hint model that reads each answer")
     loop.add_argument("--accept", choices=["verifier"], default=None,
                       help="accept the hint model's proposals as proposed (default: they go to the review queue)")
-    loop.add_argument("--hint-placement", choices=["inline", "feedback"], default=None,
+    loop.add_argument("--hint-placement", choices=list(PROPOSAL_PLACEMENTS), default=None,
                       help="place the proposals inline (as the hint model proposes them) or as a feedback turn "
                            "before the answer, where the teacher continues the student's own sentence")
     loop.add_argument("--samples", type=int, default=0, help="sampled answers per prompt besides the greedy one")
@@ -507,8 +507,8 @@ def _loop(args) -> None:
         raise ValueError("--rounds must be at least 1")
     train = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     config = RoundConfig(hint_model=args.hint_model, accept=args.accept, hint_placement=args.hint_placement,
-                         samples=args.samples, max_new_tokens=args.max_new_tokens, train=train, report_to=args.report_to,
-                         trackio=_trackio_target(args))
+                         samples=args.samples, max_new_tokens=args.max_new_tokens, train=train,
+                         report_to=args.report_to, trackio=_trackio_target(args))
     workspace = _workspace()
     done = rounds_done(workspace)
     if done >= args.rounds:

@@ -21,6 +21,7 @@ from typing import Any, Iterable
 from .files import write_atomic
 
 PLACEMENTS = ("inline", "feedback", "template")
+PROPOSAL_PLACEMENTS = ("inline", "feedback")  # a hint model's proposal can be placed so (a template needs a text)
 HINT_STATUSES = ("proposed", "accepted", "rejected", "edited")
 ROLES = ("system", "user", "assistant", "tool", "developer")
 MAX_LINE_BYTES = 4_000_000

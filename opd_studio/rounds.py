@@ -35,7 +35,7 @@ from typing import Iterator
 import pandas as pd
 
 from .fix_rate import FixRateConfig, corrected, error_signature, loops, prompt_of, regenerate, suppressed, verifiers_for
-from .records import Record
+from .records import PROPOSAL_PLACEMENTS, Record
 from .tracking import TrackioTarget
 from .train import TrainConfig
 from .workspace import TrainProgress, Weights, Workspace, heldout_records, model_label, prompt_id, rollout_id
@@ -45,9 +45,6 @@ SPLITS = ("curated", "heldout")
 COUNTS = ("answers", "right", "flagged", "suppressed", "corrected", "broken", "looping")
 HISTORY_COLUMNS = ["round", "run", "parent", "split", "answers", "right", "suppressed", "corrected", "broken",
                    "looping", "proposed", "accepted", "anchors", "queued", "missed", "drift"]
-
-
-HINT_PLACEMENTS = ("inline", "feedback")  # what a round may place proposals as (a template needs its own text)
 
 
 @dataclass
@@ -74,8 +71,8 @@ class RoundConfig:
         if self.accept not in ACCEPT_POLICIES:
             raise ValueError(f"accept {self.accept!r}: leave it out (proposals go to the review queue) or use "
                              "'verifier' (accepted as proposed)")
-        if self.hint_placement not in (None, *HINT_PLACEMENTS):
-            raise ValueError(f"hint placement {self.hint_placement!r} is not one of {', '.join(HINT_PLACEMENTS)}")
+        if self.hint_placement not in (None, *PROPOSAL_PLACEMENTS):
+            raise ValueError(f"hint placement {self.hint_placement!r} is not one of {', '.join(PROPOSAL_PLACEMENTS)}")
         if self.samples < 0 or self.max_new_tokens < 1:
             raise ValueError("samples must be >= 0 and max_new_tokens >= 1")
 
