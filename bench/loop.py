@@ -21,6 +21,7 @@ proposed nothing for: what the loop cannot fix). Writes bench/results/loop.json.
 
     python -m bench.loop                      # S = 10 (CPU: ~15 min on 2 quiet cores)
     python -m bench.loop --steps 8 --hint-model answer
+    python -m bench.loop --steps 20 --hint-placement feedback --span error --output bench/results/loop_feedback.json
     python -m bench.loop --quick              # 4 prompts, 1 step, 32 tokens: a smoke test
 """
 
@@ -42,7 +43,7 @@ from bench.effect import first_sentence, neighbourhood_kl, tasks, unrelated_answ
 from opd_studio.fix_rate import FixRateConfig, loops, regenerate
 from opd_studio.hints import HINT_MODELS
 from opd_studio.model import load_model
-from opd_studio.records import Record
+from opd_studio.records import PROPOSAL_PLACEMENTS, Record
 from opd_studio.rounds import RoundConfig, RoundProgress, is_right, prompt_key, run_round
 from opd_studio.store import Store
 from opd_studio.train import TrainConfig
@@ -96,7 +97,8 @@ def run_rounds(label, rounds, steps, args, model, tokenizer, curated, heldout, m
     workspace = Workspace(Store(directory / "store.sqlite"))
     weights = Weights(model, tokenizer)
     config = RoundConfig(hint_model=args.hint_model, accept="verifier", max_new_tokens=args.max_new_tokens,
-                         train=TrainConfig(steps=steps, seed=args.seed))
+                         hint_placement=args.hint_placement,
+                         train=TrainConfig(steps=steps, seed=args.seed, span=args.span))
     try:
         for number in range(1, rounds + 1):
             started = time.perf_counter()
@@ -145,6 +147,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="S: steps per round")
     parser.add_argument("--prompts", type=int, default=16, help="prompts per family (curated, held-out)")
     parser.add_argument("--hint-model", default="answer", choices=list(HINT_MODELS))
+    parser.add_argument("--hint-placement", choices=list(PROPOSAL_PLACEMENTS), default=None,
+                        help="where accepted hints go (default: where the hint model puts them, inline)")
+    parser.add_argument("--span", default=TrainConfig.span, choices=["error", "turn", "response"],
+                        help="loss span after the hint")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--quick", action="store_true", help="4 prompts, 1 step, 32 tokens, 2 unrelated: a smoke test")
@@ -184,7 +190,8 @@ def main() -> None:
         report = table(rows)
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps({
-            "steps": args.steps, "hint_model": args.hint_model, "max_new_tokens": args.max_new_tokens,
+            "steps": args.steps, "hint_model": args.hint_model, "hint_placement": args.hint_placement,
+            "span": args.span, "max_new_tokens": args.max_new_tokens,
             "finished": finished, "prompts": {"curated": [p.to_dict() for p in curated],
                                               "heldout": [p.to_dict() for p in heldout]},
             "rows": rows, "table": report, "seconds": round(time.perf_counter() - started, 1)}, indent=1,

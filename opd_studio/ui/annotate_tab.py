@@ -20,7 +20,7 @@ import time
 import gradio as gr
 
 from ..hints import HINT_MODELS, needs_model
-from ..records import Record
+from ..records import PLACEMENTS, Record
 from ..rollout import SamplingConfig
 from ..served import is_served
 from ..workspace import asset_text, prompt_id
@@ -471,7 +471,7 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
             with gr.Row():
                 hint_text = gr.Textbox(label="Hint text (Enter applies, Esc leaves)", scale=3,
                                        elem_id="opd-hint-text")
-                placement = gr.Radio(["inline", "feedback", "template"], value="inline", label="Placement",
+                placement = gr.Radio(list(PLACEMENTS), value="inline", label="Placement",
                                      elem_id="opd-placement")
             template = gr.Textbox("", label="Template (with {hint})", visible=False, placeholder=" [note: {hint}] ",
                                   elem_id="opd-template")

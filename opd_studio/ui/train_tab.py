@@ -18,6 +18,7 @@ import pandas as pd
 
 from .. import plots
 from ..hints import HINT_MODELS
+from ..records import PROPOSAL_PLACEMENTS
 from ..rounds import HISTORY_COLUMNS, RoundConfig, round_history, run_round
 from ..targets import ALPHA_MAX, TARGETS
 from ..workspace import ANSWER_COLUMNS, FIX_RATE_COLUMNS, RUN_COLUMNS, TrainConfig, metrics_frames
@@ -84,10 +85,10 @@ def on_train(session, steps, lr, loss, span, drift_weight, drift_threshold, lora
 @guarded_stream
 @gpu
 def on_next_round(session, steps, lr, loss, span, drift_weight, drift_threshold, lora_r, use_heldout, target,
-                  alpha, placebo, trackio, hint_model, accept, profile: gr.OAuthProfile | None = None):
+                  alpha, placebo, trackio, hint_model, accept, placement, profile: gr.OAuthProfile | None = None):
     """One round of the loop from the active weights (`rounds.run_round`), streamed like a training run. It takes
     the Train form as `on_train` does, its trackio box included (the round's training reports to trackio)."""
-    config = RoundConfig(hint_model=hint_model, accept="verifier" if accept else None,
+    config = RoundConfig(hint_model=hint_model, accept="verifier" if accept else None, hint_placement=placement,
                          train=train_config(steps, lr, loss, span, drift_weight, drift_threshold, lora_r, target,
                                             alpha, placebo), report_to="trackio" if trackio else "none")
     session = signed_in(session, profile)
@@ -244,7 +245,9 @@ def build(app: gr.Blocks, session: gr.State) -> None:
     loss_plot = gr.Plot(elem_id="opd-loss-plot", visible=False, label="Loss and drift", show_label=False)
     what_next = gr.Markdown(elem_id="opd-train-next", label="What next", show_label=False)
     gr.Markdown("**Rounds of the loop.** *Next round* regenerates the curated prompts with the weights in use, runs "
-                "the hint model on the answers (its proposals go to the review queue, or are accepted as proposed), "
+                "the hint model on the answers (its proposals go to the review queue, or are accepted as proposed; "
+                "*Hint placement: feedback* puts each hint in a feedback turn before the answer, after which the hinted "
+                "model writes the right result more often than after an inline hint), "
                 "keeps right answers as anchors, then trains from the weights in use with the settings above; the "
                 "run names its parent. The history counts greedy answers per round, on the curated prompts and on "
                 "held-out demo prompts never trained on (none while *Measure drift on held-out demo rollouts* is "
@@ -252,6 +255,8 @@ def build(app: gr.Blocks, session: gr.State) -> None:
     with gr.Row():
         round_hint_model = gr.Dropdown(list(HINT_MODELS), value="answer", label="Hint model",
                                        elem_id="opd-round-hint-model")
+        round_placement = gr.Radio(list(PROPOSAL_PLACEMENTS), value="inline", label="Hint placement",
+                                   elem_id="opd-round-placement")
         round_accept = gr.Checkbox(value=False, label="Accept its proposals as proposed (no review)",
                                    elem_id="opd-round-accept")
         round_button = gr.Button("Next round", variant="primary", elem_id="opd-next-round")
@@ -298,7 +303,7 @@ def build(app: gr.Blocks, session: gr.State) -> None:
     use_run_button.click(on_use_run, [session, use_run_id], [train_status, runs], api_name="use_run")
     download_run_button.click(on_download_run, [use_run_id], [run_file], api_name="download_run")
     fix_button.click(on_fix_rate, [session, fix_samples, fix_compare], [fix_summary, fix_rows], api_name="fix_rate")
-    round_button.click(on_next_round, [*train_inputs, round_hint_model, round_accept],
+    round_button.click(on_next_round, [*train_inputs, round_hint_model, round_accept, round_placement],
                        [session, train_status, train_plot, loss_plot, runs, use_run_id, rounds, rounds_plot],
                        api_name="next_round", show_progress="hidden")
     app.load(on_runs, [], [runs, use_run_id, rounds, rounds_plot], api_name=False)
