@@ -11,9 +11,10 @@
       const match = (tracker.textContent || '').match(/queue:\s*(\d+)\s*\//);
       if (match) place = Math.min(place ?? Infinity, Number(match[1]));
     }
-    if (place === null) { banner.classList.remove('opd-shown'); banner.textContent = ''; return; }
-    banner.textContent = `Waiting for the model: ${place} action${place === 1 ? '' : 's'} ahead of yours. ` +
-      'Your result will appear here.';
-    banner.classList.add('opd-shown');
+    // written only when it changes: this runs four times a second on every open page
+    const text = place === null ? '' : `Waiting for the model: ${place} action${place === 1 ? '' : 's'} ahead of ` +
+      'yours. Your result will appear here.';
+    if (banner.textContent !== text) banner.textContent = text;
+    banner.classList.toggle('opd-shown', place !== null);
   }, 250);
 }
