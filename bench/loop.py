@@ -19,9 +19,8 @@ answer, and first sentence), looping answers (curated + held-out), drift = mean 
 base's unrelated QA answers, and per round what the hint model flagged and what it *missed* (wrong answers it
 proposed nothing for: what the loop cannot fix). Writes bench/results/loop.json.
 
-    python -m bench.loop                      # S = 10 (CPU: ~15 min on 2 quiet cores)
-    python -m bench.loop --steps 8 --hint-model answer
-    python -m bench.loop --steps 20 --hint-placement feedback --span error --output bench/results/loop_feedback.json
+    python -m bench.loop --output bench/results/loop_feedback.json   # the defaults: feedback hints, error span, S = 20
+    python -m bench.loop --steps 8 --hint-placement inline --span turn   # the earlier defaults → loop.json
     python -m bench.loop --quick              # 4 prompts, 1 step, 32 tokens: a smoke test
 """
 
@@ -144,11 +143,11 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=10, help="S: steps per round")
+    parser.add_argument("--steps", type=int, default=TrainConfig.steps, help="S: steps per round")
     parser.add_argument("--prompts", type=int, default=16, help="prompts per family (curated, held-out)")
     parser.add_argument("--hint-model", default="answer", choices=list(HINT_MODELS))
-    parser.add_argument("--hint-placement", choices=list(PROPOSAL_PLACEMENTS), default=None,
-                        help="where accepted hints go (default: where the hint model puts them, inline)")
+    parser.add_argument("--hint-placement", choices=list(PROPOSAL_PLACEMENTS), default=RoundConfig.hint_placement,
+                        help="where accepted hints go (default: the rounds' default, a feedback turn)")
     parser.add_argument("--span", default=TrainConfig.span, choices=["error", "turn", "response"],
                         help="loss span after the hint")
     parser.add_argument("--max-new-tokens", type=int, default=64)

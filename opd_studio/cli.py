@@ -188,9 +188,9 @@ def _add_loop_parser(commands, flags: argparse.ArgumentParser) -> None:
                       help="the hint model that reads each answer")
     loop.add_argument("--accept", choices=["verifier"], default=None,
                       help="accept the hint model's proposals as proposed (default: they go to the review queue)")
-    loop.add_argument("--hint-placement", choices=list(PROPOSAL_PLACEMENTS), default=None,
-                      help="place the proposals inline (as the hint model proposes them) or as a feedback turn "
-                           "before the answer, where the teacher continues the student's own sentence")
+    loop.add_argument("--hint-placement", choices=list(PROPOSAL_PLACEMENTS), default="feedback",  # RoundConfig's
+                      help="place the proposals as a feedback turn before the answer (default: there the teacher "
+                           "continues the student's own sentence) or inline, as the hint model proposes them")
     loop.add_argument("--samples", type=int, default=0, help="sampled answers per prompt besides the greedy one")
     loop.add_argument("--max-new-tokens", type=int, default=64)
     loop.add_argument("--heldout", help="prompts measured after each round, never trained on (default: the demo "

@@ -131,3 +131,14 @@ def test_a_round_places_the_proposals_as_asked(tokenizer, placement):
     assert build_trajectory(tokenizer, record).anchor_token(hint)[0] is not None
     with pytest.raises(ValueError, match="hint placement 'template' is not one of inline, feedback"):
         RoundConfig(hint_placement="template")
+
+
+def test_the_loop_command_defaults_to_the_round_defaults():
+    """`opd-studio loop` with no placement or training flags runs what `RoundConfig()` runs (the defaults chosen on
+    the held-out family: feedback hints, the error span, 20 steps)."""
+    from opd_studio.cli import build_parser
+
+    args = build_parser().parse_args(["loop", "--input", "p.jsonl", "--rounds", "1"])
+    defaults = RoundConfig()
+    assert args.hint_placement == defaults.hint_placement == "feedback"
+    assert (args.span, args.steps) == (defaults.train.span, defaults.train.steps) == ("error", 20)

@@ -205,7 +205,7 @@ def build(app: gr.Blocks, session: gr.State) -> None:
                 "guard anchors every untouched token to the base model and stops the run when drift passes the "
                 "threshold. Records kept as right only add anchors. A finished run is saved and used at once; the "
                 "Runs table keeps them all.", elem_classes=["opd-help"])
-    defaults = TrainConfig()  # the library's defaults (bench/effect.py --sweep chose them)
+    defaults = TrainConfig()  # the library's defaults (README "Defaults chosen on a held-out family")
     with gr.Row():
         train_steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="Steps")
         train_lr = gr.Number(value=defaults.lr, label="Learning rate")
@@ -255,7 +255,7 @@ def build(app: gr.Blocks, session: gr.State) -> None:
     with gr.Row():
         round_hint_model = gr.Dropdown(list(HINT_MODELS), value="answer", label="Hint model",
                                        elem_id="opd-round-hint-model")
-        round_placement = gr.Radio(list(PROPOSAL_PLACEMENTS), value="inline", label="Hint placement",
+        round_placement = gr.Radio(list(PROPOSAL_PLACEMENTS), value=RoundConfig.hint_placement, label="Hint placement",
                                    elem_id="opd-round-placement")
         round_accept = gr.Checkbox(value=False, label="Accept its proposals as proposed (no review)",
                                    elem_id="opd-round-accept")
