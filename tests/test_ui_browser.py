@@ -48,6 +48,19 @@ def page(browser, server):
     page.close()
 
 
+@pytest.fixture
+def fresh_page(browser, tmp_path):
+    """A page on a studio of its own (base weights, empty store), for a test that needs the base model's fresh
+    rollout of a demo task which the module's studio has already stored, or trained on."""
+    studio = StudioServer(tmp_path / "studio-data").start()
+    page = browser.new_page(viewport={"width": 1500, "height": 1400})
+    page.goto(studio.url)
+    page.wait_for_selector("#opd-generate")
+    yield page
+    page.close()
+    studio.stop()
+
+
 def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
@@ -493,9 +506,13 @@ def test_train_three_steps_and_watch_the_curves(page):
     page.locator("#opd-run-id input").fill("999")
     page.click("#opd-use-run")
     page.wait_for_selector("text=there is no run 999", timeout=30_000)
+    # the tests after this one read the base model's answers (the demo's hint before "32")
+    page.click("#opd-reset")
+    wait_text(page, "#opd-train-status", "reset to base")
 
 
-def test_placebo_lane_and_gradient_map_on_a_demo_record(page):
+def test_placebo_lane_and_gradient_map_on_a_demo_record(fresh_page):
+    page = fresh_page  # the verifier's hint before "32" of the base model's answer, not a stored or trained one
     page.set_viewport_size({"width": 1440, "height": 900})
     page.locator("#opd-demo input").click()
     page.get_by_role("option", name="arith-001 · What is 17 + 25?").click()
