@@ -39,6 +39,7 @@ import torch
 warnings.filterwarnings("ignore")
 
 from bench.effect import first_sentence, neighbourhood_kl, tasks, unrelated_answers
+from opd_studio.alignment import LOSS_SPANS
 from opd_studio.fix_rate import FixRateConfig, loops, regenerate
 from opd_studio.hints import HINT_MODELS
 from opd_studio.model import load_model
@@ -148,7 +149,7 @@ def main() -> None:
     parser.add_argument("--hint-model", default="answer", choices=list(HINT_MODELS))
     parser.add_argument("--hint-placement", choices=list(PROPOSAL_PLACEMENTS), default=RoundConfig.hint_placement,
                         help="where accepted hints go (default: the rounds' default, a feedback turn)")
-    parser.add_argument("--span", default=TrainConfig.span, choices=["error", "turn", "response"],
+    parser.add_argument("--span", default=TrainConfig.span, choices=list(LOSS_SPANS),
                         help="loss span after the hint")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0, help="training seed")
