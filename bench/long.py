@@ -12,13 +12,17 @@ wall-clock, medians of `--repeats` (the spread, min–max, is reported):
 - *open, one-shot*: a fresh `HintScorer.score` (today's open: the whole table in one go).
 - *open → window*: a fresh `HintScorer.score_window`: the numbers around the hint and the error span first;
   *open → whole*: that window, then `score` on the same scorer (the rest; the whole table).
+- *strip data*: the whole table's long strip as the page receives it (`strip.pack_strip`, in the page's text area),
+  beside the same columns as plain JSON (the payload before packing), in bytes.
 - *click → error span*: the hint moved to the wrong step's result (the person clicks near the error) on a scorer
   whose record is open: `ui.incremental.window_table` (the error-span numbers) beside the one-shot rescoring
   `HintScorer.score` on a scorer in the same state.
 
-And per length and placement, `opd-studio score` runs on the record alone as a command of its own (a subprocess):
-the seconds it prints (scoring, after the model loaded) and its peak RSS (ru_maxrss: model, passes and output
-writing). With `--random-init` (not a model the CLI loads) the CLI's path, `batching.score_records`, runs in a child.
+And per length and placement, `opd-studio score` runs on the record alone as a command of its own (a subprocess),
+`--score-repeats` times, each run between two forward passes over the same trajectory (its own baseline, so its
+ratio does not depend on how the machine drifted since the studio paths ran): the seconds it prints (scoring, after
+the model loaded) and its peak RSS (ru_maxrss: model, passes and output writing). With `--random-init` (not a model
+the CLI loads) the CLI's path, `batching.score_records`, runs in a child.
 
 Goals (issue 17, CPU, default model, ratios within one run): open → window ≤ 0.9× forward (late), ≤ 0.6× (middle);
 click → error span ≤ 0.15× one-shot rescoring; open → whole ≤ 1.1× open one-shot; `score` (late) ≤ 0.6× two
@@ -26,6 +30,7 @@ forward passes; peak RSS ≤ 2 GiB at 8k.
 
     python -m bench.long                 # 2k, 4k, 8k (about 9 minutes alone on 2 CPU cores)
     python -m bench.long --quick         # 2k only, one repeat (about a minute)
+    python -m bench.long --lengths 8192 --score-only --score-repeats 3 --out bench/results/long_score.json
     python -m bench.long --lengths 32768 --random-init --device cuda   # bench/gpu.sh: a random-initialised
                                          # long-context config of the default architecture
 """
@@ -187,7 +192,7 @@ def measure_length(n_tokens: int, repeats: int, model_name: str, device: str, ra
                 record.hints, "turn", record.error))[0])
             scorer = HintScorer(model, tokenizer, trajectory)
             window_s, window = timed(model, lambda: scorer.score_window(record.hints, "turn", record.error))
-            rest_s, _ = timed(model, lambda: scorer.score(record.hints, "turn", record.error))
+            rest_s, whole = timed(model, lambda: scorer.score(record.hints, "turn", record.error))
             add(f"{where}/open_window", window_s)
             add(f"{where}/open_whole", window_s + rest_s)
             # a click near the error on the open record: the same state for both paths
@@ -197,18 +202,61 @@ def measure_length(n_tokens: int, repeats: int, model_name: str, device: str, ra
                 scorer, moved, "turn", record.error))[0])
             add(f"{where}/click_oneshot", timed(model, lambda: twin.score(moved, "turn", record.error))[0])
             out["placements"][where] = {"trajectory_tokens": len(trajectory), "window": list(scorer.window(
-                record.hints, record.error)), "hint_token": window.hints[0].insert_at}
+                record.hints, record.error)), "hint_token": window.hints[0].insert_at,
+                "strip_bytes": strip_bytes(whole, trajectory)}
     out["seconds"] = {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)}
                       for k, v in samples.items()}
     out["peak_rss_gib"] = peak_rss_gib()
     return out
 
 
-def measure_score(n_tokens: int, where: str, model_name: str, device: str, random_init: int | None) -> dict:
-    """`opd-studio score` on one record, the command itself in a process of its own: its seconds (what it prints:
-    the scoring, after the model loaded) and its peak RSS (ru_maxrss of the waited child; the command's own, model
-    and output writing included). A random-initialised model is not a CLI model: that case runs the CLI's path
-    (`batching.score_records`) in this process."""
+def strip_bytes(scores, trajectory) -> dict:
+    """The long strip's data as the page receives it (`strip.pack_strip`, escaped into the page) beside the same
+    columns as plain JSON (what the page received before packing), in bytes."""
+    import html
+
+    from opd_studio.ui import strip
+
+    data = strip.strip_data(scores, "delta", trajectory)
+    size = lambda value: len(html.escape(json.dumps(value, ensure_ascii=False, separators=(",", ":")),  # noqa: E731
+                                         quote=False).encode())
+    return {"sent": size(strip.pack_strip(data)), "plain": size(data)}
+
+
+def measure_score(n_tokens: int, where: str, model_name: str, device: str, random_init: int | None,
+                  repeats: int = 1) -> dict:
+    """`opd-studio score` on one record, `repeats` times, each run beside its own baseline: a forward pass over
+    the same trajectory in this process just before and just after the command (their mean is the run's
+    *forward*; the ratio is taken run by run, so the machine's drift between runs cancels). Per run: the seconds
+    the command prints (the scoring, after the model loaded) and its peak RSS (ru_maxrss of the waited child; the
+    command's own, model and output writing included). A random-initialised model is not a CLI model: that case
+    runs the CLI's path (`batching.score_records`) in this process."""
+    model, tokenizer = load(model_name, device, random_init)
+    record = addition_rollout(tokenizer, n_tokens, PLACEMENTS[where])
+    ids = build_trajectory_ids(tokenizer, record)
+    forward_seconds(model, ids[:256])  # warm-up
+    runs = []
+    for _ in range(repeats):
+        before = forward_seconds(model, ids)
+        run = score_once(model, tokenizer, record, model_name, device, random_init)
+        run["forward"] = (before + forward_seconds(model, ids)) / 2
+        run["ratio"] = run["seconds"] / (2 * run["forward"])
+        runs.append(run)
+    ratios = sorted(r["ratio"] for r in runs)
+    return {"seconds": statistics.median(r["seconds"] for r in runs),
+            "forward": statistics.median(r["forward"] for r in runs),
+            "ratio": statistics.median(ratios), "ratio_min": ratios[0], "ratio_max": ratios[-1],
+            "peak_rss_gib": max(r["peak_rss_gib"] for r in runs), "command": runs[0]["command"], "runs": runs}
+
+
+def build_trajectory_ids(tokenizer, record) -> list[int]:
+    from opd_studio.trajectory import build_trajectory
+
+    return build_trajectory(tokenizer, record).input_ids
+
+
+def score_once(model, tokenizer, record, model_name: str, device: str, random_init: int | None) -> dict:
+    """One `opd-studio score` run on `record` (see `measure_score`)."""
     import os
     import re
     import subprocess
@@ -217,13 +265,10 @@ def measure_score(n_tokens: int, where: str, model_name: str, device: str, rando
     if random_init:
         from opd_studio.batching import prepare_scoring, score_records
 
-        model, tokenizer = load(model_name, device, random_init)
-        record = addition_rollout(tokenizer, n_tokens, PLACEMENTS[where])
         seconds, results = timed(model, lambda: list(score_records(model, tokenizer,
                                                                     prepare_scoring(tokenizer, [record]))))
         assert len(results) == 1 and results[0][1].table.kl.notna().any()
         return {"seconds": seconds, "peak_rss_gib": peak_rss_gib(), "command": "score_records (in process)"}
-    record = addition_rollout(load(model_name, device, None)[1], n_tokens, PLACEMENTS[where])  # the tokenizer
     with tempfile.TemporaryDirectory() as tmp:
         records, scores = Path(tmp, "record.jsonl"), Path(tmp, "scores.jsonl")
         records.write_text(record.to_json() + "\n")
@@ -252,10 +297,32 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}×" if b else "-"
 
 
+def score_ratio(score: dict) -> str:
+    """`score` over two forward passes measured beside it: the median of its runs, and their range."""
+    spread = f", {score['ratio_min']:.2f}–{score['ratio_max']:.2f}" if len(score["runs"]) > 1 else ""
+    return f"{score['ratio']:.2f}×{spread}"
+
+
+def payload_cell(placement: dict) -> str:
+    sizes = placement.get("strip_bytes")
+    return f"{sizes['sent'] / 1000:,.0f} ({sizes['plain'] / 1000:,.0f})" if sizes else "-"
+
+
+def score_report(results: list[dict]) -> str:
+    """`--score-only`: the `score` command beside its forward passes, per length and placement."""
+    lines = ["| tokens | hint | forward s (beside) | score s/record | × 2 forward (median, range) | runs | "
+             "peak RSS GiB |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        for where, score in r["score"].items():
+            lines.append(f"| {r['tokens']} | {where} | {score['forward']:.1f} | {score['seconds']:.1f} | "
+                         f"{score_ratio(score)} | {len(score['runs'])} | {score['peak_rss_gib']:.2f} |")
+    return "\n".join(lines)
+
+
 def report(results: list[dict]) -> str:
     header = ("| tokens | hint | forward s | open one-shot s | open → window s (× forward) | open → whole s "
               "(× one-shot) | click one-shot s | click → error span s (× one-shot) | score s/record (× 2 forward) "
-              "| peak RSS score / studio GiB |")
+              "| peak RSS score / studio GiB | strip data KB sent (plain JSON) |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in results:
         s = {k: v["median"] for k, v in r["seconds"].items()}
@@ -263,7 +330,7 @@ def report(results: list[dict]) -> str:
         for where in PLACEMENTS:
             get = lambda name: s[f"{where}/{name}"]  # noqa: E731
             score = r["score"].get(where)
-            score_cell = f"{score['seconds']:.1f} ({ratio(score['seconds'], 2 * forward)})" if score else "-"
+            score_cell = f"{score['seconds']:.1f} ({score_ratio(score)})" if score else "-"
             rss_cell = f"{score['peak_rss_gib']:.2f}" if score else "-"
             lines.append(
                 f"| {r['placements'][where]['trajectory_tokens']} | {where} | {forward:.1f} | "
@@ -271,7 +338,7 @@ def report(results: list[dict]) -> str:
                 f"{get('open_whole'):.1f} ({ratio(get('open_whole'), get('open_oneshot'))}) | "
                 f"{get('click_oneshot'):.2f} | "
                 f"{get('click_window'):.2f} ({ratio(get('click_window'), get('click_oneshot'))}) | "
-                f"{score_cell} | {rss_cell} / {r['peak_rss_gib']:.2f} |")
+                f"{score_cell} | {rss_cell} / {r['peak_rss_gib']:.2f} | {payload_cell(r['placements'][where])} |")
     for r in results:  # the spread of the repeats: (max − min) / median, the widest of the length's timings
         spreads = [(v["max"] - v["min"]) / v["median"] for v in r["seconds"].values() if v["n"] > 1 and v["median"]]
         n = r["seconds"]["forward"]["n"]
@@ -285,6 +352,10 @@ def main(argv=None) -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096, 8192])
     parser.add_argument("--repeats", type=int, default=0, help="0: 2 below 4k tokens, 1 from 4k on (8k ≈ 4 min)")
     parser.add_argument("--score-placements", nargs="+", default=["late"], choices=list(PLACEMENTS))
+    parser.add_argument("--score-repeats", type=int, default=1, help="runs of the `score` command, each beside "
+                        "its own forward passes")
+    parser.add_argument("--score-only", action="store_true", help="only the `score` command beside its forward "
+                        "passes (no studio paths)")
     parser.add_argument("--quick", action="store_true", help="2k tokens, one repeat")
     parser.add_argument("--model", default="default")
     parser.add_argument("--device", default="cpu")
@@ -299,12 +370,14 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     for n in lengths:
         repeats = 1 if args.quick else (args.repeats or (2 if n < 4096 else 1))
-        result = in_child(measure_length, n, repeats, args.model, args.device, random_init)
-        result["score"] = {where: in_child(measure_score, n, where, args.model, args.device, random_init)
+        result = ({"tokens": n} if args.score_only else
+                  in_child(measure_length, n, repeats, args.model, args.device, random_init))
+        result["score"] = {where: in_child(measure_score, n, where, args.model, args.device, random_init,
+                                           args.score_repeats)
                            for where in args.score_placements}
         results.append(result)
         print(f"{n} tokens done after {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
-    table = report(results)
+    table = score_report(results) if args.score_only else report(results)
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"device": args.device, "model": args.model, "random_init": random_init,

@@ -26,7 +26,9 @@ def record(tokenizer):
 
 
 def one_shot(model, tokenizer, record):
-    return HintScorer(model, tokenizer, build_trajectory(tokenizer, record)).score(record.hints, error=record.error)
+    """The one-shot table of a record as the studio opens it (its loss span: the session's default)."""
+    return HintScorer(model, tokenizer, build_trajectory(tokenizer, record)).score(record.hints, actions.Session.span,
+                                                                                   record.error)
 
 
 def test_a_long_record_opens_in_stages_and_ends_equal_to_the_one_shot_table(tiny_model, tokenizer, record):
@@ -60,9 +62,14 @@ def test_the_windowed_strip_carries_the_one_shot_numbers(tiny_model, tokenizer, 
     trajectory = build_trajectory(tokenizer, record)
     page = strip.render_strip(reference, "delta", trajectory, record_id=record.id)
     assert "data-windowed='1'" in page and page.count("opd-tok") == 0  # the page draws the tokens, not the server
-    data = json.loads(html.unescape(re.search(r"<textarea class='opd-data' hidden readonly>(.*)</textarea>",
-                                              page).group(1)))
-    assert data == strip.strip_data(reference, "delta", trajectory)
+    packed = json.loads(html.unescape(re.search(r"<textarea class='opd-data' hidden readonly>(.*)</textarea>",
+                                                page).group(1)))
+    data = strip.strip_data(reference, "delta", trajectory)
+    assert packed == strip.pack_strip(data)  # the page unpacks it (tests/test_ui_long_browser.py: the round trip)
+    # before the first hint the teacher's columns repeat the student's: sent once
+    before_hint = [k for k, i in enumerate(data["i"]) if i < reference.hints[0].insert_at and data["p"][k] is not None]
+    assert before_hint and all(packed[column][k] is None for column in strip.AFTER_OF for k in before_hint)
+    assert len(json.dumps(packed)) < 0.6 * len(json.dumps(data))
     table = reference.table.set_index("i").loc[data["i"]]
     scored = table.logp_before.notna().to_numpy()
     p = np.array([x if x is not None else np.nan for x in data["p"]])

@@ -6,6 +6,7 @@ numbers it shows against a one-shot scoring by the same weights in this process.
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -110,6 +111,11 @@ def test_an_8k_trace_opens_at_its_hint_and_reads_across_the_whole_trace(page, lo
         row = table.loc[i]
         assert abs(shown["p"][k] - math.exp(row.logp_before)) < 1e-3
         assert abs(shown["q"][k] - math.exp(row.logp_after)) < 1e-3 and abs(shown["kl"][k] - row.kl) < 1e-3
+
+    # the page's unpacking of the payload gives back the server's columns exactly
+    data = strip.strip_data(reference, "delta", trajectory)
+    assert page.evaluate("(text) => window.opdUnpackStrip(JSON.parse(text))",
+                         json.dumps(strip.pack_strip(data), ensure_ascii=False)) == data
 
     # 3. a click at the top of the minimap jumps to the start of the trace
     box = page.locator("#opd-strip .opd-map").bounding_box()

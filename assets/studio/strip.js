@@ -182,9 +182,28 @@ const mapPick = (event) => {
   const k = Math.min(long.data.i.length - 1, Math.max(0, Math.floor(y / g.cellH) * g.cols + col));
   jump(k, false);
 };
+// `strip.pack_strip`'s payload back to `strip.strip_data`'s columns: texts and colours from their tables, top
+// alternatives as [text, p] pairs, and each after-column's nulls (equal to the before-column) filled from it
+const unpackStrip = (packed) => {
+  const s = packed.s, d = {...packed};
+  const tops = (flat) => {
+    const pairs = [];
+    for (let n = 0; n < flat.length; n += 2) pairs.push([s[flat[n]], flat[n + 1] / 1000]);
+    return pairs;
+  };
+  d.t = packed.t.map((n) => s[n]);
+  d.c = packed.c.map((n) => packed.palette[n]);
+  d.tb = packed.tb.map(tops);
+  d.ta = packed.ta.map((flat, k) => (flat === null ? d.tb[k] : tops(flat)));
+  for (const [after, before] of [['q', 'p'], ['ra', 'rb'], ['ea', 'eb']])
+    d[after] = packed[after].map((v, k) => (v === null ? d[before][k] : v));
+  delete d.s; delete d.palette;
+  return d;
+};
+window.opdUnpackStrip = unpackStrip;  // the round trip is tested against the server's columns
 const setupWindowed = (root) => {
   const holder = root.querySelector('.opd-data');
-  const d = JSON.parse(holder.textContent);  // the text as sent (a redraw may patch this very element in place)
+  const d = unpackStrip(JSON.parse(holder.textContent));  // the text as sent (a redraw may patch it in place)
   const same = long.record === root.dataset.record;
   long.data = d; long.root = root; long.local = null;
   long.kOf = new Map(d.i.map((i, k) => [i, k]));

@@ -19,6 +19,7 @@ import time
 
 import gradio as gr
 
+from ..alignment import LOSS_SPANS
 from ..hints import HINT_MODELS, needs_model
 from ..records import PLACEMENTS, Record
 from ..rollout import SamplingConfig
@@ -463,7 +464,7 @@ def build(session: gr.State, counts: gr.Markdown) -> tuple[gr.Markdown, gr.Dropd
                             show_label=False)
             with gr.Row():
                 view = gr.Radio(list(VIEWS), value="delta", label="Colour by", elem_id="opd-view")
-                span = gr.Radio(["error", "turn", "response"], value="turn", label="Loss span", elem_id="opd-span")
+                span = gr.Radio(list(LOSS_SPANS), value=actions.Session.span, label="Loss span", elem_id="opd-span")
                 score_with = gr.Radio(["current", "base"], value="current", label="Weights", elem_id="opd-weights")
             gr.Markdown("Click a token to move the hint before it · `a` accept · `x` reject · `r` keep as right · "
                         "`j`/`k` next/previous record · `?` all keys", elem_classes=["opd-help"])

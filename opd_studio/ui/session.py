@@ -26,6 +26,7 @@ from ..rollout import SamplingConfig, generate
 from ..scoring import GradientMap, HintScorer, ScoreResult, check_trajectory_length
 from ..served import generate_served, is_served, make_scorer
 from ..targets import NEEDS_PLACEBO, TargetSpec
+from ..train import TrainConfig
 from ..workspace import RunTimeline, Store, Workspace, demo_records, rollout_id
 from ..trajectory import build_trajectory
 from . import incremental
@@ -40,7 +41,7 @@ class Session:
     hints: list[Hint] = field(default_factory=list)  # the working hints, not yet saved
     proposals: list[HintProposal] = field(default_factory=list)
     proposal_reason: str = ""
-    span: str = "turn"
+    span: str = TrainConfig.span  # the loss span the strip marks "in the loss": training's default to begin with
     scores: ScoreResult | None = None  # the open record scored with the working hints
     notice: str = ""
     undo_stack: list[tuple[list[Hint], ErrorSpan | None, str]] = field(default_factory=list)

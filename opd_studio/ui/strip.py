@@ -355,17 +355,48 @@ def _folds(trajectory, shown: list[int], message_of: list[int], keep_open: set[i
     return sorted(folds)
 
 
+AFTER_OF = {"q": "p", "ra": "rb", "ea": "eb", "ta": "tb"}  # each after-column and the before-column it repeats
+
+
+def pack_strip(data: dict) -> dict:
+    """`strip_data` as the page receives it (the long strip's payload, sent whole at each stage of an open): the
+    same columns, with what repeats sent once. Token texts and top-alternative texts are indices into one string
+    table `s`, colours indices into `palette`; each top-alternative list is flat [text index, p in thousandths, …]
+    (p was rounded to 3 places: the same number); an after-column (`q`, `ra`, `ea`, `ta`) is null where it equals its
+    before-column, as it does everywhere before the first hint. `strip.js`'s `unpackStrip` gives back `data`
+    exactly (tests/test_ui_long_browser.py). At 8k tokens of the default model this is under half the JSON."""
+    strings: dict[str, int] = {}
+    palette: dict[str, int] = {}
+
+    def text(t: str) -> int:
+        return strings.setdefault(t, len(strings))
+
+    def tops(pairs: list) -> list:
+        return [x for t, p in pairs for x in (text(t), round(p * 1000))]
+
+    packed = {key: value for key, value in data.items() if key not in ("t", "c", "tb") and key not in AFTER_OF}
+    packed["t"] = [text(t) for t in data["t"]]
+    packed["c"] = [palette.setdefault(c, len(palette)) for c in data["c"]]
+    packed["tb"] = [tops(pairs) for pairs in data["tb"]]
+    for after, before in AFTER_OF.items():
+        packed[after] = [None if a == b else (tops(a) if after == "ta" else a)
+                         for a, b in zip(data[after], data[before])]
+    packed["s"], packed["palette"] = list(strings), list(palette)
+    return packed
+
+
 def render_windowed_strip(scores: ScoreResult, view: str = "delta", trajectory=None, show_template: bool = False,
                           oneshot: bool = False, gradient: GradientMap | None = None, sampled: bool = False,
                           record_id: str = "") -> str:
     """A long trajectory's strip: the legend, an empty scroll box the page fills with the part on screen
     (`WINDOW_ELEMENTS` token elements at most), a minimap canvas of the whole trajectory, and `strip_data` as JSON in
-    a hidden text area (escaped; the page reads it as text and sets every token's text with textContent)."""
+    a hidden text area (`pack_strip`ped and escaped; the page reads it as text and sets every token's text with
+    textContent)."""
     table = scores.table
     data = strip_data(scores, view, trajectory, show_template, gradient, sampled)
     first = scores.hints[0] if scores.hints else None
     pending_from = len(table) if scores.pending_from is None else scores.pending_from
-    payload = html.escape(json.dumps(data, ensure_ascii=False, separators=(",", ":")), quote=False)
+    payload = html.escape(json.dumps(pack_strip(data), ensure_ascii=False, separators=(",", ":")), quote=False)
     return (f"<div class='opd-strip opd-windowed' data-view='{view}' tabindex='-1' data-render='{next(_renders)}' "
             f"data-stage='{'window' if pending_from < len(table) else 'full'}' "
             f"data-hint='{first.anchor if first else ''}' data-record='{html.escape(record_id, quote=True)}' "

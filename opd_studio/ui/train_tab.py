@@ -17,6 +17,7 @@ import gradio as gr
 import pandas as pd
 
 from .. import plots
+from ..alignment import LOSS_SPANS
 from ..hints import HINT_MODELS
 from ..records import PROPOSAL_PLACEMENTS
 from ..rounds import HISTORY_COLUMNS, RoundConfig, round_history, run_round
@@ -210,7 +211,7 @@ def build(app: gr.Blocks, session: gr.State) -> None:
         train_steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="Steps")
         train_lr = gr.Number(value=defaults.lr, label="Learning rate")
         train_loss = gr.Dropdown(["jsd", "forward_kl", "reverse_kl", "sampled"], value=defaults.loss, label="Loss")
-        train_span = gr.Radio(["error", "turn", "response"], value=defaults.span, label="Loss span")
+        train_span = gr.Radio(list(LOSS_SPANS), value=defaults.span, label="Loss span")
     with gr.Row():
         train_drift_weight = gr.Number(value=defaults.drift_weight, label="Drift weight (anchor to base)")
         train_drift_threshold = gr.Number(value=defaults.drift_threshold,
