@@ -275,12 +275,18 @@ def score_once(model, tokenizer, record, model_name: str, device: str, random_in
         command = [sys.executable, "-m", "opd_studio", "score", "--model", model_name, "--device", device,
                    "--input", str(records), "--output", str(scores)]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
-        if done.returncode:
-            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
-        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # this child's only child: the command
+        with open(Path(tmp, "stderr.txt"), "w+") as err:
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=ROOT)
+            # wait4: this run's own peak (RUSAGE_CHILDREN would give the largest of every run so far)
+            _, status, usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(status)
+            err.seek(0)
+            stderr = err.read()
+        if process.returncode:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{stderr[-2000:]}")
+        rss = usage.ru_maxrss / 2**20  # KiB on Linux
         assert scores.stat().st_size > 0
-    seconds = float(re.search(r"tokens in ([\d.]+) s", done.stderr).group(1))
+    seconds = float(re.search(r"tokens in ([\d.]+) s", stderr).group(1))
     return {"seconds": seconds, "peak_rss_gib": rss, "command": "opd-studio score"}
 
 
