@@ -26,8 +26,7 @@ from ..rollout import SamplingConfig, generate
 from ..scoring import GradientMap, HintScorer, ScoreResult, check_trajectory_length
 from ..served import generate_served, is_served, make_scorer
 from ..targets import NEEDS_PLACEBO, TargetSpec
-from ..train import TrainConfig
-from ..workspace import RunTimeline, Store, Workspace, demo_records, rollout_id
+from ..workspace import RunTimeline, Store, TrainConfig, Workspace, demo_records, rollout_id
 from ..trajectory import build_trajectory
 from . import incremental
 
