@@ -6,6 +6,7 @@ import copy
 import numpy as np
 import pytest
 
+from opd_studio import scoring
 from opd_studio.batching import prepare_scoring, score_records
 from opd_studio.records import Hint, Record
 from opd_studio.scoring import HintScorer, check_trajectory_length, context_limit, score_record
@@ -38,10 +39,14 @@ def short_context_model(tokenizer):
     return model
 
 
-def assert_rows_match_naive(table, reference, rows):
+def assert_rows_match_naive(table, reference, rows, rank_slack: int = 0):
+    """`rank_slack`: a pass computed in other block sizes may order the tail's near-tied logits otherwise."""
     for i in rows:
         for column, value in reference[i].items():
-            assert table.loc[i, column] == pytest.approx(value, abs=1e-4), (i, column)
+            if column.startswith("rank") and rank_slack:
+                assert abs(table.loc[i, column] - value) <= rank_slack, (i, column)
+            else:
+                assert table.loc[i, column] == pytest.approx(value, abs=1e-4), (i, column)
 
 
 def test_past_the_context_is_one_clear_error_everywhere(short_context_model, tokenizer):
@@ -58,8 +63,11 @@ def test_past_the_context_is_one_clear_error_everywhere(short_context_model, tok
     check_trajectory_length(short_context_model, CONTEXT)  # exactly the context fits
 
 
-@pytest.mark.parametrize("where", ["late", "middle"])
-def test_window_whole_and_batched_equal_the_naive_full_forward(short_context_model, tokenizer, where):
+@pytest.mark.parametrize("where, pass_chunk", [("late", None), ("middle", None), ("middle", 48)])
+def test_window_whole_and_batched_equal_the_naive_full_forward(short_context_model, tokenizer, where, pass_chunk,
+                                                                monkeypatch):
+    if pass_chunk:  # the extension past the window and the hinted pass run in several chunks on their caches
+        monkeypatch.setattr(scoring, "PASS_CHUNK", pass_chunk)
     record = addition_record(32, 28 if where == "late" else 18)
     trajectory = build_trajectory(tokenizer, record)
     assert 500 < len(trajectory) <= CONTEXT  # far past the old 200-token records, within the context
@@ -78,7 +86,7 @@ def test_window_whole_and_batched_equal_the_naive_full_forward(short_context_mod
 
     whole = scorer.score(record.hints, "turn", record.error)  # extends the window's passes
     assert whole.pending_from is None and whole.pending_before is None
-    assert_rows_match_naive(whole.table, reference, reference)
+    assert_rows_match_naive(whole.table, reference, reference, rank_slack=2 if pass_chunk else 0)
     fresh = HintScorer(short_context_model, tokenizer, trajectory).score(record.hints, "turn", record.error)
     np.testing.assert_allclose(whole.table.kl.to_numpy(float), fresh.table.kl.to_numpy(float), atol=1e-4)
 
