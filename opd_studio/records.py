@@ -11,6 +11,7 @@ Reading never half-succeeds silently: `read_records` raises `RecordError` naming
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -163,13 +164,22 @@ class Record:
     response_logprobs: list[float] | list[list[float] | None] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = {name: copy.deepcopy(getattr(self, name)) for name in ("id", "messages", "tools", "reference", "meta")}
         out["hints"] = [_drop_none(asdict(h)) for h in self.hints]
         out["error"] = _drop_none(asdict(self.error)) if self.error else None
-        for optional in ("response_token_ids", "response_logprobs"):
-            if out[optional] is None:
-                out.pop(optional)
-        return out
+        for optional in SAMPLED_FIELDS:
+            if getattr(self, optional) is not None:
+                out[optional] = _copy_sampled(getattr(self, optional))
+        return {name: out[name] for name in RECORD_FIELDS if name in out}
+
+    def __deepcopy__(self, memo: dict) -> "Record":
+        """`copy.deepcopy`, with the sampled ids and log-probabilities copied as lists of numbers: walking them one
+        number at a time (16k at 8k tokens) was most of the cost of storing or opening a long upload."""
+        copied = object.__new__(Record)
+        for name in RECORD_FIELDS:
+            value = getattr(self, name)
+            setattr(copied, name, _copy_sampled(value) if name in SAMPLED_FIELDS else copy.deepcopy(value, memo))
+        return copied
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False)
@@ -218,6 +228,14 @@ class Record:
         """The hints scoring and training use: every hint but the rejected ones. (The curated set is narrower:
         `workspace.training_records` keeps only accepted hints.)"""
         return [h for h in self.hints if h.status != "rejected"]
+
+
+RECORD_FIELDS = tuple(Record.__dataclass_fields__)
+SAMPLED_FIELDS = ("response_token_ids", "response_logprobs")  # numbers, or one list of numbers (or null) per turn
+
+
+def _copy_sampled(value):
+    return None if value is None else [list(x) if isinstance(x, list) else x for x in value]
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:

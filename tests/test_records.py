@@ -1,3 +1,4 @@
+import copy
 import json
 
 import pytest
@@ -54,3 +55,22 @@ def test_failed_write_leaves_the_old_file_intact(tmp_path):
         write_records(path, [Record.from_dict(ADD), Boom()])
     assert path.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+def test_a_copy_shares_nothing_with_the_original():
+    # per-turn sampled ids and log-probabilities: one list (or null) per assistant message
+    raw = {**MULTI_TURN, "meta": {"tags": ["a"]}, "hints": [{"text": " (check)", "message": 4, "char": 3}]}
+    turns = sum(m["role"] == "assistant" for m in raw["messages"])
+    raw["response_token_ids"] = [[1, 2]] + [None] * (turns - 1)
+    raw["response_logprobs"] = [[-0.5, -0.25]] + [None] * (turns - 1)
+    record = Record.from_dict(raw)
+    twin = copy.deepcopy(record)
+    assert twin == record and twin.to_json() == record.to_json()
+    twin.response_token_ids[0].append(3)
+    twin.response_logprobs[0][0] = 0.0
+    twin.messages[0]["content"] = "changed"
+    twin.hints[0].text = "changed"
+    twin.meta["tags"].append("b")
+    assert record.to_dict() == Record.from_dict(raw).to_dict()  # the original is as it was
+    assert list(record.to_dict()) == ["id", "messages", "tools", "hints", "error", "reference", "meta",
+                                      "response_token_ids", "response_logprobs"]

@@ -20,6 +20,7 @@ import json
 import math
 import re
 
+import numpy as np
 import pandas as pd
 
 from ..alignment import PlacedHint
@@ -74,23 +75,27 @@ def legend(view: str, placebo: bool = False, mapped: bool = False) -> str:
             "<span class='opd-key opd-key-pending'>updating</span></div>")
 
 
-def token_color(row, view: str) -> str:
-    if pd.isna(row.logp_before):
-        return "transparent"
-    if view == "before":
-        return _mix(RED, 1 - math.exp(row.logp_before))  # red where the student found the token unlikely
-    if view == "after":
-        return _mix(RED, 1 - math.exp(row.logp_after))
-    if view == "delta":  # diverging: red where the hint lowered p, blue where it raised it
-        delta = row.logp_after - row.logp_before
-        return _mix(RED if delta < 0 else BLUE, min(1.0, abs(delta) / 5))
-    if view in PLACEBO_VIEWS:
-        if pd.isna(getattr(row, "logp_placebo", math.nan)):
-            return "transparent"
-        if view == "placebo":
-            return _mix(RED, 1 - math.exp(row.logp_placebo))
-        return _mix(RED if row.content_drop < 0 else BLUE, min(1.0, abs(row.content_drop) / 5))
-    return _mix(PURPLE, min(1.0, row.kl / 5))
+def token_colors(table: pd.DataFrame, view: str) -> list[str]:
+    """Each row's background in `view`: `_mix` of the view's colour by how far the row is from neutral (a row with no
+    numbers, or with no placebo numbers in a placebo view, is transparent)."""
+    def column(name: str) -> np.ndarray:
+        return table[name].to_numpy(dtype=np.float64) if name in table.columns else np.full(len(table), np.nan)
+
+    logp_before = column("logp_before")
+    missing = np.isnan(logp_before)
+    if view in ("before", "after", "placebo"):  # red where the token is unlikely
+        logp = column({"before": "logp_before", "after": "logp_after", "placebo": "logp_placebo"}[view])
+        amount, base = 1 - np.exp(logp), np.broadcast_to(RED, (len(table), 3))
+        missing |= np.isnan(logp) if view == "placebo" else False
+    elif view in ("delta", "content"):  # diverging: red where the hint lowered p, blue where it raised it
+        change = column("logp_after") - logp_before if view == "delta" else column("content_drop")
+        amount, base = np.abs(change) / 5, np.where((change < 0)[:, None], RED, BLUE)
+        missing |= np.isnan(column("logp_placebo")) if view == "content" else False
+    else:
+        amount, base = column("kl") / 5, np.broadcast_to(PURPLE, (len(table), 3))
+    amount = np.clip(np.nan_to_num(amount, nan=1.0), 0.0, 1.0)[:, None]
+    rgb = np.rint(255 + (np.asarray(base) - 255) * amount).astype(int).tolist()
+    return ["transparent" if gone else f"rgb({r},{g},{b})" for gone, (r, g, b) in zip(missing.tolist(), rgb)]
 
 
 def _top_rows(before: list, after: list, placebo: list | None = None) -> str:
@@ -192,7 +197,9 @@ def render_strip(scores: ScoreResult, view: str = "delta", trajectory=None, show
              legend(view, has_placebo, bool(pushes))]
     previous_message = None
     visible_context = _visible_context(trajectory, show_template)
-    for row in table.itertuples():
+    colors = token_colors(table, view)
+    before_colors = token_colors(table, "before") if view == "before" or sampled else ["transparent"] * len(table)
+    for row, view_color, before_color in zip(table.itertuples(), colors, before_colors):
         message = trajectory.message_index[row.i] if trajectory else None
         if message != previous_message and trajectory:
             role = html.escape(trajectory.roles[message])
@@ -223,8 +230,7 @@ def render_strip(scores: ScoreResult, view: str = "delta", trajectory=None, show
                      f" data-low='{int(math.exp(row.logp_before) < LOW_P)}' data-highkl='{int(row.kl > HIGH_KL)}'")
         tip = (_pending_tip(row) if pending else _tooltip(row, pushes.get(row.i), scores.topk_figures)) if scored else ""
         newline = "<br>" if row.text.endswith("\n") else ""
-        color = "transparent" if pending and view != "before" and not sampled else token_color(row, "before"
-                                                                                                if pending else view)
+        color = before_color if pending else view_color  # pending: the student's colour, or none yet
         focusable = " tabindex='0'" if row.student else ""  # prompt tokens are not stops on the way to the strip
         parts.append(f"<span class='{' '.join(classes)}'{data}{focusable} "
                      f"style='background:{color}'>{_visible(row.text)}{tip}</span>{newline}")
@@ -244,8 +250,13 @@ FOLDED_AT_OPEN_TOKENS = 256  # earlier turns and tool results this long open fol
 ERROR, TARGET, PENDING, STYLE, MAPPED, LOW, HIGHKL, NEWLINE, STUDENT = (1 << n for n in range(9))
 
 
-def _rounded(value: float, digits: int = 4):
-    return None if value is None or pd.isna(value) else round(float(value), digits)
+def _rounded(values, digits: int = 4) -> list:
+    """A column's numbers rounded to `digits` places, NaN (not computed) as None."""
+    return [None if v != v else v for v in np.round(np.asarray(values, dtype=np.float64), digits).tolist()]
+
+
+def _tops(column) -> list:
+    return [[[text, round(p, 3)] for text, p in pairs] for pairs in column]
 
 
 def strip_data(scores: ScoreResult, view: str = "delta", trajectory=None, show_template: bool = False,
@@ -257,72 +268,71 @@ def strip_data(scores: ScoreResult, view: str = "delta", trajectory=None, show_t
     [[k, text, placement, n tokens]] (drawn before token k), `folds` [[k_start, k_end, label, folded at open]],
     `hint_k` and `error_k` (where the record opens; None: none); with `gradient`, `g` {k: [p_student, p_target,
     push, weight, trained, top_student, top_target]} at its target positions and `g_target` (the construction).
-    Numbers are `scores.table`'s, rounded to 4 places."""
+    Numbers are `scores.table`'s, rounded to 4 places. Built column by column: this is on the way to a long
+    record's first paint."""
     table = scores.table
     placebo = "logp_placebo" in table.columns
     pushes = {} if gradient is None or gradient.frame.empty else {row.i: row for row in gradient.frame.itertuples()}
-    mapped = set(pushes)
     error = scores.error_span or (-1, -1)
     pending_from = len(table) if scores.pending_from is None else scores.pending_from
+    student = table.student.to_numpy(dtype=bool)
+    shown_mask = student | table.hint.to_numpy(dtype=bool)
     visible_context = _visible_context(trajectory, show_template)
-    hints_at: dict[int, list[PlacedHint]] = {}
-    for hint in scores.hints:
-        hints_at.setdefault(hint.insert_at, []).append(hint)
-    data = {key: [] for key in ("i", "t", "c", "p", "q", "kl", "f", "rb", "ra", "eb", "ea", "tb", "ta")}
+    if visible_context:
+        shown_mask |= table.i.isin(visible_context).to_numpy()
+    rows = table[shown_mask]
+    i = rows.i.to_numpy()
+    student = student[shown_mask]
+    logp_before = rows.logp_before.to_numpy(dtype=np.float64)
+    scored = ~np.isnan(logp_before)
+    p_before = np.exp(logp_before)
+    kl = rows.kl.to_numpy(dtype=np.float64)
+    pending = (i >= pending_from) & student
+    flags = (np.where((error[0] <= i) & (i < error[1]), ERROR, 0) | np.where(rows.target.to_numpy(bool), TARGET, 0)
+             | np.where(pending, PENDING, 0) | np.where(student, STUDENT, 0)
+             | np.where(np.isin(i, list(pushes)), MAPPED, 0)
+             | np.where(rows.text.str.endswith("\n").to_numpy(bool), NEWLINE, 0)
+             | np.where(scored & (p_before < LOW_P), LOW, 0) | np.where(scored & (kl > HIGH_KL), HIGHKL, 0))
     if placebo:
-        data["z"] = []
-    roles, hints, waiting, message_of = [], [], [], []
-    previous_message = None
-    for row in table.itertuples():
-        waiting.extend(hints_at.get(row.i, []))
-        if not row.student and row.i not in visible_context and not row.hint:
-            continue
-        k = len(data["i"])
-        message = trajectory.message_index[row.i] if trajectory else None
-        if trajectory and message != previous_message:
-            roles.append([k, trajectory.roles[message]])
-            previous_message = message
-        message_of.append(message)
-        hints.extend([k, h.text, h.placement, len(h.ids)] for h in waiting)
-        waiting = []
-        pending = row.i >= pending_from and row.student
-        scored = not pd.isna(row.logp_before)
-        p_before = math.exp(row.logp_before) if scored else None
-        flags = ((ERROR if error[0] <= row.i < error[1] else 0) | (TARGET if row.target else 0)
-                 | (PENDING if pending else 0) | (STUDENT if row.student else 0)
-                 | (STYLE if placebo and not pending and bool(getattr(row, "style", False)) else 0)
-                 | (MAPPED if row.i in mapped else 0) | (NEWLINE if row.text.endswith("\n") else 0)
-                 | (LOW if scored and p_before < LOW_P else 0) | (HIGHKL if scored and row.kl > HIGH_KL else 0))
-        color = ("transparent" if pending and view != "before" and not sampled
-                 else token_color(row, "before" if pending else view))
-        data["i"].append(row.i)
-        data["t"].append(row.text)
-        data["c"].append(color)
-        data["p"].append(_rounded(p_before))
-        data["q"].append(_rounded(math.exp(row.logp_after) if scored else None))
-        data["kl"].append(_rounded(row.kl))
-        data["f"].append(flags)
-        data["rb"].append(None if pd.isna(row.rank_before) else int(row.rank_before))
-        data["ra"].append(None if pd.isna(row.rank_after) else int(row.rank_after))
-        data["eb"].append(_rounded(row.entropy_before, 2))
-        data["ea"].append(_rounded(row.entropy_after, 2))
-        data["tb"].append([[text, round(p, 3)] for text, p in row.top_before])
-        data["ta"].append([[text, round(p, 3)] for text, p in row.top_after])
-        if placebo:
-            data["z"].append(_rounded(math.exp(row.logp_placebo) if not pd.isna(row.logp_placebo) else None))
+        flags |= np.where(~pending & rows["style"].to_numpy(bool), STYLE, 0)
+    colors = token_colors(rows, view)
+    if pending.any():  # pending rows show the student's colour (sampled, or in the before view) or none yet
+        before = token_colors(rows, "before") if view == "before" or sampled else ["transparent"] * len(rows)
+        colors = [b if waiting else color for color, b, waiting in zip(colors, before, pending.tolist())]
+    data = {"i": i.tolist(), "t": rows.text.tolist(), "c": colors, "p": _rounded(p_before),
+            "q": _rounded(np.where(scored, np.exp(rows.logp_after.to_numpy(dtype=np.float64)), np.nan)),
+            "kl": _rounded(kl), "f": flags.tolist(),
+            "rb": _ranks(rows.rank_before), "ra": _ranks(rows.rank_after),
+            "eb": _rounded(rows.entropy_before, 2), "ea": _rounded(rows.entropy_after, 2),
+            "tb": _tops(rows.top_before), "ta": _tops(rows.top_after)}
+    if placebo:
+        data["z"] = _rounded(np.exp(rows.logp_placebo.to_numpy(dtype=np.float64)))
+    # a hint is drawn before the first shown token at or after its insertion point
+    hints = []
+    for hint in sorted(scores.hints, key=lambda h: h.insert_at):
+        k = int(np.searchsorted(i, hint.insert_at))
+        if k < len(i):
+            hints.append([k, hint.text, hint.placement, len(hint.ids)])
+    message_of, roles = [], []
+    if trajectory:
+        message_of = [trajectory.message_index[j] for j in data["i"]]
+        roles = [[k, trajectory.roles[m]] for k, m in enumerate(message_of) if k == 0 or m != message_of[k - 1]]
     first = scores.hints[0] if scores.hints else None
-    k_of = {i: k for k, i in enumerate(data["i"])}
+    k_of = {j: k for k, j in enumerate(data["i"])}
     if pushes:  # the gradient map's lines of the token details (`_gradient_lines`), at the mapped tokens only
         data["g_target"] = gradient.target
-        data["g"] = {str(k_of[i]): [_rounded(row.p_student), _rounded(row.p_target), _rounded(row.push, 2),
-                                    _rounded(row.weight), bool(row.trained),
-                                    [[text, round(p, 3)] for text, p in row.top_student],
-                                    [[text, round(p, 3)] for text, p in row.top_target]]
-                     for i, row in pushes.items() if i in k_of}
+        data["g"] = {str(k_of[j]): [*_rounded([row.p_student, row.p_target]), *_rounded([row.push], 2),
+                                    *_rounded([row.weight]), bool(row.trained),
+                                    *_tops([row.top_student, row.top_target])]
+                     for j, row in pushes.items() if j in k_of}
     hint_k = _k_at_or_after(k_of, data["i"], first.insert_at) if first else None
     error_k = _k_at_or_after(k_of, data["i"], error[0]) if scores.error_span else None
     folds = _folds(trajectory, data["i"], message_of, {hint_k, error_k} - {None}) if trajectory else []
     return {**data, "roles": roles, "hints": hints, "folds": folds, "hint_k": hint_k, "error_k": error_k}
+
+
+def _ranks(column: pd.Series) -> list:
+    return [None if v != v else int(v) for v in column.to_numpy(dtype=np.float64, na_value=np.nan).tolist()]
 
 
 def _k_at_or_after(k_of: dict[int, int], shown: list[int], i: int) -> int | None:
