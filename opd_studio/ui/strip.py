@@ -98,6 +98,17 @@ def token_colors(table: pd.DataFrame, view: str) -> list[str]:
     return ["transparent" if gone else f"rgb({r},{g},{b})" for gone, (r, g, b) in zip(missing.tolist(), rgb)]
 
 
+def shown_colors(table: pd.DataFrame, view: str, pending: np.ndarray, sampled: bool) -> list[str]:
+    """The colour each row is drawn in: `token_colors` in `view`, except pending rows (their teacher numbers are on
+    the way), which show the student's colour where it is known to be final (the before view, or a record opened
+    from its sampled log-probabilities) and none otherwise."""
+    colors = token_colors(table, view)
+    if not pending.any():
+        return colors
+    before = token_colors(table, "before") if view == "before" or sampled else ["transparent"] * len(table)
+    return [b if waiting else color for color, b, waiting in zip(colors, before, pending.tolist())]
+
+
 def _top_rows(before: list, after: list, placebo: list | None = None) -> str:
     cells = []
     for n in range(max(len(before), len(after), len(placebo or []))):
@@ -197,9 +208,8 @@ def render_strip(scores: ScoreResult, view: str = "delta", trajectory=None, show
              legend(view, has_placebo, bool(pushes))]
     previous_message = None
     visible_context = _visible_context(trajectory, show_template)
-    colors = token_colors(table, view)
-    before_colors = token_colors(table, "before") if view == "before" or sampled else ["transparent"] * len(table)
-    for row, view_color, before_color in zip(table.itertuples(), colors, before_colors):
+    pending_rows = (table.i.to_numpy() >= pending_from) & table.student.to_numpy(dtype=bool)
+    for row, color in zip(table.itertuples(), shown_colors(table, view, pending_rows, sampled)):
         message = trajectory.message_index[row.i] if trajectory else None
         if message != previous_message and trajectory:
             role = html.escape(trajectory.roles[message])
@@ -230,7 +240,6 @@ def render_strip(scores: ScoreResult, view: str = "delta", trajectory=None, show
                      f" data-low='{int(math.exp(row.logp_before) < LOW_P)}' data-highkl='{int(row.kl > HIGH_KL)}'")
         tip = (_pending_tip(row) if pending else _tooltip(row, pushes.get(row.i), scores.topk_figures)) if scored else ""
         newline = "<br>" if row.text.endswith("\n") else ""
-        color = before_color if pending else view_color  # pending: the student's colour, or none yet
         focusable = " tabindex='0'" if row.student else ""  # prompt tokens are not stops on the way to the strip
         parts.append(f"<span class='{' '.join(classes)}'{data}{focusable} "
                      f"style='background:{color}'>{_visible(row.text)}{tip}</span>{newline}")
@@ -295,11 +304,7 @@ def strip_data(scores: ScoreResult, view: str = "delta", trajectory=None, show_t
              | np.where(scored & (p_before < LOW_P), LOW, 0) | np.where(scored & (kl > HIGH_KL), HIGHKL, 0))
     if placebo:
         flags |= np.where(~pending & rows["style"].to_numpy(bool), STYLE, 0)
-    colors = token_colors(rows, view)
-    if pending.any():  # pending rows show the student's colour (sampled, or in the before view) or none yet
-        before = token_colors(rows, "before") if view == "before" or sampled else ["transparent"] * len(rows)
-        colors = [b if waiting else color for color, b, waiting in zip(colors, before, pending.tolist())]
-    data = {"i": i.tolist(), "t": rows.text.tolist(), "c": colors, "p": _rounded(p_before),
+    data = {"i": i.tolist(), "t": rows.text.tolist(), "c": shown_colors(rows, view, pending, sampled), "p": _rounded(p_before),
             "q": _rounded(np.where(scored, np.exp(rows.logp_after.to_numpy(dtype=np.float64)), np.nan)),
             "kl": _rounded(kl), "f": flags.tolist(),
             "rb": _ranks(rows.rank_before), "ra": _ranks(rows.rank_after),
